@@ -1,0 +1,3 @@
+//! quiver-bench (placeholder until the engine benchmark lands).
+
+fn main() {}

@@ -1,0 +1,616 @@
+//! The in-memory store: per view, N shards of entity records, last-write-wins writes and
+//! batched multi-feature gets with per-feature TTL.
+//!
+//! A get hashes every key once, counting-sorts the keys by shard, then visits each shard once
+//! under a read lock, decoding straight into the result's columns at each key's request
+//! position. All per-key work reuses buffers owned by [`GetResult`]: nothing is allocated per
+//! key.
+
+mod reclaim;
+mod shard;
+
+pub use reclaim::{ReclaimStats, Reclaimer};
+
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use crate::clock::{Clock, Micros};
+use crate::key::{decode_key, KeyBatch, MAX_KEY_LEN};
+use crate::record::{self, Cell, CellState, Layout, Malformed, NO_CREATED};
+use crate::registry::{Entity, FeatureRef, Registry};
+use crate::value::{FeatureColumn, Status, Value, ValueType};
+use crate::{EngineError, Result};
+use shard::{hash_key, Shard};
+
+/// Store tuning.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    /// Shards per view; a power of two.
+    pub shards: usize,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self { shards: 64 }
+    }
+}
+
+/// One entity row to write: values for some or all of a view's features.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    /// Canonical entity key (see [`KeyBatch`] / [`crate::encode_key`]).
+    pub key: Vec<u8>,
+    /// Event time of every value in the row, microseconds.
+    pub event_ts: Micros,
+    /// Optional created time, the tie-breaker for equal event times.
+    pub created_ts: Option<Micros>,
+    /// `(feature index in the view, value)`.
+    pub values: Vec<(usize, Value)>,
+}
+
+/// Options of one read.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ReadOptions {
+    /// A stricter bound than the features' TTLs, microseconds.
+    pub max_age: Option<Micros>,
+    /// Read as of this time instead of the store's clock.
+    pub now: Option<Micros>,
+}
+
+/// Size and freshness of one view.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ViewStats {
+    /// View name.
+    pub view: String,
+    /// Entities held in memory.
+    pub entities: u64,
+    /// Heap bytes used by the view's shards.
+    pub bytes: u64,
+    /// Newest event timestamp written, microseconds (0 if none).
+    pub newest_event_ts: Micros,
+}
+
+impl ViewStats {
+    /// Memory per entity (0 when empty).
+    pub fn bytes_per_entity(&self) -> f64 {
+        if self.entities == 0 {
+            0.0
+        } else {
+            self.bytes as f64 / self.entities as f64
+        }
+    }
+}
+
+#[derive(Debug)]
+struct ViewStore {
+    name: String,
+    entity: Entity,
+    layout: Layout,
+    shards: Arc<[RwLock<Shard>]>,
+    newest_event_ts: Arc<AtomicI64>,
+}
+
+impl ViewStore {
+    fn corrupt(&self, m: Malformed) -> EngineError {
+        EngineError::Corrupt {
+            file: format!("memory (view {:?})", self.name),
+            offset: 0,
+            reason: m.0.to_string(),
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Catalog {
+    registry: Arc<Registry>,
+    views: Vec<Arc<ViewStore>>,
+}
+
+/// The sharded in-memory feature store.
+#[derive(Debug)]
+pub struct Store {
+    catalog: RwLock<Arc<Catalog>>,
+    clock: Arc<dyn Clock>,
+    shard_mask: usize,
+    /// Next (view, shard) slot the reclaimer visits.
+    reclaim_next: std::sync::atomic::AtomicUsize,
+}
+
+fn read_lock<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    // A panic while holding a shard lock cannot leave a shard half-written (every mutation is
+    // a bounded copy after validation), so a poisoned lock is still safe to use.
+    l.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write_lock<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Shard of a key hash. Uses high bits: the table uses the low bits and the top seven.
+#[inline]
+fn shard_of(hash: u64, mask: usize) -> usize {
+    (hash >> 40) as usize & mask
+}
+
+/// A set of requested features resolved against one registry version.
+#[derive(Debug, Clone)]
+pub struct Selection {
+    catalog: Arc<Catalog>,
+    features: Vec<FeatureRef>,
+    /// Distinct views in first-requested order, each with `(output column, feature index)`.
+    groups: Vec<(usize, Vec<(usize, usize)>)>,
+}
+
+impl Selection {
+    /// The entity every selected feature is keyed by.
+    pub fn entity(&self) -> &Entity {
+        &self.catalog.views[self.groups[0].0].entity
+    }
+
+    /// The registry the selection was resolved against.
+    pub fn registry(&self) -> &Arc<Registry> {
+        &self.catalog.registry
+    }
+
+    /// The resolved features, in request order.
+    pub fn features(&self) -> &[FeatureRef] {
+        &self.features
+    }
+
+    /// Output names: `feature`, or `view__feature` with `full` names.
+    pub fn names(&self, full: bool) -> Vec<String> {
+        let views = self.catalog.registry.views();
+        self.features
+            .iter()
+            .map(|r| {
+                let v = &views[r.view];
+                if full {
+                    format!("{}__{}", v.name, v.features[r.feature].name)
+                } else {
+                    v.features[r.feature].name.clone()
+                }
+            })
+            .collect()
+    }
+
+    /// The type of each selected feature.
+    pub fn types(&self) -> Vec<ValueType> {
+        let views = self.catalog.registry.views();
+        self.features
+            .iter()
+            .map(|r| views[r.view].features[r.feature].ty)
+            .collect()
+    }
+}
+
+/// The result of a get, plus the scratch space that makes the next get allocation-free.
+/// Reuse one per thread or connection.
+#[derive(Debug, Default)]
+pub struct GetResult {
+    /// One column per requested feature, in request order.
+    pub columns: Vec<FeatureColumn>,
+    hashes: Vec<u64>,
+    order: Vec<u32>,
+    starts: Vec<u32>,
+    cells: Vec<Cell>,
+    min_ts: Vec<i64>,
+}
+
+impl GetResult {
+    /// An empty result.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl Store {
+    /// A store for `registry`'s views.
+    pub fn new(registry: Registry, config: StoreConfig, clock: Arc<dyn Clock>) -> Result<Self> {
+        if !config.shards.is_power_of_two() || config.shards > 1 << 16 {
+            return Err(EngineError::InvalidArgument(format!(
+                "shards must be a power of two up to 65536, got {}",
+                config.shards
+            )));
+        }
+        let catalog = Self::build_catalog(Arc::new(registry), None, config.shards)?;
+        Ok(Self {
+            catalog: RwLock::new(Arc::new(catalog)),
+            clock,
+            shard_mask: config.shards - 1,
+            reclaim_next: std::sync::atomic::AtomicUsize::new(0),
+        })
+    }
+
+    fn build_catalog(
+        registry: Arc<Registry>,
+        previous: Option<&Catalog>,
+        shards: usize,
+    ) -> Result<Catalog> {
+        let mut views = Vec::with_capacity(registry.views().len());
+        for v in registry.views() {
+            let entity = registry.view_entity(v).cloned().ok_or_else(|| {
+                EngineError::InvalidArgument(format!("view {:?} has no entity", v.name))
+            })?;
+            let old = previous.and_then(|p| p.views.iter().find(|o| o.name == v.name));
+            views.push(Arc::new(ViewStore {
+                name: v.name.clone(),
+                entity,
+                layout: Layout::new(v),
+                shards: match old {
+                    Some(o) => o.shards.clone(),
+                    None => (0..shards).map(|_| RwLock::new(Shard::default())).collect(),
+                },
+                newest_event_ts: match old {
+                    Some(o) => o.newest_event_ts.clone(),
+                    None => Arc::new(AtomicI64::new(0)),
+                },
+            }));
+        }
+        Ok(Catalog { registry, views })
+    }
+
+    fn catalog(&self) -> Arc<Catalog> {
+        read_lock(&self.catalog).clone()
+    }
+
+    /// The current registry.
+    pub fn registry(&self) -> Arc<Registry> {
+        self.catalog().registry.clone()
+    }
+
+    /// The store's clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// Replaces the registry with a compatible new version, live. Existing views keep their
+    /// data; their features keep their stored order (see [`Registry::evolve`]).
+    pub fn apply_registry(&self, next: Registry) -> Result<Arc<Registry>> {
+        let mut guard = write_lock(&self.catalog);
+        let merged = Arc::new(guard.registry.evolve(next)?);
+        let catalog = Self::build_catalog(merged.clone(), Some(&guard), self.shard_mask + 1)?;
+        *guard = Arc::new(catalog);
+        Ok(merged)
+    }
+
+    /// Resolves `view:feature` references for [`Store::get`]. All features must belong to views
+    /// of the same entity, since they are looked up with the same keys.
+    pub fn select<S: AsRef<str>>(&self, refs: &[S]) -> Result<Selection> {
+        let catalog = self.catalog();
+        let mut features = Vec::with_capacity(refs.len());
+        for r in refs {
+            let fr = catalog
+                .registry
+                .resolve(r.as_ref())
+                .map_err(|e| EngineError::NotFound(e.to_string()))?;
+            features.push(fr);
+        }
+        Self::selection(catalog, features)
+    }
+
+    /// Like [`Store::select`] with already-resolved references against the current registry.
+    pub fn select_refs(&self, features: Vec<FeatureRef>) -> Result<Selection> {
+        let catalog = self.catalog();
+        let n = catalog.views.len();
+        if let Some(bad) = features
+            .iter()
+            .find(|f| f.view >= n || f.feature >= catalog.views[f.view].layout.len())
+        {
+            return Err(EngineError::NotFound(format!("no feature {bad}")));
+        }
+        Self::selection(catalog, features)
+    }
+
+    fn selection(catalog: Arc<Catalog>, features: Vec<FeatureRef>) -> Result<Selection> {
+        if features.is_empty() {
+            return Err(EngineError::InvalidArgument("no features requested".into()));
+        }
+        let mut groups: Vec<(usize, Vec<(usize, usize)>)> = Vec::new();
+        for (col, f) in features.iter().enumerate() {
+            match groups.iter_mut().find(|g| g.0 == f.view) {
+                Some(g) => g.1.push((col, f.feature)),
+                None => groups.push((f.view, vec![(col, f.feature)])),
+            }
+        }
+        let first = &catalog.views[groups[0].0];
+        if let Some((v, _)) = groups
+            .iter()
+            .find(|(v, _)| catalog.views[*v].entity.name != first.entity.name)
+        {
+            return Err(EngineError::InvalidArgument(format!(
+                "features of view {:?} (entity {:?}) and view {:?} (entity {:?}) cannot be read \
+                 with the same keys; request them separately",
+                first.name,
+                first.entity.name,
+                catalog.views[*v].name,
+                catalog.views[*v].entity.name
+            )));
+        }
+        Ok(Selection {
+            catalog,
+            features,
+            groups,
+        })
+    }
+
+    /// Reads the selected features for every key of `keys` into `out.columns` (one column per
+    /// feature, rows in key order; duplicate keys are fine).
+    pub fn get(
+        &self,
+        sel: &Selection,
+        keys: &KeyBatch,
+        opts: &ReadOptions,
+        out: &mut GetResult,
+    ) -> Result<()> {
+        let n = keys.len();
+        let now = opts.now.unwrap_or_else(|| self.clock.now_micros());
+        let registry = &sel.catalog.registry;
+
+        out.columns.truncate(sel.features.len());
+        for (i, f) in sel.features.iter().enumerate() {
+            let ty = registry.views()[f.view].features[f.feature].ty;
+            match out.columns.get_mut(i) {
+                Some(c) if c.ty == ty => {}
+                Some(c) => *c = FeatureColumn::new(ty),
+                None => out.columns.push(FeatureColumn::new(ty)),
+            }
+            out.columns[i].reset(n);
+        }
+        out.min_ts.clear();
+        for f in &sel.features {
+            let layout = &sel.catalog.views[f.view].layout;
+            let ttl = layout.ttl_micros[f.feature];
+            let bound = match (ttl, opts.max_age) {
+                (0, None) => None,
+                (0, Some(m)) => Some(m),
+                (t, None) => Some(t),
+                (t, Some(m)) => Some(t.min(m)),
+            };
+            out.min_ts
+                .push(bound.map_or(i64::MIN, |b| now.saturating_sub(b.max(0))));
+        }
+
+        // Hash once; counting-sort key positions by shard.
+        let shards = self.shard_mask + 1;
+        out.hashes.clear();
+        out.hashes.extend(keys.iter().map(hash_key));
+        out.starts.clear();
+        out.starts.resize(shards + 1, 0);
+        for &h in &out.hashes {
+            out.starts[shard_of(h, self.shard_mask) + 1] += 1;
+        }
+        for s in 0..shards {
+            out.starts[s + 1] += out.starts[s];
+        }
+        out.order.clear();
+        out.order.resize(n, 0);
+        {
+            let mut next = out.starts.clone();
+            for (i, &h) in out.hashes.iter().enumerate() {
+                let s = shard_of(h, self.shard_mask);
+                out.order[next[s] as usize] = i as u32;
+                next[s] += 1;
+            }
+        }
+
+        for (view_idx, feats) in &sel.groups {
+            let view = &sel.catalog.views[*view_idx];
+            for s in 0..shards {
+                let (lo, hi) = (out.starts[s] as usize, out.starts[s + 1] as usize);
+                if lo == hi {
+                    continue;
+                }
+                let shard = read_lock(&view.shards[s]);
+                for &k in &out.order[lo..hi] {
+                    let k = k as usize;
+                    let Some(off) = shard.find(out.hashes[k], keys.get(k)) else {
+                        continue;
+                    };
+                    let rec = shard.record(off).map_err(|m| view.corrupt(m))?;
+                    record::parse(&view.layout, rec, &mut out.cells)
+                        .map_err(|m| view.corrupt(m))?;
+                    for &(col, fi) in feats {
+                        let cell = &out.cells[fi];
+                        let column = &mut out.columns[col];
+                        if cell.state == CellState::Unwritten {
+                            continue;
+                        }
+                        column.event_ts[k] = cell.ts;
+                        if cell.ts < out.min_ts[col] {
+                            column.statuses[k] = Status::OutsideMaxAge;
+                            continue;
+                        }
+                        if cell.state == CellState::Null {
+                            column.statuses[k] = Status::NullValue;
+                            continue;
+                        }
+                        record::decode_into(
+                            view.layout.types[fi],
+                            cell,
+                            rec,
+                            &mut column.values,
+                            k,
+                        )
+                        .map_err(|m| view.corrupt(m))?;
+                        column.statuses[k] = Status::Present;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Convenience: resolves `refs` and reads them for `keys` in a fresh result.
+    pub fn get_features<S: AsRef<str>>(
+        &self,
+        refs: &[S],
+        keys: &KeyBatch,
+        opts: &ReadOptions,
+    ) -> Result<Vec<FeatureColumn>> {
+        let sel = self.select(refs)?;
+        let mut out = GetResult::new();
+        self.get(&sel, keys, opts, &mut out)?;
+        Ok(out.columns)
+    }
+
+    /// Writes rows into `view`. Each feature value replaces the stored one only if it is newer
+    /// (event time, then created time, then arrival). The whole batch is validated before any
+    /// of it is applied, so a bad row rejects the batch and changes nothing.
+    pub fn write(&self, view: &str, rows: &[Row]) -> Result<()> {
+        let catalog = self.catalog();
+        let vi = catalog
+            .registry
+            .view_index(view)
+            .ok_or_else(|| EngineError::NotFound(format!("no feature view named {view:?}")))?;
+        let vs = &catalog.views[vi];
+        let vdef = &catalog.registry.views()[vi];
+        for (r, row) in rows.iter().enumerate() {
+            validate_row(vdef, &vs.entity, r, row)?;
+        }
+
+        let mut hashes = Vec::with_capacity(rows.len());
+        let mut by_shard: Vec<Vec<u32>> = vec![Vec::new(); self.shard_mask + 1];
+        for (i, row) in rows.iter().enumerate() {
+            let h = hash_key(&row.key);
+            hashes.push(h);
+            by_shard[shard_of(h, self.shard_mask)].push(i as u32);
+        }
+        let mut cells = Vec::new();
+        let mut fresh = Vec::new();
+        let mut encoded = Vec::new();
+        let mut newest = i64::MIN;
+        for (s, idxs) in by_shard.iter().enumerate() {
+            if idxs.is_empty() {
+                continue;
+            }
+            let mut shard = write_lock(&vs.shards[s]);
+            for &i in idxs {
+                let row = &rows[i as usize];
+                let h = hashes[i as usize];
+                newest = newest.max(row.event_ts);
+                let existing = shard.find(h, &row.key);
+                let old: &[u8] = match existing {
+                    Some(off) => {
+                        let rec = shard.record(off).map_err(|m| vs.corrupt(m))?;
+                        record::parse(&vs.layout, rec, &mut cells).map_err(|m| vs.corrupt(m))?;
+                        rec
+                    }
+                    None => {
+                        cells.clear();
+                        cells.resize(vs.layout.len(), Cell::default());
+                        &[]
+                    }
+                };
+                fresh.clear();
+                let created = row.created_ts.unwrap_or(NO_CREATED);
+                let mut changed = false;
+                for (fi, v) in &row.values {
+                    changed |= record::apply(
+                        &vs.layout,
+                        &mut cells[*fi],
+                        *fi,
+                        v,
+                        row.event_ts,
+                        created,
+                        &mut fresh,
+                    );
+                }
+                if !changed {
+                    continue;
+                }
+                record::encode(&vs.layout, &cells, old, &fresh, &mut encoded);
+                shard
+                    .upsert(h, &row.key, existing, &encoded)
+                    .map_err(|m| EngineError::CapacityExceeded(m.0.to_string()))?;
+            }
+        }
+        if !rows.is_empty() {
+            vs.newest_event_ts.fetch_max(newest, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// Size and freshness of every view.
+    pub fn stats(&self) -> Vec<ViewStats> {
+        let catalog = self.catalog();
+        catalog
+            .views
+            .iter()
+            .map(|v| {
+                let (mut entities, mut bytes) = (0u64, 0u64);
+                for s in v.shards.iter() {
+                    let s = read_lock(s);
+                    entities += s.entities() as u64;
+                    bytes += s.memory_bytes() as u64;
+                }
+                ViewStats {
+                    view: v.name.clone(),
+                    entities,
+                    bytes,
+                    newest_event_ts: v.newest_event_ts.load(Ordering::Relaxed),
+                }
+            })
+            .collect()
+    }
+}
+
+fn validate_row(
+    vdef: &crate::registry::FeatureView,
+    entity: &Entity,
+    r: usize,
+    row: &Row,
+) -> Result<()> {
+    if row.key.len() > MAX_KEY_LEN || decode_key(entity, &row.key).is_none() {
+        return Err(EngineError::InvalidArgument(format!(
+            "row {r}: key is not a valid encoded key of entity {:?}",
+            entity.name
+        )));
+    }
+    if row.values.is_empty() {
+        return Err(EngineError::InvalidArgument(format!(
+            "row {r}: no feature values"
+        )));
+    }
+    let mut seen = [0u64; 4];
+    for (fi, v) in &row.values {
+        let f = vdef.features.get(*fi).ok_or_else(|| {
+            EngineError::InvalidArgument(format!(
+                "row {r}: view {:?} has no feature #{fi}",
+                vdef.name
+            ))
+        })?;
+        if !v.fits(f.ty) {
+            return Err(EngineError::InvalidArgument(format!(
+                "row {r}: feature {:?} of view {:?} is {}, got a {} value{}",
+                f.name,
+                vdef.name,
+                f.ty,
+                v.kind(),
+                match (v, f.ty) {
+                    (Value::Vector(x), ValueType::Vector { dim }) =>
+                        format!(" of dimension {} (expected {dim})", x.len()),
+                    _ => String::new(),
+                }
+            )));
+        }
+        if *fi < 256 {
+            let (w, b) = (fi / 64, fi % 64);
+            if seen[w] & (1 << b) != 0 {
+                return Err(EngineError::InvalidArgument(format!(
+                    "row {r}: feature {:?} given twice",
+                    f.name
+                )));
+            }
+            seen[w] |= 1 << b;
+        } else if row.values.iter().filter(|(g, _)| g == fi).count() > 1 {
+            return Err(EngineError::InvalidArgument(format!(
+                "row {r}: feature {:?} given twice",
+                f.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

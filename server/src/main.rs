@@ -1,0 +1,9 @@
+//! The `quiver` binary: parses arguments and hands them to the library.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    quiver_server::run(quiver_server::Cli::parse())
+}
