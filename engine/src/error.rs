@@ -26,6 +26,40 @@ pub enum EngineError {
         /// What is wrong.
         reason: String,
     },
+    /// A file operation failed.
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        /// The file or directory.
+        path: String,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A file was written by a newer Quiver with a format this build cannot read.
+    #[error(
+        "{file} has format version {found}; this build reads version {supported} (upgrade Quiver)"
+    )]
+    UnsupportedVersion {
+        /// The file.
+        file: String,
+        /// Version found in the file.
+        found: u32,
+        /// Newest version this build reads.
+        supported: u32,
+    },
+    /// A file has an old format version that this build no longer reads directly.
+    #[error("{file} has format version {found}, older than the oldest this build reads ({oldest}); it must be upgraded (rewritten) first")]
+    NeedsUpgrade {
+        /// The file.
+        file: String,
+        /// Version found in the file.
+        found: u32,
+        /// Oldest version this build reads.
+        oldest: u32,
+    },
+    /// A write or fsync of the write-ahead log failed earlier; it refuses writes until reopened.
+    #[error("write-ahead log poisoned: {0}")]
+    WalPoisoned(String),
     /// A store structure reached a hard size limit.
     #[error("capacity exceeded: {0}")]
     CapacityExceeded(String),

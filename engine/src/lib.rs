@@ -12,23 +12,44 @@
 
 #![deny(unsafe_code)]
 
+mod batch;
 mod clock;
 mod codec;
+mod db;
 mod error;
+#[doc(hidden)]
+pub mod fuzzing;
 mod key;
+mod manifest;
 mod record;
+mod recovery;
 mod registry;
+mod snapshot;
 mod store;
 mod value;
+mod wal;
 
 pub use clock::{Clock, ManualClock, Micros, SystemClock, MICROS_PER_SEC};
+pub use db::{
+    CheckpointStats, Db, DbConfig, DbStats, Maintenance, OpenReport, SnapshotBuilder, SNAPSHOT_DIR,
+    WAL_DIR,
+};
 pub use error::{EngineError, Result};
 pub use key::{decode_key, encode_key, KeyBatch, KeyPart, OwnedKeyPart, MAX_KEY_LEN};
+pub use manifest::{Manifest, ViewSnapshot, MANIFEST_FILE};
 pub use registry::{
     parse_ttl, Entity, Feature, FeatureRef, FeatureService, FeatureView, JoinKey, KeyType,
     OfflineSource, Registry, RegistryError,
 };
+pub use snapshot::{
+    Snapshot, SnapshotInfo, SnapshotIter, SnapshotMeta, SnapshotWriter, MAX_VIEW_NAME_LEN,
+    SNAPSHOT_EXTENSION, SNAPSHOT_TEMP_SUFFIX,
+};
 pub use store::{
-    GetResult, ReadOptions, ReclaimStats, Reclaimer, Row, Store, StoreConfig, ViewStats,
+    GetResult, MergeStats, ReadOptions, ReclaimStats, Reclaimer, Row, Store, StoreConfig, ViewStats,
 };
 pub use value::{ColumnData, FeatureColumn, ScalarType, Status, Value, ValueType, VarColumn};
+pub use wal::{
+    inspect_wal, FsyncPolicy, Wal, WalConfig, WalFaults, WalRecord, WalRecoveryOptions,
+    WalRecoveryReport, WalSegmentInfo, WalStats, MAX_WAL_PAYLOAD,
+};

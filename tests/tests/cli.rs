@@ -1,5 +1,7 @@
 //! The `quiver` binary on registry files, as a user runs it.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::process::Command;
 
 use quiver_tests::{quiver_bin, workspace_root};

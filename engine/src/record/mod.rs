@@ -234,6 +234,11 @@ fn add_delta(base: i64, delta: u64, scale: i64) -> Result<i64, Malformed> {
     i64::try_from(v).map_err(|_| Malformed("timestamp out of range"))
 }
 
+/// Advances `pos` over one encoded value of type `ty` (for codecs that embed values).
+pub(crate) fn skip_value_pub(ty: ValueType, buf: &[u8], pos: &mut usize) -> Option<()> {
+    skip_value(ty, buf, pos)
+}
+
 /// Advances `pos` over one encoded value of type `ty`.
 fn skip_value(ty: ValueType, buf: &[u8], pos: &mut usize) -> Option<()> {
     match ty {
@@ -475,11 +480,34 @@ pub(crate) fn decode_into(
     col: &mut ColumnData,
     row: usize,
 ) -> Result<(), Malformed> {
-    let v = &bytes[cell.start as usize..(cell.start + cell.len) as usize];
+    if let (ValueType::Scalar(ScalarType::Bool), ColumnData::Bool(c)) = (ty, &mut *col) {
+        c[row] = cell.flag;
+        return Ok(());
+    }
+    let v = bytes
+        .get(cell.start as usize..(cell.start as usize + cell.len as usize))
+        .ok_or(Malformed("value span outside the record"))?;
+    decode_bytes_into(ty, v, col, row)
+}
+
+/// Decodes exactly the encoded value `v` of type `ty` into row `row` of `col`. Scalar bools
+/// are one byte (0 or 1) here; in records they live in the bool bitmap instead.
+pub(crate) fn decode_bytes_into(
+    ty: ValueType,
+    v: &[u8],
+    col: &mut ColumnData,
+    row: usize,
+) -> Result<(), Malformed> {
     let mut pos = 0;
     let bad = Malformed("value does not match its type");
     match (ty, col) {
-        (ValueType::Scalar(ScalarType::Bool), ColumnData::Bool(c)) => c[row] = cell.flag,
+        (ValueType::Scalar(ScalarType::Bool), ColumnData::Bool(c)) => {
+            c[row] = match v {
+                [0] => false,
+                [1] => true,
+                _ => return Err(bad),
+            };
+        }
         (ValueType::Scalar(ScalarType::Int32), ColumnData::Int32(c)) => {
             c[row] = read_int(v, &mut pos)?.try_into().map_err(|_| bad)?;
         }

@@ -4,6 +4,7 @@
 //! reported with the line and the name of the view/feature/field it concerns, all at once.
 
 mod parse;
+mod render;
 mod ttl;
 
 pub use ttl::parse_ttl;
@@ -201,6 +202,11 @@ impl Registry {
             services,
             view_by_name,
         }
+    }
+
+    /// Canonical TOML for this registry; parsing it gives back an equal registry.
+    pub fn to_toml(&self) -> String {
+        render::render(self)
     }
 
     /// The project name (Feast's namespace for keys).

@@ -170,3 +170,19 @@ fn evolve_refuses_type_change_and_removal() {
     let e = old.evolve(removed).unwrap_err().to_string();
     assert!(e.contains("feature \"a\" was removed"), "{e}");
 }
+
+#[test]
+fn canonical_toml_round_trips() {
+    let r = Registry::from_toml(&example()).unwrap();
+    let again = Registry::from_toml(&r.to_toml()).unwrap();
+    assert_eq!(again, r);
+    // Evolved order survives the round trip too.
+    let old = Registry::from_toml(BASE).unwrap();
+    let next = Registry::from_toml(&BASE.replace(
+        "  [[feature_view.feature]]\n  name = \"a\"",
+        "  [[feature_view.feature]]\n  name = \"z\"\n  type = \"bytes\"\n  [[feature_view.feature]]\n  name = \"a\"",
+    ))
+    .unwrap();
+    let merged = old.evolve(next).unwrap();
+    assert_eq!(Registry::from_toml(&merged.to_toml()).unwrap(), merged);
+}

@@ -6,8 +6,11 @@
 //! position. All per-key work reuses buffers owned by [`GetResult`]: nothing is allocated per
 //! key.
 
+mod layers;
 mod reclaim;
 mod shard;
+
+pub use layers::MergeStats;
 
 pub use reclaim::{ReclaimStats, Reclaimer};
 
@@ -20,7 +23,7 @@ use crate::record::{self, Cell, CellState, Layout, Malformed, NO_CREATED};
 use crate::registry::{Entity, FeatureRef, Registry};
 use crate::value::{FeatureColumn, Status, Value, ValueType};
 use crate::{EngineError, Result};
-use shard::{hash_key, Shard};
+use shard::{hash_key, shard_of, Shard};
 
 /// Store tuning.
 #[derive(Debug, Clone)]
@@ -62,16 +65,20 @@ pub struct ReadOptions {
 pub struct ViewStats {
     /// View name.
     pub view: String,
-    /// Entities held in memory.
+    /// Entities held in the in-memory delta.
     pub entities: u64,
-    /// Heap bytes used by the view's shards.
+    /// Heap bytes used by the in-memory delta.
     pub bytes: u64,
+    /// Entities in the base snapshot.
+    pub base_entities: u64,
+    /// Size of the base snapshot file (memory-mapped, not heap).
+    pub base_bytes: u64,
     /// Newest event timestamp written, microseconds (0 if none).
     pub newest_event_ts: Micros,
 }
 
 impl ViewStats {
-    /// Memory per entity (0 when empty).
+    /// Heap memory per in-memory entity (0 when empty).
     pub fn bytes_per_entity(&self) -> f64 {
         if self.entities == 0 {
             0.0
@@ -81,16 +88,58 @@ impl ViewStats {
     }
 }
 
+/// A visitor of `(key, record)` pairs that may stop with an error.
+pub(crate) type RecordVisitor<'a> = dyn FnMut(&[u8], &[u8]) -> Result<()> + 'a;
+
+/// Records of a view that live outside the in-memory delta: an immutable snapshot.
+pub(crate) trait BaseRecords: Send + Sync + std::fmt::Debug {
+    /// The record stored for `key`, borrowed from the base.
+    fn record(&self, key: &[u8]) -> Result<Option<&[u8]>>;
+    /// Calls `f` with every `(key, record)` in the base.
+    fn for_each(&self, f: &mut RecordVisitor<'_>) -> Result<()>;
+    /// Number of entities in the base.
+    fn entities(&self) -> u64;
+    /// Bytes the base occupies (mapped, not heap).
+    fn bytes(&self) -> u64;
+}
+
+/// One generation of in-memory records: N shards.
+#[derive(Debug)]
+pub(crate) struct Delta {
+    shards: Box<[RwLock<Shard>]>,
+}
+
+impl Delta {
+    fn new(shards: usize) -> Self {
+        Self {
+            shards: (0..shards).map(|_| RwLock::new(Shard::default())).collect(),
+        }
+    }
+}
+
+/// What a read consults, newest first: the active delta (takes writes), the frozen delta (being
+/// checkpointed), the base snapshot.
+#[derive(Debug)]
+pub(crate) struct Layers {
+    active: Arc<Delta>,
+    frozen: Option<Arc<Delta>>,
+    base: Option<Arc<dyn BaseRecords>>,
+}
+
 #[derive(Debug)]
 struct ViewStore {
     name: String,
     entity: Entity,
     layout: Layout,
-    shards: Arc<[RwLock<Shard>]>,
+    layers: Arc<RwLock<Arc<Layers>>>,
     newest_event_ts: Arc<AtomicI64>,
 }
 
 impl ViewStore {
+    fn layers(&self) -> Arc<Layers> {
+        read_lock(&self.layers).clone()
+    }
+
     fn corrupt(&self, m: Malformed) -> EngineError {
         EngineError::Corrupt {
             file: format!("memory (view {:?})", self.name),
@@ -124,12 +173,6 @@ fn read_lock<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
 
 fn write_lock<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
     l.write().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Shard of a key hash. Uses high bits: the table uses the low bits and the top seven.
-#[inline]
-fn shard_of(hash: u64, mask: usize) -> usize {
-    (hash >> 40) as usize & mask
 }
 
 /// A set of requested features resolved against one registry version.
@@ -192,7 +235,7 @@ pub struct GetResult {
     hashes: Vec<u64>,
     order: Vec<u32>,
     starts: Vec<u32>,
-    cells: Vec<Cell>,
+    cells: [Vec<Cell>; 3],
     min_ts: Vec<i64>,
 }
 
@@ -236,9 +279,13 @@ impl Store {
                 name: v.name.clone(),
                 entity,
                 layout: Layout::new(v),
-                shards: match old {
-                    Some(o) => o.shards.clone(),
-                    None => (0..shards).map(|_| RwLock::new(Shard::default())).collect(),
+                layers: match old {
+                    Some(o) => o.layers.clone(),
+                    None => Arc::new(RwLock::new(Arc::new(Layers {
+                        active: Arc::new(Delta::new(shards)),
+                        frozen: None,
+                        base: None,
+                    }))),
                 },
                 newest_event_ts: match old {
                     Some(o) => o.newest_event_ts.clone(),
@@ -256,6 +303,11 @@ impl Store {
     /// The current registry.
     pub fn registry(&self) -> Arc<Registry> {
         self.catalog().registry.clone()
+    }
+
+    /// Shards per view.
+    pub fn shard_count(&self) -> usize {
+        self.shard_mask + 1
     }
 
     /// The store's clock.
@@ -395,22 +447,55 @@ impl Store {
 
         for (view_idx, feats) in &sel.groups {
             let view = &sel.catalog.views[*view_idx];
+            let layers = view.layers();
             for s in 0..shards {
                 let (lo, hi) = (out.starts[s] as usize, out.starts[s + 1] as usize);
                 if lo == hi {
                     continue;
                 }
-                let shard = read_lock(&view.shards[s]);
+                let active = read_lock(&layers.active.shards[s]);
+                let frozen = layers.frozen.as_ref().map(|f| read_lock(&f.shards[s]));
                 for &k in &out.order[lo..hi] {
                     let k = k as usize;
-                    let Some(off) = shard.find(out.hashes[k], keys.get(k)) else {
+                    let (key, hash) = (keys.get(k), out.hashes[k]);
+                    // Sources newest first; a tie on (event, created) goes to the newer layer.
+                    let mut srcs: [&[u8]; 3] = [&[]; 3];
+                    let mut nsrc = 0;
+                    if let Some(off) = active.find(hash, key) {
+                        srcs[nsrc] = active.record(off).map_err(|m| view.corrupt(m))?;
+                        nsrc += 1;
+                    }
+                    if let Some(fz) = &frozen {
+                        if let Some(off) = fz.find(hash, key) {
+                            srcs[nsrc] = fz.record(off).map_err(|m| view.corrupt(m))?;
+                            nsrc += 1;
+                        }
+                    }
+                    if let Some(base) = &layers.base {
+                        if let Some(rec) = base.record(key)? {
+                            srcs[nsrc] = rec;
+                            nsrc += 1;
+                        }
+                    }
+                    if nsrc == 0 {
                         continue;
-                    };
-                    let rec = shard.record(off).map_err(|m| view.corrupt(m))?;
-                    record::parse(&view.layout, rec, &mut out.cells)
-                        .map_err(|m| view.corrupt(m))?;
+                    }
+                    for (j, rec) in srcs.iter().enumerate().take(nsrc) {
+                        record::parse(&view.layout, rec, &mut out.cells[j])
+                            .map_err(|m| view.corrupt(m))?;
+                    }
                     for &(col, fi) in feats {
-                        let cell = &out.cells[fi];
+                        let mut best = 0;
+                        for j in 1..nsrc {
+                            let (c, b) = (&out.cells[j][fi], &out.cells[best][fi]);
+                            if c.state != CellState::Unwritten
+                                && (b.state == CellState::Unwritten
+                                    || (c.ts, c.created) > (b.ts, b.created))
+                            {
+                                best = j;
+                            }
+                        }
+                        let cell = &out.cells[best][fi];
                         let column = &mut out.columns[col];
                         if cell.state == CellState::Unwritten {
                             continue;
@@ -427,7 +512,7 @@ impl Store {
                         record::decode_into(
                             view.layout.types[fi],
                             cell,
-                            rec,
+                            srcs[best],
                             &mut column.values,
                             k,
                         )
@@ -457,17 +542,33 @@ impl Store {
     /// (event time, then created time, then arrival). The whole batch is validated before any
     /// of it is applied, so a bad row rejects the batch and changes nothing.
     pub fn write(&self, view: &str, rows: &[Row]) -> Result<()> {
+        self.validate(view, rows)?;
+        self.apply_validated(view, rows)
+    }
+
+    /// Checks a batch as [`Store::write`] would, without applying it.
+    pub fn validate(&self, view: &str, rows: &[Row]) -> Result<()> {
+        let catalog = self.catalog();
+        let vi = catalog
+            .registry
+            .view_index(view)
+            .ok_or_else(|| EngineError::NotFound(format!("no feature view named {view:?}")))?;
+        let vdef = &catalog.registry.views()[vi];
+        for (r, row) in rows.iter().enumerate() {
+            validate_row(vdef, &catalog.views[vi].entity, r, row)?;
+        }
+        Ok(())
+    }
+
+    /// Applies a batch that [`Store::validate`] accepted (registry changes in between only
+    /// add, so it stays valid).
+    pub(crate) fn apply_validated(&self, view: &str, rows: &[Row]) -> Result<()> {
         let catalog = self.catalog();
         let vi = catalog
             .registry
             .view_index(view)
             .ok_or_else(|| EngineError::NotFound(format!("no feature view named {view:?}")))?;
         let vs = &catalog.views[vi];
-        let vdef = &catalog.registry.views()[vi];
-        for (r, row) in rows.iter().enumerate() {
-            validate_row(vdef, &vs.entity, r, row)?;
-        }
-
         let mut hashes = Vec::with_capacity(rows.len());
         let mut by_shard: Vec<Vec<u32>> = vec![Vec::new(); self.shard_mask + 1];
         for (i, row) in rows.iter().enumerate() {
@@ -479,11 +580,12 @@ impl Store {
         let mut fresh = Vec::new();
         let mut encoded = Vec::new();
         let mut newest = i64::MIN;
+        let layers = vs.layers();
         for (s, idxs) in by_shard.iter().enumerate() {
             if idxs.is_empty() {
                 continue;
             }
-            let mut shard = write_lock(&vs.shards[s]);
+            let mut shard = write_lock(&layers.active.shards[s]);
             for &i in idxs {
                 let row = &rows[i as usize];
                 let h = hashes[i as usize];
@@ -537,16 +639,21 @@ impl Store {
             .views
             .iter()
             .map(|v| {
+                let layers = v.layers();
                 let (mut entities, mut bytes) = (0u64, 0u64);
-                for s in v.shards.iter() {
-                    let s = read_lock(s);
-                    entities += s.entities() as u64;
-                    bytes += s.memory_bytes() as u64;
+                for delta in std::iter::once(&layers.active).chain(layers.frozen.as_ref()) {
+                    for s in delta.shards.iter() {
+                        let s = read_lock(s);
+                        entities += s.entities() as u64;
+                        bytes += s.memory_bytes() as u64;
+                    }
                 }
                 ViewStats {
                     view: v.name.clone(),
                     entities,
                     bytes,
+                    base_entities: layers.base.as_ref().map_or(0, |b| b.entities()),
+                    base_bytes: layers.base.as_ref().map_or(0, |b| b.bytes()),
                     newest_event_ts: v.newest_event_ts.load(Ordering::Relaxed),
                 }
             })
@@ -554,7 +661,7 @@ impl Store {
     }
 }
 
-fn validate_row(
+pub(crate) fn validate_row(
     vdef: &crate::registry::FeatureView,
     entity: &Entity,
     r: usize,

@@ -54,8 +54,8 @@ impl Store {
         let now = self.clock.now_micros();
         let mut total = ReclaimStats::default();
         for v in &catalog.views {
-            for s in 0..v.shards.len() {
-                write_lock(&v.shards[s]).cursor = 0;
+            for s in 0..=self.shard_mask {
+                write_lock(&v.layers().active.shards[s]).cursor = 0;
                 total.add(reclaim_shard(v, s, now, usize::MAX));
             }
         }
@@ -65,7 +65,8 @@ impl Store {
 
 fn reclaim_shard(view: &ViewStore, s: usize, now: i64, budget: usize) -> ReclaimStats {
     let mut stats = ReclaimStats::default();
-    let mut shard = write_lock(&view.shards[s]);
+    let layers = view.layers();
+    let mut shard = write_lock(&layers.active.shards[s]);
     let mut pos = shard.cursor;
     let mut cells = Vec::new();
     let mut encoded = Vec::new();

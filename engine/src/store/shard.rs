@@ -26,6 +26,19 @@ pub(crate) fn hash_key(key: &[u8]) -> u64 {
     foldhash::fast::FixedState::with_seed(SEED).hash_one(key)
 }
 
+/// Shard of a key in a store with `mask + 1` shards (high bits: the table uses the low bits
+/// and the top seven).
+#[inline]
+pub(crate) fn shard_of_key(key: &[u8], mask: usize) -> usize {
+    shard_of(hash_key(key), mask)
+}
+
+/// Shard of a key hash.
+#[inline]
+pub(crate) fn shard_of(hash: u64, mask: usize) -> usize {
+    (hash >> 40) as usize & mask
+}
+
 /// Largest arena a shard may grow to: offsets are u32.
 const MAX_ARENA: usize = u32::MAX as usize;
 

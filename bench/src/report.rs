@@ -1,0 +1,160 @@
+//! Latency histograms and report output: a plain-text table for people, one JSON line for tools.
+
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+use crate::{BenchError, Result};
+
+/// Largest latency recorded exactly (one minute); longer ones are clamped to it.
+const MAX_NANOS: u64 = 60_000_000_000;
+
+/// Latencies in nanoseconds, three significant digits (HDR histogram).
+#[derive(Debug, Clone)]
+pub struct Latency {
+    hist: Histogram<u64>,
+}
+
+impl Latency {
+    /// An empty histogram of 1 ns .. 60 s.
+    pub fn new() -> Result<Self> {
+        let hist = Histogram::new_with_bounds(1, MAX_NANOS, 3)
+            .map_err(|e| BenchError::Histogram(e.to_string()))?;
+        Ok(Self { hist })
+    }
+
+    /// Records one measurement.
+    pub fn record(&mut self, d: Duration) {
+        let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        self.hist.saturating_record(nanos.clamp(1, MAX_NANOS));
+    }
+
+    /// The distribution's key figures.
+    pub fn summary(&self) -> Summary {
+        let us = |q: f64| self.hist.value_at_quantile(q) as f64 / 1000.0;
+        Summary {
+            count: self.hist.len(),
+            mean_us: self.hist.mean() / 1000.0,
+            p50_us: us(0.5),
+            p99_us: us(0.99),
+            p999_us: us(0.999),
+            max_us: self.hist.max() as f64 / 1000.0,
+        }
+    }
+}
+
+/// Key figures of a latency distribution, microseconds.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Summary {
+    /// Number of measurements.
+    pub count: u64,
+    /// Mean.
+    pub mean_us: f64,
+    /// Median.
+    pub p50_us: f64,
+    /// 99th percentile.
+    pub p99_us: f64,
+    /// 99.9th percentile.
+    pub p999_us: f64,
+    /// Largest measurement.
+    pub max_us: f64,
+}
+
+/// `a / b`, or NaN when `b` is zero (printed as such rather than as infinity).
+pub fn ratio(a: f64, b: f64) -> f64 {
+    if b > 0.0 {
+        a / b
+    } else {
+        f64::NAN
+    }
+}
+
+/// Rounds to three decimals for the JSON line (nanosecond resolution in microseconds).
+pub fn round3(x: f64) -> f64 {
+    (x * 1000.0).round() / 1000.0
+}
+
+/// A right-aligned plain-text table (the first column left-aligned).
+#[derive(Debug, Clone, Default)]
+pub struct Table {
+    header: Vec<String>,
+    rows: Vec<Vec<String>>,
+}
+
+impl Table {
+    /// A table with these column titles.
+    pub fn new<S: Into<String>>(header: impl IntoIterator<Item = S>) -> Self {
+        Self {
+            header: header.into_iter().map(Into::into).collect(),
+            rows: Vec::new(),
+        }
+    }
+
+    /// Appends a row (missing cells are blank).
+    pub fn row<S: Into<String>>(&mut self, cells: impl IntoIterator<Item = S>) {
+        self.rows.push(cells.into_iter().map(Into::into).collect());
+    }
+
+    /// The table as text, one line per row, with a rule under the header.
+    pub fn render(&self) -> String {
+        let cols = self.header.len();
+        let mut width = vec![0usize; cols];
+        for r in std::iter::once(&self.header).chain(&self.rows) {
+            for (w, c) in width.iter_mut().zip(r) {
+                *w = (*w).max(c.chars().count());
+            }
+        }
+        let line = |r: &[String]| {
+            let cells: Vec<String> = (0..cols)
+                .map(|i| {
+                    let c = r.get(i).map_or("", String::as_str);
+                    if i == 0 {
+                        format!("{c:<w$}", w = width[i])
+                    } else {
+                        format!("{c:>w$}", w = width[i])
+                    }
+                })
+                .collect();
+            cells.join("  ").trim_end().to_owned()
+        };
+        let mut out = line(&self.header);
+        out.push('\n');
+        out.push_str(&"-".repeat(width.iter().sum::<usize>() + 2 * cols.saturating_sub(1)));
+        for r in &self.rows {
+            out.push('\n');
+            out.push_str(&line(r));
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn summary_reports_percentiles_in_microseconds() {
+        let mut l = Latency::new().unwrap();
+        for i in 1..=1000u64 {
+            l.record(Duration::from_micros(i));
+        }
+        let s = l.summary();
+        assert_eq!(s.count, 1000);
+        assert!((s.p50_us - 500.0).abs() < 1.0, "{s:?}");
+        assert!((s.p99_us - 990.0).abs() < 1.0, "{s:?}");
+        assert!((s.max_us - 1000.0).abs() < 1.0, "{s:?}");
+        l.record(Duration::from_secs(3600));
+        assert!(l.summary().max_us <= MAX_NANOS as f64 / 1000.0 * 1.001);
+    }
+
+    #[test]
+    fn table_aligns_columns() {
+        let mut t = Table::new(["keys", "p50 us"]);
+        t.row(["uniform", "12.5"]);
+        t.row(["zipf", "7.25"]);
+        assert_eq!(
+            t.render(),
+            "keys     p50 us\n---------------\nuniform    12.5\nzipf       7.25"
+        );
+    }
+}
