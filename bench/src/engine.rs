@@ -84,6 +84,12 @@ const VALIDATION_SAMPLE: u64 = 20_000;
 /// Measurements alternate between the systems in this many slices each.
 const SLICES: u32 = 6;
 
+/// Goals from the issue, reported (not asserted): engine p50 over baseline p50, uniform keys.
+const TARGET_P50_RATIO: f64 = 1.5;
+
+/// Goal for the engine's own accounting of `user_stats` memory per entity.
+const TARGET_BYTES_PER_ENTITY: f64 = 120.0;
+
 /// Warm-up per system and distribution: a third of the measurement, at most this.
 const MAX_WARMUP: Duration = Duration::from_secs(1);
 
@@ -218,14 +224,16 @@ struct Load {
     rss_bytes: u64,
 }
 
-/// Writes every entity through `Store::write`, measuring time and the process RSS delta.
+/// Writes every entity through `Store::write`, measuring time (generating the rows included)
+/// and the process RSS delta.
 fn load(store: &Store, dataset: &Dataset, entity: &Entity, batch: usize) -> Result<Load> {
     let n = dataset.entities();
     eprintln!("loading {n} entities into {VIEW} ({batch} rows per write)");
     let rss_before = mem::rss_bytes()?;
     let start = Instant::now();
     let mut rows = Vec::with_capacity(batch);
-    let mut next_report = n / 10;
+    let step = (n / 10).max(1);
+    let mut next_report = step;
     let mut first = 0;
     while first < n {
         let end = (first + batch as u64).min(n);
@@ -245,7 +253,7 @@ fn load(store: &Store, dataset: &Dataset, entity: &Entity, batch: usize) -> Resu
         first = end;
         if first >= next_report && first < n {
             eprintln!("  {first} / {n}");
-            next_report += n / 10;
+            next_report += step;
         }
     }
     drop(rows);
@@ -662,7 +670,9 @@ impl Figures<'_> {
              {} shards, seed {}, {} s per measurement\n\n{}\n\n\
              memory: engine accounting {:.1} B/entity, process RSS delta {:.1} B/entity \
              (baseline map RSS {:.1} B/entity)\n\
-             load: {} rows in {:.2} s ({:.0} rows/s); {} values validated",
+             load: {} rows in {:.2} s ({:.0} rows/s); {} values validated\n\
+             targets: p50 within {TARGET_P50_RATIO}× of the baseline (uniform keys): {}; \
+             at most {TARGET_BYTES_PER_ENTITY} B/entity: {}",
             a.entities,
             a.batch,
             a.features,
@@ -677,7 +687,28 @@ impl Figures<'_> {
             self.load.seconds,
             a.entities as f64 / self.load.seconds,
             self.validated,
+            self.p50_target(),
+            if self.engine_bytes_per_entity <= TARGET_BYTES_PER_ENTITY {
+                "met"
+            } else {
+                "missed"
+            },
         )
+    }
+
+    fn p50_target(&self) -> String {
+        match self.results.iter().find(|r| r.0 == Dist::Uniform) {
+            Some((_, e, b)) => {
+                let r = ratio(e.p50_us, b.p50_us);
+                let verdict = if r <= TARGET_P50_RATIO {
+                    "met"
+                } else {
+                    "missed"
+                };
+                format!("{r:.2}× ({verdict})")
+            }
+            None => "not measured".into(),
+        }
     }
 
     fn json(&self) -> String {

@@ -187,14 +187,10 @@ impl KeyChooser<'_> {
         match self.dist {
             Dist::Uniform => self.rng.random_range(0..self.space.len()),
             Dist::Zipf => {
-                let rank = self.zipf_rank();
+                let rank = self.space.zipf.sample(&mut self.rng);
                 u64::from(self.space.rank_to_entity[rank as usize])
             }
         }
-    }
-
-    fn zipf_rank(&mut self) -> u64 {
-        self.space.zipf.sample(&mut self.rng)
     }
 
     /// Replaces `out` with the next `count` entity indices.

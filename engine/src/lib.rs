@@ -46,7 +46,8 @@ pub use snapshot::{
     SNAPSHOT_EXTENSION, SNAPSHOT_TEMP_SUFFIX,
 };
 pub use store::{
-    GetResult, MergeStats, ReadOptions, ReclaimStats, Reclaimer, Row, Store, StoreConfig, ViewStats,
+    GetResult, MergeStats, ReadOptions, ReclaimStats, Reclaimer, Row, Selection, Store,
+    StoreConfig, ViewStats,
 };
 pub use value::{ColumnData, FeatureColumn, ScalarType, Status, Value, ValueType, VarColumn};
 pub use wal::{

@@ -132,6 +132,7 @@ pub(crate) fn open(config: DbConfig, clock: Arc<dyn Clock>) -> Result<(Db, OpenR
     if fresh {
         manifest.store(&dir)?;
     }
+    let opened_micros = store.clock().now_micros();
     let db = Db {
         dir,
         store,
@@ -143,6 +144,7 @@ pub(crate) fn open(config: DbConfig, clock: Arc<dyn Clock>) -> Result<(Db, OpenR
         registry_version: AtomicU64::new(manifest.registry_version + registry_changes),
         maintenance: Mutex::new(manifest),
         logged_bytes: AtomicU64::new(replayed_bytes),
+        opened_micros,
         config,
         _lock: lock,
     };

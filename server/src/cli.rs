@@ -1,14 +1,19 @@
-//! The `quiver` command line.
+//! The `quiver` command line: the server, offline file tools, and a small debugging client.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
-use quiver_engine::{Registry, ValueType};
+use clap::{Args, Parser, Subcommand};
+use quiver_engine::{Registry, Snapshot, ValueType};
+use tonic::transport::Channel;
+
+use crate::config::ServerConfig;
+use crate::proto::quiver::v1 as pb;
+use pb::feature_store_client::FeatureStoreClient;
 
 /// Quiver: an online feature store engine.
 #[derive(Debug, Parser)]
-#[command(name = "quiver", version, about)]
+#[command(name = "quiver", version, about, propagate_version = true)]
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -16,27 +21,756 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Validate a registry file and print what it declares.
+    /// Run the server on an embedded data directory.
+    Serve(ServeArgs),
+    /// Validate a registry file offline and print what it declares.
     Check {
         /// The registry TOML file.
         registry: PathBuf,
     },
+    /// Apply a registry file to a running server.
+    Apply {
+        /// The registry TOML file.
+        registry: PathBuf,
+        /// Only validate and show the changes.
+        #[arg(long)]
+        dry_run: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Fetch features for some entity keys and print a table.
+    Get {
+        /// Feature references, comma separated: user_stats:txn_count_7d,user_stats:country
+        #[arg(long, value_delimiter = ',', required_unless_present = "service")]
+        features: Vec<String>,
+        /// A feature service instead of explicit features.
+        #[arg(long, conflicts_with = "features")]
+        service: Option<String>,
+        /// Join key values, e.g. --key user_id=1,2,3 (repeat for composite keys).
+        #[arg(long = "key", required = true)]
+        keys: Vec<String>,
+        /// Name columns view__feature.
+        #[arg(long)]
+        full_names: bool,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Write rows from a JSON-lines file: {"user_id": 1, "event_timestamp": 1700000000, "txn_count_7d": 3, ...}
+    Write {
+        /// The feature view.
+        #[arg(long)]
+        view: String,
+        /// JSON-lines file; event_timestamp in seconds (defaults to now).
+        file: PathBuf,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Per-view sizes and freshness, WAL and checkpoint figures of a running server.
+    Stats {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Ask a running server to checkpoint now.
+    Checkpoint {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Snapshot file tools.
+    Snapshot {
+        #[command(subcommand)]
+        command: SnapshotCommand,
+    },
+    /// Write-ahead log tools.
+    Wal {
+        #[command(subcommand)]
+        command: WalCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SnapshotCommand {
+    /// Print a snapshot's header (validates checksums).
+    Inspect {
+        /// The .qsnap file.
+        file: PathBuf,
+    },
+    /// Check a snapshot completely: checksums, index, every entry reachable.
+    Verify {
+        /// The .qsnap file.
+        file: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum WalCommand {
+    /// Scan every segment of a WAL directory (read-only) and report frames and damage.
+    Inspect {
+        /// The WAL directory (<data dir>/wal).
+        dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Args)]
+struct ServeArgs {
+    /// Configuration file (TOML); flags override it.
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// gRPC address [default: 127.0.0.1:6566].
+    #[arg(long)]
+    listen: Option<String>,
+    /// Metrics address, or "" to disable [default: 127.0.0.1:9466].
+    #[arg(long)]
+    metrics_listen: Option<String>,
+    /// Data directory [default: ./quiver-data].
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+    /// Registry for a new data directory (or a compatible new version to apply).
+    #[arg(long)]
+    registry: Option<PathBuf>,
+    /// always | never | <N>ms [default: always].
+    #[arg(long)]
+    fsync: Option<String>,
+    /// Require this bearer token on data RPCs (or set QUIVER_AUTH_TOKEN).
+    #[arg(long)]
+    auth_token: Option<String>,
+    /// Tokio worker threads.
+    #[arg(long)]
+    worker_threads: Option<usize>,
+    /// Recover past mid-log WAL corruption by dropping the damaged part (loses data).
+    #[arg(long)]
+    salvage: bool,
+    /// Use the example registry and generate demo data if the data directory is empty.
+    #[arg(long)]
+    demo: bool,
+}
+
+#[derive(Debug, Args)]
+struct ClientArgs {
+    /// Server address.
+    #[arg(long, default_value = "http://127.0.0.1:6566", env = "QUIVER_SERVER")]
+    server: String,
+    /// Bearer token, if the server requires one.
+    #[arg(long, env = "QUIVER_AUTH_TOKEN")]
+    token: Option<String>,
 }
 
 /// Runs a parsed command line; returns the process exit code.
-pub fn run(cli: Cli) -> ExitCode {
-    match cli.command {
-        Command::Check { registry } => match Registry::load(&registry) {
-            Ok(r) => {
-                print!("{}", describe(&r));
-                ExitCode::SUCCESS
+pub fn run_cli(cli: Cli) -> ExitCode {
+    let result = match cli.command {
+        Command::Serve(args) => serve(args),
+        Command::Check { registry } => Registry::load(&registry)
+            .map(|r| print!("{}", describe(&r)))
+            .map_err(|e| e.to_string()),
+        Command::Snapshot { command } => snapshot(command),
+        Command::Wal {
+            command: WalCommand::Inspect { dir },
+        } => wal_inspect(&dir),
+        Command::Apply {
+            registry,
+            dry_run,
+            client,
+        } => with_client(&client, |mut c| async move {
+            let toml = std::fs::read_to_string(&registry)
+                .map_err(|e| format!("cannot read {}: {e}", registry.display()))?;
+            let r = c
+                .apply_registry(pb::ApplyRegistryRequest { toml, dry_run })
+                .await
+                .map_err(status_text)?
+                .into_inner();
+            if r.changes.is_empty() {
+                println!("no changes");
             }
-            Err(e) => {
-                eprintln!("error: {e}");
-                ExitCode::from(2)
+            for ch in &r.changes {
+                println!("{ch}");
             }
-        },
+            println!(
+                "{} (registry version {})",
+                if r.applied { "applied" } else { "not applied" },
+                r.version
+            );
+            Ok(())
+        }),
+        Command::Get {
+            features,
+            service,
+            keys,
+            full_names,
+            client,
+        } => with_client(&client, |c| get(c, features, service, keys, full_names)),
+        Command::Write { view, file, client } => with_client(&client, |c| write(c, view, file)),
+        Command::Stats { client } => with_client(&client, |mut c| async move {
+            let s = c
+                .get_stats(pb::GetStatsRequest::default())
+                .await
+                .map_err(status_text)?
+                .into_inner();
+            println!(
+                "{:<24} {:>12} {:>14} {:>14} {:>14} {:>12}",
+                "view", "mem entities", "mem bytes", "snap entities", "snap bytes", "newest age"
+            );
+            for v in &s.views {
+                println!(
+                    "{:<24} {:>12} {:>14} {:>14} {:>14} {:>11.1}s",
+                    v.view,
+                    v.memory_entities,
+                    v.memory_bytes,
+                    v.snapshot_entities,
+                    v.snapshot_bytes,
+                    v.newest_event_age_micros as f64 / 1e6
+                );
+            }
+            if let Some(w) = s.wal {
+                println!(
+                    "wal: {} bytes in {} segments, last seq {}, synced {}{}",
+                    w.bytes,
+                    w.segments,
+                    w.last_sequence,
+                    w.synced_sequence,
+                    if w.poisoned.is_empty() {
+                        String::new()
+                    } else {
+                        format!(", POISONED: {}", w.poisoned)
+                    }
+                );
+            }
+            println!(
+                "checkpoint seq {}, registry version {}",
+                s.checkpoint_sequence, s.registry_version
+            );
+            Ok(())
+        }),
+        Command::Checkpoint { client } => with_client(&client, |mut c| async move {
+            let r = c
+                .checkpoint(pb::CheckpointRequest {})
+                .await
+                .map_err(status_text)?
+                .into_inner();
+            println!(
+                "checkpoint at sequence {}; {} WAL bytes freed",
+                r.checkpoint_sequence, r.wal_bytes_freed
+            );
+            for s in r.snapshots {
+                println!("  {}: {} entities, {} bytes", s.view, s.entities, s.bytes);
+            }
+            Ok(())
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
     }
+}
+
+fn serve(args: ServeArgs) -> Result<(), String> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("QUIVER_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let mut config = match &args.config {
+        Some(p) => ServerConfig::load(p).map_err(|e| e.to_string())?,
+        None => ServerConfig::default(),
+    };
+    config.apply_env();
+    if let Some(v) = args.listen {
+        config.listen = v;
+    }
+    if let Some(v) = args.metrics_listen {
+        config.metrics_listen = v;
+    }
+    if let Some(v) = args.data_dir {
+        config.data_dir = v;
+    }
+    if let Some(v) = args.registry {
+        config.registry = Some(v);
+    }
+    if let Some(v) = args.fsync {
+        config.fsync = v;
+    }
+    if let Some(v) = args.auth_token {
+        config.auth_token = Some(v);
+    }
+    if let Some(v) = args.worker_threads {
+        config.worker_threads = v;
+    }
+    config.salvage |= args.salvage;
+    config.validate().map_err(|e| e.to_string())?;
+    let registry = match (&config.registry, args.demo) {
+        (Some(p), _) => Some(Registry::load(p).map_err(|e| e.to_string())?),
+        (None, true) => Some(crate::demo::example_registry()?),
+        (None, false) => None,
+    };
+    let on_ready: Option<crate::server::OnReady> = if args.demo {
+        let listen = config.listen.clone();
+        Some(Box::new(move |db| {
+            crate::demo::load(db);
+            let server = if listen == "127.0.0.1:6566" {
+                String::new()
+            } else {
+                format!(" --server http://{listen}")
+            };
+            println!(
+                "\nQuiver is serving the demo dataset. In another terminal, try:\n\n  cargo run --release --bin quiver -- get --features user_stats:txn_count_7d,user_stats:country,user_stats:is_premium --key user_id=1,2,3{server}\n"
+            );
+        }))
+    } else {
+        None
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(config.worker_threads)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    runtime
+        .block_on(crate::server::run(
+            config,
+            registry,
+            crate::server::shutdown_signal(),
+            None,
+            on_ready,
+        ))
+        .map_err(|e| e.to_string())
+}
+
+fn with_client<F, Fut>(args: &ClientArgs, f: F) -> Result<(), String>
+where
+    F: FnOnce(
+        FeatureStoreClient<
+            tonic::service::interceptor::InterceptedService<Channel, TokenInterceptor>,
+        >,
+    ) -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    runtime.block_on(async {
+        let channel = Channel::from_shared(args.server.clone())
+            .map_err(|e| format!("--server {:?}: {e}", args.server))?
+            .connect()
+            .await
+            .map_err(|e| format!("cannot connect to {}: {e}", args.server))?;
+        let client =
+            FeatureStoreClient::with_interceptor(channel, TokenInterceptor(args.token.clone()))
+                .max_decoding_message_size(usize::MAX);
+        f(client).await
+    })
+}
+
+/// Adds the bearer token to every call.
+#[derive(Debug, Clone)]
+pub struct TokenInterceptor(Option<String>);
+
+impl tonic::service::Interceptor for TokenInterceptor {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(t) = &self.0 {
+            let v = format!("Bearer {t}")
+                .parse()
+                .map_err(|_| tonic::Status::invalid_argument("token has invalid characters"))?;
+            req.metadata_mut().insert("authorization", v);
+        }
+        Ok(req)
+    }
+}
+
+type Client =
+    FeatureStoreClient<tonic::service::interceptor::InterceptedService<Channel, TokenInterceptor>>;
+
+fn status_text(s: tonic::Status) -> String {
+    format!("{:?}: {}", s.code(), s.message())
+}
+
+async fn get(
+    mut c: Client,
+    features: Vec<String>,
+    service: Option<String>,
+    keys: Vec<String>,
+    full_names: bool,
+) -> Result<(), String> {
+    let reg = c
+        .get_registry(pb::GetRegistryRequest {})
+        .await
+        .map_err(status_text)?
+        .into_inner();
+    let mut key_columns = Vec::new();
+    for k in &keys {
+        let (name, values) = k
+            .split_once('=')
+            .ok_or_else(|| format!("--key {k:?}: expected name=v1,v2,..."))?;
+        let ty = reg
+            .entities
+            .iter()
+            .flat_map(|e| &e.join_keys)
+            .find(|j| j.name == name)
+            .map(|j| j.r#type)
+            .ok_or_else(|| format!("--key {name:?}: no entity has this join key"))?;
+        let vals: Vec<&str> = values.split(',').collect();
+        let column = if ty == pb::KeyType::Int64 as i32 {
+            let parsed: Result<Vec<i64>, _> =
+                vals.iter().map(|v| v.trim().parse::<i64>()).collect();
+            pb::key_column::Values::Int64Values(pb::Int64Values {
+                values: parsed.map_err(|e| format!("--key {name}: {e}"))?,
+            })
+        } else {
+            pb::key_column::Values::StringValues(pb::StringValues {
+                values: vals.iter().map(|v| v.to_string()).collect(),
+            })
+        };
+        key_columns.push(pb::KeyColumn {
+            name: name.to_string(),
+            values: Some(column),
+        });
+    }
+    let rows = key_columns
+        .first()
+        .map(|k| match &k.values {
+            Some(pb::key_column::Values::Int64Values(v)) => v.values.len(),
+            Some(pb::key_column::Values::StringValues(v)) => v.values.len(),
+            None => 0,
+        })
+        .unwrap_or(0);
+    let req = pb::GetOnlineFeaturesRequest {
+        features: Some(match service {
+            Some(s) => pb::get_online_features_request::Features::FeatureService(s),
+            None => {
+                pb::get_online_features_request::Features::Refs(pb::FeatureRefs { refs: features })
+            }
+        }),
+        keys: key_columns.clone(),
+        full_feature_names: full_names,
+        max_age: None,
+    };
+    let resp = c
+        .get_online_features(req)
+        .await
+        .map_err(status_text)?
+        .into_inner();
+    let mut header = vec!["row".to_string()];
+    header.extend(
+        keys.iter()
+            .filter_map(|k| k.split_once('=').map(|x| x.0.to_string())),
+    );
+    header.extend(resp.feature_names.iter().cloned());
+    let mut table = vec![header];
+    for r in 0..rows {
+        let mut line = vec![r.to_string()];
+        for k in &key_columns {
+            line.push(match &k.values {
+                Some(pb::key_column::Values::Int64Values(v)) => v.values[r].to_string(),
+                Some(pb::key_column::Values::StringValues(v)) => v.values[r].clone(),
+                None => String::new(),
+            });
+        }
+        for col in &resp.columns {
+            line.push(cell(col, r));
+        }
+        table.push(line);
+    }
+    let widths: Vec<usize> = (0..table[0].len())
+        .map(|i| table.iter().map(|l| l[i].len()).max().unwrap_or(0))
+        .collect();
+    for line in &table {
+        let cells: Vec<String> = line
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        println!("{}", cells.join("  ").trim_end());
+    }
+    Ok(())
+}
+
+fn cell(col: &pb::FeatureColumn, r: usize) -> String {
+    use pb::column::Data;
+    match col.statuses.get(r).copied() {
+        Some(1) => {}
+        Some(2) => return "null".into(),
+        Some(3) => return "-".into(),
+        Some(4) => return "(expired)".into(),
+        _ => return "?".into(),
+    }
+    let Some(data) = col.values.as_ref().and_then(|c| c.data.as_ref()) else {
+        return "?".into();
+    };
+    match data {
+        Data::BoolValues(v) => v.values[r].to_string(),
+        Data::Int32Values(v) => v.values[r].to_string(),
+        Data::Int64Values(v) => v.values[r].to_string(),
+        Data::Float32Values(v) => format!("{:.4}", v.values[r]),
+        Data::Float64Values(v) => format!("{:.4}", v.values[r]),
+        Data::TimestampValues(v) => v.micros[r].to_string(),
+        Data::StringValues(v) => v.values[r].clone(),
+        Data::BytesValues(v) => format!("{} bytes", v.values[r].len()),
+        Data::VectorValues(v) => {
+            let d = v.dim as usize;
+            let head: Vec<String> = v.values[r * d..(r * d + d.min(3))]
+                .iter()
+                .map(|x| format!("{x:.3}"))
+                .collect();
+            format!(
+                "[{}{}] ({d} dims)",
+                head.join(", "),
+                if d > 3 { ", …" } else { "" }
+            )
+        }
+        Data::ListValues(l) => format!("list of {}", l.lengths[r]),
+    }
+}
+
+async fn write(mut c: Client, view: String, file: PathBuf) -> Result<(), String> {
+    let reg = c
+        .get_registry(pb::GetRegistryRequest {})
+        .await
+        .map_err(status_text)?
+        .into_inner();
+    let schema = reg
+        .views
+        .iter()
+        .find(|v| v.name == view)
+        .ok_or_else(|| format!("--view {view:?}: no such feature view"))?;
+    let entity = reg
+        .entities
+        .iter()
+        .find(|e| e.name == schema.entity)
+        .ok_or_else(|| format!("entity {:?} missing", schema.entity))?;
+    let text = std::fs::read_to_string(&file)
+        .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
+    let mut req = pb::WriteFeaturesRequest {
+        view: view.clone(),
+        ..Default::default()
+    };
+    let mut key_cols: Vec<pb::KeyColumn> = entity
+        .join_keys
+        .iter()
+        .map(|k| pb::KeyColumn {
+            name: k.name.clone(),
+            values: Some(if k.r#type == pb::KeyType::Int64 as i32 {
+                pb::key_column::Values::Int64Values(pb::Int64Values::default())
+            } else {
+                pb::key_column::Values::StringValues(pb::StringValues::default())
+            }),
+        })
+        .collect();
+    let mut feature_rows: Vec<(String, Vec<Option<serde_json::Value>>)> = schema
+        .features
+        .iter()
+        .map(|f| (f.name.clone(), Vec::new()))
+        .collect();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    for (ln, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
+        let obj: serde_json::Map<String, serde_json::Value> = serde_json::from_str(line)
+            .map_err(|e| format!("{}:{}: {e}", file.display(), ln + 1))?;
+        for kc in &mut key_cols {
+            let v = obj
+                .get(&kc.name)
+                .ok_or_else(|| format!("line {}: missing join key {:?}", ln + 1, kc.name))?;
+            match &mut kc.values {
+                Some(pb::key_column::Values::Int64Values(c)) => {
+                    c.values.push(v.as_i64().ok_or_else(|| {
+                        format!("line {}: {:?} must be an integer", ln + 1, kc.name)
+                    })?)
+                }
+                Some(pb::key_column::Values::StringValues(c)) => c.values.push(
+                    v.as_str()
+                        .ok_or_else(|| format!("line {}: {:?} must be a string", ln + 1, kc.name))?
+                        .to_string(),
+                ),
+                None => {}
+            }
+        }
+        let ts = obj
+            .get("event_timestamp")
+            .and_then(|v| v.as_i64())
+            .unwrap_or(now);
+        req.event_timestamps.push(ts.saturating_mul(1_000_000));
+        for (name, vals) in &mut feature_rows {
+            vals.push(obj.get(name.as_str()).cloned());
+        }
+    }
+    req.keys = key_cols;
+    for (f, (name, vals)) in schema.features.iter().zip(feature_rows) {
+        if vals.iter().all(Option::is_none) {
+            continue;
+        }
+        let ty = f.r#type.as_ref().and_then(|t| t.kind);
+        req.features.push(json_column(&name, ty, &vals)?);
+    }
+    let r = c
+        .write_features(req)
+        .await
+        .map_err(status_text)?
+        .into_inner();
+    println!(
+        "wrote {} rows to {view} (wal sequence {})",
+        r.rows, r.wal_sequence
+    );
+    Ok(())
+}
+
+fn json_column(
+    name: &str,
+    kind: Option<pb::value_type::Kind>,
+    vals: &[Option<serde_json::Value>],
+) -> Result<pb::FeatureWrite, String> {
+    use pb::column::Data;
+    let n = vals.len();
+    let mut nulls = vec![0u8; n.div_ceil(8)];
+    for (i, v) in vals.iter().enumerate() {
+        if v.as_ref().is_none_or(|v| v.is_null()) {
+            nulls[i / 8] |= 1 << (i % 8);
+        }
+    }
+    let bad = |i: usize| format!("row {i}: {name:?} does not fit its type");
+    let scalar = match kind {
+        Some(pb::value_type::Kind::Scalar(s)) => s,
+        _ => {
+            return Err(format!(
+                "{name:?}: only scalar features can be written from JSON by this tool"
+            ))
+        }
+    };
+    let present = |i: usize| vals[i].as_ref().filter(|v| !v.is_null());
+    let data = match pb::ScalarType::try_from(scalar).unwrap_or(pb::ScalarType::Unspecified) {
+        pb::ScalarType::Bool => Data::BoolValues(pb::BoolValues {
+            values: (0..n)
+                .map(|i| present(i).map_or(Ok(false), |v| v.as_bool().ok_or_else(|| bad(i))))
+                .collect::<Result<_, _>>()?,
+        }),
+        pb::ScalarType::Int32 => Data::Int32Values(pb::Int32Values {
+            values: (0..n)
+                .map(|i| {
+                    present(i).map_or(Ok(0), |v| {
+                        v.as_i64()
+                            .and_then(|x| i32::try_from(x).ok())
+                            .ok_or_else(|| bad(i))
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+        }),
+        pb::ScalarType::Int64 => Data::Int64Values(pb::Int64Values {
+            values: (0..n)
+                .map(|i| present(i).map_or(Ok(0), |v| v.as_i64().ok_or_else(|| bad(i))))
+                .collect::<Result<_, _>>()?,
+        }),
+        pb::ScalarType::Timestamp => Data::TimestampValues(pb::TimestampValues {
+            micros: (0..n)
+                .map(|i| {
+                    present(i).map_or(Ok(0), |v| {
+                        v.as_i64()
+                            .map(|s| s.saturating_mul(1_000_000))
+                            .ok_or_else(|| bad(i))
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+        }),
+        pb::ScalarType::Float32 => Data::Float32Values(pb::Float32Values {
+            values: (0..n)
+                .map(|i| {
+                    present(i).map_or(Ok(0.0), |v| {
+                        v.as_f64().map(|x| x as f32).ok_or_else(|| bad(i))
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+        }),
+        pb::ScalarType::Float64 => Data::Float64Values(pb::Float64Values {
+            values: (0..n)
+                .map(|i| present(i).map_or(Ok(0.0), |v| v.as_f64().ok_or_else(|| bad(i))))
+                .collect::<Result<_, _>>()?,
+        }),
+        pb::ScalarType::String => Data::StringValues(pb::StringValues {
+            values: (0..n)
+                .map(|i| {
+                    present(i).map_or(Ok(String::new()), |v| {
+                        v.as_str().map(str::to_string).ok_or_else(|| bad(i))
+                    })
+                })
+                .collect::<Result<_, _>>()?,
+        }),
+        pb::ScalarType::Bytes | pb::ScalarType::Unspecified => {
+            return Err(format!(
+                "{name:?}: bytes features cannot be written from JSON by this tool"
+            ))
+        }
+    };
+    Ok(pb::FeatureWrite {
+        name: name.to_string(),
+        values: Some(pb::Column { data: Some(data) }),
+        null_bitmap: if nulls.iter().any(|b| *b != 0) {
+            nulls
+        } else {
+            Vec::new()
+        },
+    })
+}
+
+fn snapshot(cmd: SnapshotCommand) -> Result<(), String> {
+    match cmd {
+        SnapshotCommand::Inspect { file } => {
+            let s = Snapshot::open(&file).map_err(|e| e.to_string())?;
+            let i = s.info();
+            println!("file            {}", file.display());
+            println!("format version  {}", i.format_version);
+            println!("view            {}", i.view);
+            println!("entities        {}", i.entities);
+            println!("file bytes      {}", i.file_size);
+            println!("record bytes    {}", i.record_bytes);
+            println!("index slots     {}", i.index_slots);
+            println!("wal sequence    {}", i.sequence);
+            println!("created at      {} µs", i.created_at);
+            println!(
+                "max event time  {}",
+                i.max_event_ts.map_or("-".into(), |t| format!("{t} µs"))
+            );
+            println!("schema          {:#018x}", i.schema_fingerprint);
+            Ok(())
+        }
+        SnapshotCommand::Verify { file } => {
+            let i = Snapshot::verify(&file).map_err(|e| e.to_string())?;
+            println!("ok: {i}");
+            Ok(())
+        }
+    }
+}
+
+fn wal_inspect(dir: &std::path::Path) -> Result<(), String> {
+    let segs = quiver_engine::inspect_wal(dir).map_err(|e| e.to_string())?;
+    if segs.is_empty() {
+        println!("no WAL segments in {}", dir.display());
+    }
+    let mut damaged = false;
+    for s in &segs {
+        println!(
+            "{}  first seq {}  {} frames ({} compressed)  {} payload bytes  {} / {} bytes valid{}",
+            s.file.display(),
+            s.first_seq,
+            s.frames,
+            s.compressed_frames,
+            s.payload_bytes,
+            s.valid_bytes,
+            s.file_bytes,
+            s.problem
+                .as_ref()
+                .map_or(String::new(), |p| format!("  PROBLEM: {p}"))
+        );
+        damaged |= s.problem.is_some();
+    }
+    if damaged {
+        return Err("the log has damage (see above)".into());
+    }
+    Ok(())
 }
 
 fn describe(r: &Registry) -> String {

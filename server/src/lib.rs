@@ -1,11 +1,33 @@
-//! Quiver's server side: the command-line tool today; the gRPC services arrive with the server
-//! issue.
+//! Quiver's server side: the gRPC front over the engine, and the `quiver` command line.
 //!
 //! # Layout
-//! - `cli`: argument parsing and the subcommands of the `quiver` binary.
+//! - `server`: start, recover in the background, serve, shut down gracefully.
+//! - `service`: `quiver.v1.FeatureStore`, the native columnar API.
+//! - `feast`: `feast.serving.ServingService`, wire-compatible with Feast.
+//! - `convert`: protobuf columns ⇄ engine keys, rows and result columns.
+//! - `error`: the single engine-error → gRPC-status mapping.
+//! - `limits`: bearer-token authentication (load shedding lives in `state`).
+//! - `state`: what handlers share: the engine once recovered, admission control, metrics.
+//! - `metrics`: Prometheus counters and histograms and their HTTP endpoint.
+//! - `config`: the server configuration (file, environment, flags).
+//! - `cli`: the `quiver` subcommands.
+//! - `proto`: generated code.
 
 #![deny(unsafe_code)]
 
 mod cli;
+mod config;
+mod convert;
+mod demo;
+mod error;
+mod feast;
+mod limits;
+mod metrics;
+pub mod proto;
+mod server;
+mod service;
+mod state;
 
-pub use cli::{run, Cli};
+pub use cli::{run_cli, Cli};
+pub use config::{ConfigError, ServerConfig};
+pub use server::{run, shutdown_signal, OnReady, Ready, ServeError};

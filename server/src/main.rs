@@ -5,5 +5,5 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
-    quiver_server::run(quiver_server::Cli::parse())
+    quiver_server::run_cli(quiver_server::Cli::parse())
 }

@@ -158,7 +158,8 @@ impl Db {
         }
         match self.config.checkpoint_interval {
             Some(every) => {
-                let age = self.store.clock().now_micros() - m.checkpoint_micros;
+                let since = m.checkpoint_micros.max(self.opened_micros);
+                let age = self.store.clock().now_micros() - since;
                 age >= i64::try_from(every.as_micros()).unwrap_or(i64::MAX)
             }
             None => false,

@@ -164,6 +164,8 @@ pub struct Db {
     /// Payload bytes logged since the last checkpoint's cut (drives automatic checkpoints).
     pub(crate) logged_bytes: AtomicU64,
     pub(crate) config: DbConfig,
+    /// When this process opened the directory, microseconds: the age of "no checkpoint yet".
+    pub(crate) opened_micros: i64,
     /// Held (locked) for as long as the directory is open.
     pub(crate) _lock: fs::File,
 }
@@ -271,20 +273,34 @@ impl Db {
             .ok_or_else(|| EngineError::NotFound(format!("no feature view named {view:?}")))?;
         let incoming = Snapshot::open(path)?;
         check_snapshot_fits(&incoming, vdef)?;
-        drop(incoming);
 
-        let name = format!(
-            "{view}-load-{}.qsnap",
-            self.store.clock().now_micros().max(0)
-        );
-        let rel = PathBuf::from(SNAPSHOT_DIR).join(&name);
-        let dst = self.dir.join(&rel);
-        place_file(path, &dst)?;
-        let snap = match Snapshot::open(&dst) {
-            Ok(s) => s,
-            Err(e) => {
-                let _ = fs::remove_file(&dst);
-                return Err(e);
+        // The clock alone does not make the name unique (two loads within one tick, a clock
+        // stepped back): reusing the current base's name would replace its file and then
+        // delete it as "the previous snapshot". The maintenance lock makes the check safe.
+        let stamp = self.store.clock().now_micros().max(0);
+        let (rel, dst) = (0u64..)
+            .map(|n| {
+                let name = match n {
+                    0 => format!("{view}-load-{stamp}.qsnap"),
+                    n => format!("{view}-load-{stamp}-{n}.qsnap"),
+                };
+                let rel = PathBuf::from(SNAPSHOT_DIR).join(name);
+                let dst = self.dir.join(&rel);
+                (rel, dst)
+            })
+            .find(|(_, dst)| !dst.exists())
+            .ok_or_else(|| EngineError::InvalidArgument("no free snapshot file name".into()))?;
+        // A hard link is the very file already validated and mapped: no second open.
+        let snap = if place_file(path, &dst)? {
+            incoming
+        } else {
+            drop(incoming);
+            match Snapshot::open(&dst) {
+                Ok(s) => s,
+                Err(e) => {
+                    let _ = fs::remove_file(&dst);
+                    return Err(e);
+                }
             }
         };
         let entities = snap.len() as u64;
@@ -354,16 +370,18 @@ fn check_snapshot_fits(snap: &Snapshot, view: &FeatureView) -> Result<()> {
 }
 
 /// Puts `src` at `dst` durably: a hard link when possible (no copy), else a copy; then the
-/// directory is fsynced.
-fn place_file(src: &Path, dst: &Path) -> Result<()> {
-    if fs::hard_link(src, dst).is_err() {
+/// directory is fsynced. Returns whether it linked.
+fn place_file(src: &Path, dst: &Path) -> Result<bool> {
+    let linked = fs::hard_link(src, dst).is_ok();
+    if !linked {
         let tmp = dst.with_extension("qsnap-tmp");
         fs::copy(src, &tmp).map_err(|e| io_err(src, e))?;
         let f = fs::File::open(&tmp).map_err(|e| io_err(&tmp, e))?;
         f.sync_all().map_err(|e| io_err(&tmp, e))?;
         fs::rename(&tmp, dst).map_err(|e| io_err(dst, e))?;
     }
-    crate::manifest::sync_dir(dst.parent().unwrap_or(Path::new(".")))
+    crate::manifest::sync_dir(dst.parent().unwrap_or(Path::new(".")))?;
+    Ok(linked)
 }
 
 /// Points `view`'s manifest entry at `file`; returns the file it replaced.

@@ -1,9 +1,13 @@
+use std::collections::HashMap;
 use std::path::PathBuf;
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
 
 use super::*;
 use crate::clock::ManualClock;
 use crate::key::KeyPart;
-use crate::value::Value;
+use crate::value::{Status, Value};
 use crate::wal::FsyncPolicy;
 
 const SCHEMA: &str = r#"
@@ -280,4 +284,617 @@ fn bulk_load_swaps_a_snapshot_in_and_newer_delta_values_survive() {
         Err(EngineError::Corrupt { .. })
     ));
     assert_eq!(read(&db, &[1, 2, 3]), got);
+}
+
+#[test]
+fn two_bulk_loads_in_the_same_microsecond_both_stay_durable() {
+    let d = TempDir::new("load-same-us");
+    let clock = ManualClock::new(T0);
+    let db = open(&d.0, &clock);
+    let reg = Registry::from_toml(SCHEMA).unwrap();
+    for generation in 0..2 {
+        let file = d.0.join(format!("offline-{generation}.qsnap"));
+        let mut b = SnapshotBuilder::create(&file, &reg, "v", T0).unwrap();
+        b.add(&row(1, T0, generation, "g")).unwrap();
+        b.finish().unwrap();
+        // The clock does not move between the loads.
+        db.load_snapshot("v", &file).unwrap();
+    }
+    let expect = read(&db, &[1]);
+    assert_eq!(expect[0].0, Some(Value::Int64(1)));
+    db.close().unwrap();
+    let db = open(&d.0, &clock);
+    assert_eq!(read(&db, &[1]), expect);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Model-based test of the durable engine: random writes, reads, clock moves, reclaim,
+// checkpoints, bulk loads and reopens against plain HashMaps.
+//
+// The model mirrors the engine's layers instead of flattening them, because the layering is
+// observable:
+// - `delta` is what the in-memory delta holds: the writes since the last checkpoint, minus what
+//   the reclaimer dropped. Reopening rebuilds it by replaying `log` (the WAL after the
+//   checkpoint), so values the reclaimer dropped come back until the next checkpoint.
+// - `base` is what the view's snapshot holds: the merge of delta and base at the last
+//   checkpoint with expired values removed (so a value expired at a checkpoint reads NOT_FOUND
+//   afterwards, not OUTSIDE_MAX_AGE), or exactly the rows of the last bulk load (a load replaces
+//   the base only: values still in the delta keep winning when newer, values a checkpoint
+//   already folded into the base are gone).
+// - A read takes per feature the newer of delta and base by (event, created), the delta on
+//   ties, then applies the TTL or max age to that value.
+// Checkpoints run with no concurrent writes, so the delta written during one is always empty.
+
+const MODEL_SCHEMA: &str = r#"
+[[entity]]
+name = "u"
+join_keys = [{ name = "id", type = "int64" }]
+
+[[feature_view]]
+name = "m"
+entity = "u"
+ttl = "1h"
+  [[feature_view.feature]]
+  name = "count"
+  type = "int64"
+  ttl = "10m"
+  [[feature_view.feature]]
+  name = "ratio"
+  type = "float32"
+  [[feature_view.feature]]
+  name = "flag"
+  type = "bool"
+  [[feature_view.feature]]
+  name = "name"
+  type = "string"
+  ttl = "0"
+  [[feature_view.feature]]
+  name = "hist"
+  type = "list<int32>"
+  [[feature_view.feature]]
+  name = "emb"
+  type = "vector<2>"
+  [[feature_view.feature]]
+  name = "seen"
+  type = "timestamp"
+  ttl = "3h"
+
+[[feature_view]]
+name = "n"
+entity = "u"
+  [[feature_view.feature]]
+  name = "x"
+  type = "float64"
+  ttl = "20m"
+  [[feature_view.feature]]
+  name = "tag"
+  type = "string"
+"#;
+
+const MIN: i64 = 60 * 1_000_000;
+/// Entity ids written are below this; reads also ask for a few above it.
+const MODEL_IDS: i64 = 40;
+
+#[derive(Debug, Clone)]
+struct ModelCell {
+    value: Value,
+    ts: i64,
+    created: i64,
+}
+
+impl ModelCell {
+    fn order(&self) -> (i64, i64) {
+        (self.ts, self.created)
+    }
+}
+
+type ModelLayer = HashMap<i64, Vec<Option<ModelCell>>>;
+
+#[derive(Debug, Default)]
+struct ModelView {
+    delta: ModelLayer,
+    base: ModelLayer,
+    /// Whether the manifest names a snapshot for the view (an empty bulk load counts).
+    has_snapshot: bool,
+}
+
+struct Model {
+    reg: Registry,
+    views: Vec<ModelView>,
+    /// Write batches logged since the last checkpoint, in log order: what a reopen replays.
+    log: Vec<(usize, Vec<(i64, Row)>)>,
+}
+
+/// Last write wins within one layer: a later write with an equal (event, created) wins.
+fn model_apply(layer: &mut ModelLayer, nfeat: usize, id: i64, row: &Row) {
+    let cells = layer.entry(id).or_insert_with(|| vec![None; nfeat]);
+    let created = row.created_ts.unwrap_or(crate::record::NO_CREATED);
+    for (f, v) in &row.values {
+        let cell = ModelCell {
+            value: v.clone(),
+            ts: row.event_ts,
+            created,
+        };
+        if cells[*f].as_ref().is_none_or(|c| cell.order() >= c.order()) {
+            cells[*f] = Some(cell);
+        }
+    }
+}
+
+fn ttl_micros(view: &FeatureView, f: usize) -> i64 {
+    view.feature_ttl_secs(f) as i64 * 1_000_000
+}
+
+fn expired(view: &FeatureView, f: usize, ts: i64, now: i64) -> bool {
+    let ttl = ttl_micros(view, f);
+    ttl > 0 && ts < now - ttl
+}
+
+impl Model {
+    fn new(reg: Registry) -> Self {
+        let views = reg.views().iter().map(|_| ModelView::default()).collect();
+        Self {
+            reg,
+            views,
+            log: Vec::new(),
+        }
+    }
+
+    fn view(&self, v: usize) -> &FeatureView {
+        &self.reg.views()[v]
+    }
+
+    /// What a read merges to for one feature, before TTL.
+    fn visible(&self, v: usize, id: i64, f: usize) -> Option<&ModelCell> {
+        let mv = &self.views[v];
+        let d = mv.delta.get(&id).and_then(|c| c[f].as_ref());
+        let b = mv.base.get(&id).and_then(|c| c[f].as_ref());
+        match (d, b) {
+            (Some(d), Some(b)) if b.order() > d.order() => Some(b),
+            (Some(d), _) => Some(d),
+            (None, b) => b,
+        }
+    }
+
+    fn write(&mut self, v: usize, rows: Vec<(i64, Row)>) {
+        let n = self.view(v).features.len();
+        for (id, row) in &rows {
+            model_apply(&mut self.views[v].delta, n, *id, row);
+        }
+        self.log.push((v, rows));
+    }
+
+    /// Folds delta into base per view, dropping values expired at `now`. Returns the values
+    /// dropped and the entity count of each view left non-empty.
+    fn checkpoint(&mut self, now: i64) -> (u64, Vec<(String, u64)>) {
+        let mut dropped = 0;
+        let mut views = Vec::new();
+        for v in 0..self.views.len() {
+            let view = self.view(v).clone();
+            let mv = &self.views[v];
+            let ids: std::collections::BTreeSet<i64> =
+                mv.delta.keys().chain(mv.base.keys()).copied().collect();
+            let mut next = ModelLayer::new();
+            for id in ids {
+                let cells: Vec<Option<ModelCell>> = (0..view.features.len())
+                    .map(|f| {
+                        let c = self.visible(v, id, f)?;
+                        if expired(&view, f, c.ts, now) {
+                            dropped += 1;
+                            return None;
+                        }
+                        Some(c.clone())
+                    })
+                    .collect();
+                if cells.iter().any(Option::is_some) {
+                    next.insert(id, cells);
+                }
+            }
+            let mv = &mut self.views[v];
+            mv.delta.clear();
+            mv.has_snapshot = !next.is_empty();
+            if mv.has_snapshot {
+                views.push((view.name.clone(), next.len() as u64));
+            }
+            mv.base = next;
+        }
+        self.log.clear();
+        (dropped, views)
+    }
+
+    /// The reclaimer: expired values leave the delta, and entities left empty with them.
+    fn reclaim(&mut self, now: i64) -> (u64, u64) {
+        let (mut values, mut entities) = (0, 0);
+        for v in 0..self.views.len() {
+            let view = self.view(v).clone();
+            self.views[v].delta.retain(|_, cells| {
+                for (f, c) in cells.iter_mut().enumerate() {
+                    if c.as_ref().is_some_and(|c| expired(&view, f, c.ts, now)) {
+                        *c = None;
+                        values += 1;
+                    }
+                }
+                let keep = cells.iter().any(Option::is_some);
+                entities += u64::from(!keep);
+                keep
+            });
+        }
+        (values, entities)
+    }
+
+    /// A bulk load: the view's base becomes exactly `rows`.
+    fn load(&mut self, v: usize, rows: &[(i64, Row)]) {
+        let n = self.view(v).features.len();
+        let mut base = ModelLayer::new();
+        for (id, row) in rows {
+            model_apply(&mut base, n, *id, row);
+        }
+        let mv = &mut self.views[v];
+        mv.base = base;
+        mv.has_snapshot = true;
+    }
+
+    /// A restart: the snapshots stay, the delta is what replaying the log rebuilds.
+    fn reopen(&mut self) {
+        for mv in &mut self.views {
+            mv.delta.clear();
+        }
+        for (v, rows) in std::mem::take(&mut self.log) {
+            self.write(v, rows);
+        }
+    }
+}
+
+fn model_value(rng: &mut SmallRng, ty: crate::ValueType) -> Value {
+    use crate::{ScalarType as S, ValueType as T};
+    if rng.random_ratio(1, 8) {
+        return Value::Null;
+    }
+    match ty {
+        T::Scalar(S::Int64) => Value::Int64(match rng.random_range(0..4) {
+            0 => 0,
+            1 => i64::MIN,
+            _ => rng.random_range(-1000..1000),
+        }),
+        T::Scalar(S::Float32) => Value::Float32(if rng.random_ratio(1, 10) {
+            f32::NAN
+        } else {
+            rng.random()
+        }),
+        T::Scalar(S::Float64) => Value::Float64(rng.random()),
+        T::Scalar(S::Bool) => Value::Bool(rng.random()),
+        T::Scalar(S::String) => {
+            let n = rng.random_range(0..20);
+            Value::String((0..n).map(|_| rng.random_range('a'..='z')).collect())
+        }
+        T::List(S::Int32) => {
+            let n = rng.random_range(0..5);
+            Value::Int32List((0..n).map(|_| rng.random()).collect())
+        }
+        T::Vector { dim } => Value::Vector((0..dim).map(|_| rng.random()).collect()),
+        T::Scalar(S::Timestamp) => Value::Timestamp(rng.random()),
+        other => panic!("the model does not generate {other}"),
+    }
+}
+
+/// A row for entity `id` of `view`: event time around `now` (late, equal and future ones; on
+/// a coarse grid, so equal timestamps are common), an optional created time, a random
+/// non-empty subset of the features, some nulls.
+fn model_row(rng: &mut SmallRng, view: &FeatureView, id: i64, now: i64) -> Row {
+    let mut ts = now - rng.random_range(0..18) * 5 * MIN + rng.random_range(-1..2) * 1_000_000;
+    if rng.random_ratio(1, 4) {
+        // Off the whole second: the record codec stores such timestamps differently.
+        ts += rng.random_range(0..1_000_000);
+    }
+    let n = view.features.len();
+    let mut feats: Vec<usize> = (0..n).filter(|_| rng.random_ratio(1, 2)).collect();
+    if feats.is_empty() {
+        feats.push(rng.random_range(0..n));
+    }
+    Row {
+        key: model_key(id),
+        event_ts: ts,
+        created_ts: rng.random_ratio(1, 3).then(|| rng.random_range(0..3)),
+        values: feats
+            .into_iter()
+            .map(|f| (f, model_value(rng, view.features[f].ty)))
+            .collect(),
+    }
+}
+
+fn model_key(id: i64) -> Vec<u8> {
+    static ENTITY: std::sync::OnceLock<crate::Entity> = std::sync::OnceLock::new();
+    let entity = ENTITY.get_or_init(|| {
+        let r = Registry::from_toml(MODEL_SCHEMA).unwrap();
+        r.entity("u").unwrap().clone()
+    });
+    let mut k = Vec::new();
+    crate::encode_key(entity, &[KeyPart::Int64(id)], &mut k).unwrap();
+    k
+}
+
+fn model_config(dir: &Path, fsync: FsyncPolicy) -> DbConfig {
+    let mut c = DbConfig::new(dir);
+    c.registry = Some(Registry::from_toml(MODEL_SCHEMA).unwrap());
+    c.store.shards = 4;
+    c.wal.fsync = fsync;
+    c.wal.segment_size = 16 << 10;
+    c
+}
+
+/// Reads `feats` of view `v` for `ids` and checks every status, event time and value.
+#[allow(clippy::too_many_arguments)]
+fn check_read(
+    db: &Db,
+    model: &Model,
+    v: usize,
+    ids: &[i64],
+    feats: &[usize],
+    opts: ReadOptions,
+    now: i64,
+    ctx: &str,
+) {
+    let view = model.view(v);
+    let refs: Vec<String> = feats
+        .iter()
+        .map(|f| format!("{}:{}", view.name, view.features[*f].name))
+        .collect();
+    let sel = db.select(&refs).unwrap();
+    let mut kb = KeyBatch::new();
+    ids.iter().for_each(|id| kb.push_encoded(&model_key(*id)));
+    let mut out = GetResult::new();
+    db.get(&sel, &kb, &opts, &mut out).unwrap();
+    let now = opts.now.unwrap_or(now);
+    for (c, &f) in feats.iter().enumerate() {
+        let bound = match (ttl_micros(view, f), opts.max_age) {
+            (0, None) => None,
+            (0, Some(m)) => Some(m),
+            (t, None) => Some(t),
+            (t, Some(m)) => Some(t.min(m)),
+        };
+        let col = &out.columns[c];
+        for (r, id) in ids.iter().enumerate() {
+            let ctx = format!("{ctx}: key {id} feature {}", refs[c]);
+            match model.visible(v, *id, f) {
+                None => assert_eq!(col.statuses[r], Status::NotFound, "{ctx}"),
+                Some(mc) => {
+                    assert_eq!(col.event_ts[r], mc.ts, "{ctx}");
+                    if bound.is_some_and(|b| mc.ts < now - b) {
+                        assert_eq!(col.statuses[r], Status::OutsideMaxAge, "{ctx}");
+                    } else if mc.value == Value::Null {
+                        assert_eq!(col.statuses[r], Status::NullValue, "{ctx}");
+                    } else {
+                        assert_eq!(col.statuses[r], Status::Present, "{ctx}");
+                        let got = col.values.value_at(r);
+                        assert!(got.bit_eq(&mc.value), "{ctx}: {got:?} != {:?}", mc.value);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Reads every feature of every view for every id (and a few never written) and checks the
+/// entity counts of both layers.
+fn check_everything(db: &Db, model: &Model, now: i64, ctx: &str) {
+    let ids: Vec<i64> = (0..MODEL_IDS + 3).collect();
+    for v in 0..model.views.len() {
+        let feats: Vec<usize> = (0..model.view(v).features.len()).collect();
+        check_read(db, model, v, &ids, &feats, ReadOptions::default(), now, ctx);
+        let st = &db.stats().views[v];
+        let mv = &model.views[v];
+        assert_eq!(
+            (st.entities, st.base_entities),
+            (mv.delta.len() as u64, mv.base.len() as u64),
+            "{ctx}: entities (delta, base) of view {}",
+            st.view
+        );
+    }
+}
+
+/// The snapshot directory holds exactly the files the manifest names.
+fn check_snapshot_files(dir: &Path, ctx: &str) {
+    let manifest = Manifest::load(dir).unwrap().unwrap();
+    let mut named: Vec<String> = manifest.snapshots.iter().map(|s| s.file.clone()).collect();
+    let mut present: Vec<String> = fs::read_dir(dir.join(SNAPSHOT_DIR))
+        .unwrap()
+        .map(|e| {
+            let name = e.unwrap().file_name().to_string_lossy().into_owned();
+            PathBuf::from(SNAPSHOT_DIR).join(name).display().to_string()
+        })
+        .collect();
+    named.sort();
+    present.sort();
+    assert_eq!(present, named, "{ctx}: snapshot files vs manifest");
+}
+
+#[test]
+fn model_based_random_operations_with_checkpoints_loads_and_reopens() {
+    // Seeds run side by side: each spends most of its time waiting for fsyncs.
+    let seeds: Vec<_> = (0..8u64)
+        .map(|seed| {
+            // fsync = always costs a flush per write; in-process the policies only differ in
+            // when the OS is told to flush, so half the seeds run without it.
+            let fsync = if seed % 2 == 0 {
+                FsyncPolicy::Always
+            } else {
+                FsyncPolicy::Never
+            };
+            std::thread::Builder::new()
+                .name(format!("model seed {seed}"))
+                .spawn(move || run_durable_model(seed, 1500, fsync))
+                .unwrap()
+        })
+        .collect();
+    for s in seeds {
+        if let Err(panic) = s.join() {
+            std::panic::resume_unwind(panic);
+        }
+    }
+}
+
+fn run_durable_model(seed: u64, steps: usize, fsync: FsyncPolicy) {
+    let d = TempDir::new(&format!("model-{seed}"));
+    let staging = d.0.with_extension("staging");
+    fs::create_dir_all(&staging).unwrap();
+    let load_path = staging.join("load.qsnap");
+    let mut rng = SmallRng::seed_from_u64(seed);
+    let mut now = T0;
+    let clock = ManualClock::new(now);
+    let reg = Registry::from_toml(MODEL_SCHEMA).unwrap();
+    let mut model = Model::new(reg.clone());
+    let mut db = Db::open(model_config(&d.0, fsync), Arc::new(clock.clone()))
+        .unwrap()
+        .0;
+    let mut counts = [0usize; 8];
+    for step in 0..steps {
+        let ctx = format!("seed {seed} step {step}");
+        let op = rng.random_range(0..100);
+        let v = usize::from(rng.random_ratio(1, 4));
+        let view = reg.views()[v].clone();
+        match op {
+            0..=39 => {
+                counts[0] += 1;
+                let rows: Vec<(i64, Row)> = (0..rng.random_range(1..6))
+                    .map(|_| {
+                        let id = rng.random_range(0..MODEL_IDS);
+                        (id, model_row(&mut rng, &view, id, now))
+                    })
+                    .collect();
+                let batch: Vec<Row> = rows.iter().map(|(_, r)| r.clone()).collect();
+                db.write(&view.name, &batch).unwrap();
+                model.write(v, rows);
+            }
+            40..=67 => {
+                counts[1] += 1;
+                let ids: Vec<i64> = (0..rng.random_range(1..30))
+                    .map(|_| rng.random_range(0..MODEL_IDS + 5))
+                    .collect();
+                let nf = view.features.len();
+                let feats: Vec<usize> = (0..rng.random_range(1..8))
+                    .map(|_| rng.random_range(0..nf))
+                    .collect();
+                let opts = ReadOptions {
+                    max_age: rng
+                        .random_ratio(1, 4)
+                        .then(|| rng.random_range(0..120) * MIN),
+                    now: rng
+                        .random_ratio(1, 8)
+                        .then(|| now + rng.random_range(-60..60) * MIN),
+                };
+                check_read(&db, &model, v, &ids, &feats, opts, now, &ctx);
+            }
+            68..=79 => {
+                counts[2] += 1;
+                // Half the time land exactly on, or just past, some value's TTL boundary.
+                let mut boundaries: Vec<i64> = Vec::new();
+                if rng.random() {
+                    for (vi, mv) in model.views.iter().enumerate() {
+                        let vd = model.view(vi);
+                        for cells in mv.delta.values().chain(mv.base.values()) {
+                            for (f, c) in cells.iter().enumerate() {
+                                let ttl = ttl_micros(vd, f);
+                                if let (Some(c), true) = (c, ttl > 0) {
+                                    boundaries.push(c.ts + ttl);
+                                }
+                            }
+                        }
+                    }
+                    boundaries.retain(|b| *b >= now && *b < now + 2 * 60 * MIN);
+                }
+                now = if boundaries.is_empty() {
+                    now + rng.random_range(0..40) * MIN + rng.random_range(0..1_000_000)
+                } else {
+                    boundaries[rng.random_range(0..boundaries.len())] + rng.random_range(0..2)
+                };
+                clock.set(now);
+                check_everything(&db, &model, now, &ctx);
+            }
+            80..=83 => {
+                counts[3] += 1;
+                let st = db.store().reclaim_all();
+                let (values, entities) = model.reclaim(now);
+                assert_eq!(
+                    (st.values_expired, st.entities_removed),
+                    (values, entities),
+                    "{ctx}: reclaim"
+                );
+                check_everything(&db, &model, now, &ctx);
+            }
+            84..=89 => {
+                counts[4] += 1;
+                let st = db.checkpoint().unwrap();
+                let (dropped, views) = model.checkpoint(now);
+                assert_eq!(st.values_expired, dropped, "{ctx}: values expired");
+                assert_eq!(st.views, views, "{ctx}: views written");
+                check_everything(&db, &model, now, &ctx);
+                check_snapshot_files(&d.0, &ctx);
+            }
+            90..=93 => {
+                counts[5] += 1;
+                let mut ids: Vec<i64> = (0..MODEL_IDS + 5).collect();
+                let k = if rng.random_ratio(1, 10) {
+                    0
+                } else {
+                    rng.random_range(1..25)
+                };
+                let rows: Vec<(i64, Row)> = (0..k)
+                    .map(|_| {
+                        let id = ids.swap_remove(rng.random_range(0..ids.len()));
+                        (id, model_row(&mut rng, &view, id, now))
+                    })
+                    .collect();
+                // The same staging path every time: the previous file there is the live base
+                // (linked into the data directory), which publishing a new one must not touch.
+                let mut b = SnapshotBuilder::create(&load_path, &reg, &view.name, now).unwrap();
+                for (_, r) in &rows {
+                    b.add(r).unwrap();
+                }
+                b.finish().unwrap();
+                let loaded = db.load_snapshot(&view.name, &load_path).unwrap();
+                assert_eq!(loaded, k as u64, "{ctx}: entities loaded");
+                model.load(v, &rows);
+                check_everything(&db, &model, now, &ctx);
+                check_snapshot_files(&d.0, &ctx);
+            }
+            _ => {
+                let crash = rng.random();
+                counts[if crash { 7 } else { 6 }] += 1;
+                if crash {
+                    // Dropped, not closed: whatever was acknowledged must be back.
+                    drop(db);
+                } else {
+                    db.close().unwrap();
+                }
+                let (next, report) =
+                    Db::open(model_config(&d.0, fsync), Arc::new(clock.clone())).unwrap();
+                db = next;
+                assert_eq!(
+                    report.wal.replayed,
+                    model.log.len() as u64,
+                    "{ctx}: replayed"
+                );
+                let mut snapshots = report.snapshots.clone();
+                let mut expect: Vec<(String, u64)> = model
+                    .views
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, mv)| mv.has_snapshot)
+                    .map(|(vi, mv)| (model.view(vi).name.clone(), mv.base.len() as u64))
+                    .collect();
+                snapshots.sort();
+                expect.sort();
+                assert_eq!(snapshots, expect, "{ctx}: snapshots opened");
+                model.reopen();
+                check_everything(&db, &model, now, &ctx);
+            }
+        }
+    }
+    check_everything(&db, &model, now, &format!("seed {seed} end"));
+    db.close().unwrap();
+    let _ = fs::remove_dir_all(&staging);
+    println!(
+        "seed {seed}: {counts:?} (writes, reads, clock moves, reclaims, checkpoints, loads, \
+         reopens, crash reopens)"
+    );
 }

@@ -121,8 +121,13 @@ fn ttl_secs(raw: &Spanned<RawTtl>) -> Result<u64, String> {
     }
 }
 
+/// Longest entity, view, feature or service name (snapshot headers store view names in 128
+/// bytes).
+const MAX_NAME_LEN: usize = 128;
+
 fn valid_name(name: &str) -> bool {
     !name.is_empty()
+        && name.len() <= MAX_NAME_LEN
         && name
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-' || c == '.')
@@ -141,7 +146,7 @@ pub(super) fn parse(text: &str) -> Result<Registry, RegistryError> {
         let at = lines.at(&e.name);
         if !valid_name(&name) {
             problems.push(format!(
-                "{at}: entity name {name:?} must be non-empty letters, digits, '_', '-' or '.'"
+                "{at}: entity name {name:?} must be 1 to 128 letters, digits, '_', '-' or '.'"
             ));
         }
         if !entity_names.insert(name.clone()) {
@@ -188,7 +193,7 @@ pub(super) fn parse(text: &str) -> Result<Registry, RegistryError> {
         let at = lines.at(&v.name);
         if !valid_name(&name) {
             problems.push(format!(
-                "{at}: feature view name {name:?} must be non-empty letters, digits, '_', '-' \
+                "{at}: feature view name {name:?} must be 1 to 128 letters, digits, '_', '-' \
                  or '.'"
             ));
         }
@@ -223,7 +228,7 @@ pub(super) fn parse(text: &str) -> Result<Registry, RegistryError> {
             let fat = lines.at(&f.name);
             if !valid_name(&fname) {
                 problems.push(format!(
-                    "{fat}: feature view {name:?}: feature name {fname:?} must be non-empty \
+                    "{fat}: feature view {name:?}: feature name {fname:?} must be 1 to 128 \
                      letters, digits, '_', '-' or '.'"
                 ));
             }

@@ -1,5 +1,6 @@
 //! Opening, validating and reading a snapshot file.
 
+use std::fmt;
 use std::fs::File;
 use std::io::Read;
 use std::iter::FusedIterator;
@@ -46,9 +47,11 @@ impl Snapshot {
     /// footer, the checksums of the whole index and record region, the framing of every
     /// entry and the bounds of every index slot.
     ///
-    /// This reads the whole file once, sequentially (crc32 runs at several GB/s, so a few
-    /// hundred ms for a multi-GB file); it also warms the page cache for the lookups to come.
-    /// A file that fails any check is refused before anything is served from it.
+    /// The header and layout are checked with a plain read before the file is mapped; the
+    /// rest reads the whole map once, sequentially (about 60 ms for 1M entities / 116 MB and
+    /// 0.65 s for 10M / 1.1 GB on a 2-core dev VM with the file cached), which also leaves
+    /// the pages warm for the lookups to come. A file that fails any check is refused before
+    /// anything is served from it.
     pub fn open(path: impl AsRef<Path>) -> Result<Self> {
         Self::open_with(path.as_ref(), Checks::Open)
     }
@@ -389,11 +392,20 @@ fn check_header(path: &Path, head: &[u8; HEADER_LEN]) -> Result<Header> {
 }
 
 /// Every (key, record) of a [`Snapshot`] in file order.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct SnapshotIter<'a> {
     region: &'a [u8],
     pos: usize,
     remaining: usize,
+}
+
+impl fmt::Debug for SnapshotIter<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SnapshotIter")
+            .field("pos", &self.pos)
+            .field("remaining", &self.remaining)
+            .finish_non_exhaustive()
+    }
 }
 
 impl<'a> Iterator for SnapshotIter<'a> {

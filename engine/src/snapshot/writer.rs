@@ -1,13 +1,15 @@
 //! Streaming construction and atomic publication of a snapshot file.
 
+use std::fmt;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use super::format::{
-    home_slot, key_hash, pack_slot, slots_for, tag, unpack_slot, Header, EMPTY_SLOT, FOOTER_LEN,
-    FORMAT_VERSION, HEADER_LEN, MAGIC, MAX_RECORDS_LEN, MAX_VIEW_NAME_LEN, NO_EVENT_TS, SLOT_LEN,
+    home_slot, key_hash, pack_slot, slots_for, tag, unpack_slot, Header, EMPTY_SLOT,
+    FOOTER_INDEX_CRC, FOOTER_LEN, FOOTER_MAGIC, FOOTER_RECORDS_CRC, FORMAT_VERSION, HEADER_LEN,
+    MAGIC, MAX_RECORDS_LEN, MAX_VIEW_NAME_LEN, NO_EVENT_TS, SLOT_LEN,
 };
 use super::{io_err, show_key, SnapshotInfo, SnapshotMeta, SNAPSHOT_TEMP_SUFFIX};
 use crate::clock::Micros;
@@ -26,7 +28,6 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// entity until [`finish`](Self::finish), which also needs the index (8 bytes per slot,
 /// 11–21 bytes per entity) while it writes it. Nothing appears at the destination unless
 /// `finish` succeeds; dropping an unfinished writer deletes the temporary file.
-#[derive(Debug)]
 pub struct SnapshotWriter {
     path: PathBuf,
     temp: PathBuf,
@@ -153,9 +154,9 @@ impl SnapshotWriter {
         let io = |e: io::Error| io_err(temp, e);
         out.write_all(&pad[..(index_off - records_end) as usize])
             .map_err(io)?;
-        for slots in index.chunks(chunk.capacity() / SLOT_LEN) {
+        for part in index.chunks(chunk.capacity() / SLOT_LEN) {
             chunk.clear();
-            for s in slots {
+            for s in part {
                 chunk.extend_from_slice(&s.to_le_bytes());
             }
             index_crc.update(&chunk);
@@ -163,9 +164,12 @@ impl SnapshotWriter {
         }
         drop(index);
         let mut footer = [0u8; FOOTER_LEN];
-        footer[..4].copy_from_slice(&self.records_crc.clone().finalize().to_le_bytes());
-        footer[4..8].copy_from_slice(&index_crc.finalize().to_le_bytes());
-        footer[8..].copy_from_slice(&MAGIC);
+        let records_crc = std::mem::take(&mut self.records_crc).finalize();
+        footer[FOOTER_RECORDS_CRC..FOOTER_RECORDS_CRC + 4]
+            .copy_from_slice(&records_crc.to_le_bytes());
+        footer[FOOTER_INDEX_CRC..FOOTER_INDEX_CRC + 4]
+            .copy_from_slice(&index_crc.finalize().to_le_bytes());
+        footer[FOOTER_MAGIC..].copy_from_slice(&MAGIC);
         out.write_all(&footer).map_err(io)?;
 
         let mut view = [0u8; MAX_VIEW_NAME_LEN];
@@ -259,6 +263,19 @@ impl SnapshotWriter {
             "snapshot writer for {} already failed; start a new one",
             self.path.display()
         ))
+    }
+}
+
+impl fmt::Debug for SnapshotWriter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SnapshotWriter")
+            .field("path", &self.path)
+            .field("temp", &self.temp)
+            .field("view", &self.meta.view)
+            .field("entities", &self.entries.len())
+            .field("records_len", &self.records_len)
+            .field("failed", &(self.out.is_none() && !self.published))
+            .finish_non_exhaustive()
     }
 }
 

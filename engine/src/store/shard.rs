@@ -211,7 +211,7 @@ impl Shard {
         if self.arena.capacity() - off < size {
             // Grow by a quarter rather than doubling: the arena is most of the store's memory,
             // and doubling would leave up to half of it unused.
-            let extra = size.max(off / 4).max(64 * 1024).min(MAX_ARENA - off);
+            let extra = size.max(off / 4).max(4 * 1024).min(MAX_ARENA - off);
             self.arena.reserve_exact(extra);
         }
         put_varint(&mut self.arena, (cap as u64) << 1);

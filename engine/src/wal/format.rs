@@ -34,6 +34,9 @@ const KNOWN_FLAGS: u8 = FLAG_ZSTD;
 /// checked against it before anything is allocated.
 pub const MAX_WAL_PAYLOAD: usize = 64 << 20;
 
+/// Sequence numbers are in `1..=MAX_SEQ`, so arithmetic on them never overflows.
+pub(crate) const MAX_SEQ: u64 = i64::MAX as u64;
+
 /// Hard cap on a segment file's size. Writers rotate long before (the configured segment size
 /// is at most 1 GiB); anything larger was not written by Quiver and is not read into memory.
 pub(crate) const MAX_SEGMENT_FILE: u64 = 2 << 30;

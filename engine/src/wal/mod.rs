@@ -16,8 +16,8 @@
 //! offset  size  field
 //! 0       4     body length, u32 (<= 64 MiB)
 //! 4       4     crc32 of the body, then of header bytes 0..4 and 8..24
-//! 8       8     sequence number, u64: exactly one more than the previous frame's, across
-//!               segments
+//! 8       8     sequence number, u64 in 1..2^63: exactly one more than the previous
+//!               frame's, across segments
 //! 16      1     record type (opaque to the log)
 //! 17      1     flags: bit 0 = body is one zstd frame; other bits must be zero
 //! 18      2     reserved, zero
@@ -69,7 +69,7 @@ use std::time::Duration;
 pub use format::MAX_WAL_PAYLOAD;
 pub use writer::WalFaults;
 
-use format::{parse_segment_name, segment_path};
+use format::{parse_segment_name, segment_path, MAX_SEQ};
 use reader::{scan_segment, Decoder};
 use recovery::read_segment;
 use writer::{io_err, lock, poisoned_error, sync_dir, Shared};
@@ -339,6 +339,12 @@ impl Wal {
         mut replay: impl FnMut(WalRecord<'_>) -> Result<()>,
     ) -> Result<(Self, WalRecoveryReport)> {
         config.validate()?;
+        if options.after_seq >= MAX_SEQ {
+            return Err(EngineError::InvalidArgument(format!(
+                "wal: after_seq {} is not below {MAX_SEQ}",
+                options.after_seq
+            )));
+        }
         let dir = dir.as_ref().to_path_buf();
         let rec = recovery::recover(&dir, &options, &mut replay)?;
         let shared = Arc::new(Shared::new(dir, config, rec.next_seq, rec.segments));

@@ -3,7 +3,7 @@
 
 use super::format::{
     decode_frame, decode_segment_header, find_valid_frame_after, Frame, HeaderError, FLAG_ZSTD,
-    SEGMENT_HEADER_LEN,
+    MAX_SEQ, SEGMENT_HEADER_LEN,
 };
 use super::WalRecord;
 use crate::{EngineError, Result};
@@ -96,6 +96,10 @@ pub(crate) fn scan_segment(
         problem: None,
     };
     let header_problem = match decode_segment_header(bytes) {
+        Ok(_) if !(1..=MAX_SEQ).contains(&name_seq) => Some((
+            12,
+            format!("segment starts at sequence {name_seq}, outside 1..={MAX_SEQ}"),
+        )),
         Ok(seq) if seq == name_seq => None,
         Ok(seq) => Some((
             12,
@@ -126,6 +130,10 @@ pub(crate) fn scan_segment(
             Err(e) => Some((
                 e.to_string(),
                 find_valid_frame_after(bytes, pos + 1, scan.next_seq.saturating_sub(1)).is_none(),
+            )),
+            Ok(frame) if frame.header.seq >= MAX_SEQ => Some((
+                format!("sequence {} is not below {MAX_SEQ}", frame.header.seq),
+                false,
             )),
             Ok(frame) if frame.header.seq != scan.next_seq => Some((
                 format!(

@@ -857,31 +857,30 @@ fn mutated_segments_never_panic_the_scanner() {
 }
 
 #[test]
-#[ignore]
-fn zz_throughput_probe() {
-    for threads in [8u64, 1, 1, 64] {
-        let d = TempDir::new("probe");
-        let (wal, _, _) = open(d.path(), config(FsyncPolicy::Always), 0);
-        let per = 2000 / threads.min(8);
-        let t0 = Instant::now();
-        std::thread::scope(|s| {
-            for _ in 0..threads {
-                let wal = &wal;
-                s.spawn(move || {
-                    for _ in 0..per {
-                        wal.append(1, &[1u8; 200]).unwrap();
-                    }
-                });
-            }
-        });
-        let el = t0.elapsed();
-        let st = wal.stats();
-        eprintln!(
-            "threads {threads}: {} appends in {el:?} = {:.0}/s, batches {}, fsyncs {}",
-            threads * per,
-            (threads * per) as f64 / el.as_secs_f64(),
-            st.batches,
-            st.fsyncs
-        );
-    }
+fn sequence_numbers_from_disk_cannot_overflow() {
+    let d = TempDir::new("seq-zero");
+    fs::write(d.path().join(segment_name(0)), encode_segment_header(0)).unwrap();
+    let e = open_with(
+        d.path(),
+        WalConfig::default(),
+        WalRecoveryOptions::default(),
+    )
+    .unwrap_err();
+    assert!(corrupt_at(e).2.contains("outside"));
+
+    let d = TempDir::new("seq-max");
+    let top = i64::MAX as u64;
+    let mut b = encode_segment_header(top).to_vec();
+    b.extend(frame_bytes(top, 0, 0, 1, b"x"));
+    fs::write(d.path().join(segment_name(top)), b).unwrap();
+    let after = |after_seq| WalRecoveryOptions {
+        after_seq,
+        salvage: false,
+    };
+    let e = open_with(d.path(), WalConfig::default(), after(top)).unwrap_err();
+    assert!(matches!(e, EngineError::InvalidArgument(_)), "{e:?}");
+    let e = open_with(d.path(), WalConfig::default(), after(top - 1)).unwrap_err();
+    assert!(corrupt_at(e).2.contains("not below"));
+    let e = open_with(d.path(), WalConfig::default(), after(0)).unwrap_err();
+    assert!(corrupt_at(e).2.contains("missing"));
 }

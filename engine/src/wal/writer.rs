@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use super::format::{
     encode_segment_header, put_frame, segment_name, segment_path, FrameHeader, FLAG_ZSTD,
-    FRAME_HEADER_LEN, MAX_WAL_PAYLOAD, SEGMENT_HEADER_LEN, TEMP_EXT,
+    FRAME_HEADER_LEN, MAX_SEQ, MAX_WAL_PAYLOAD, SEGMENT_HEADER_LEN, TEMP_EXT,
 };
 use super::{FsyncPolicy, WalConfig};
 use crate::{EngineError, Result};
@@ -189,6 +189,11 @@ impl Shared {
             st = wait(&self.space, st);
         }
         let seq = st.next_seq;
+        if seq >= MAX_SEQ {
+            return Err(EngineError::CapacityExceeded(
+                "WAL sequence numbers are exhausted".into(),
+            ));
+        }
         st.next_seq += 1;
         if st.pending_count == 0 {
             st.pending_first_seq = seq;

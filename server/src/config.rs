@@ -1,0 +1,189 @@
+//! Server configuration: a TOML file, overridden by environment variables, overridden by flags.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use quiver_engine::{DbConfig, FsyncPolicy};
+use serde::Deserialize;
+
+/// Everything `quiver serve` can be told. Defaults are safe for a laptop: loopback only,
+/// fsync on every acknowledged write, bounded requests.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// gRPC address. Loopback unless told otherwise.
+    pub listen: String,
+    /// Prometheus metrics address (plain HTTP, `GET /metrics`); empty disables it.
+    pub metrics_listen: String,
+    /// The embedded data directory.
+    pub data_dir: PathBuf,
+    /// Registry file for a new data directory, or a new version to apply on start.
+    pub registry: Option<PathBuf>,
+    /// `always` (ack after fsync), `never`, or an interval such as `10ms`.
+    pub fsync: String,
+    /// Shards per view (power of two).
+    pub shards: usize,
+    /// Most entity rows in one read or write request.
+    pub max_entities_per_request: usize,
+    /// Largest decoded Feast request (reads only), bytes.
+    pub max_read_message_bytes: usize,
+    /// Largest decoded native request (writes and upload chunks share it), bytes.
+    pub max_write_message_bytes: usize,
+    /// Largest snapshot upload, bytes (after decompression).
+    pub max_upload_bytes: u64,
+    /// Requests handled at once; beyond it requests are shed with RESOURCE_EXHAUSTED.
+    pub max_concurrent_requests: usize,
+    /// Default per-request deadline, milliseconds (a shorter client deadline wins).
+    pub request_timeout_ms: u64,
+    /// Bearer token required on data RPCs (health and reflection stay open). Also read from
+    /// `QUIVER_AUTH_TOKEN`.
+    pub auth_token: Option<String>,
+    /// Checkpoint when this many bytes were logged since the last one (0 = never).
+    pub checkpoint_wal_bytes: u64,
+    /// Checkpoint at least this often, seconds, when there were writes (0 = never).
+    pub checkpoint_interval_secs: u64,
+    /// Tokio worker threads serving requests.
+    pub worker_threads: usize,
+    /// Recover past mid-log WAL corruption by dropping the damaged part (loses data).
+    pub salvage: bool,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:6566".into(),
+            metrics_listen: "127.0.0.1:9466".into(),
+            data_dir: PathBuf::from("quiver-data"),
+            registry: None,
+            fsync: "always".into(),
+            shards: 64,
+            max_entities_per_request: 10_000,
+            max_read_message_bytes: 4 << 20,
+            max_write_message_bytes: 64 << 20,
+            max_upload_bytes: 64 << 30,
+            max_concurrent_requests: 512,
+            request_timeout_ms: 5_000,
+            auth_token: None,
+            checkpoint_wal_bytes: 256 << 20,
+            checkpoint_interval_secs: 3_600,
+            worker_threads: 2,
+            salvage: false,
+        }
+    }
+}
+
+/// A configuration problem, named by field.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(pub String);
+
+impl ServerConfig {
+    /// Reads a TOML config file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError(format!("cannot read {}: {e}", path.display())))?;
+        toml::from_str(&text).map_err(|e| ConfigError(format!("{}: {e}", path.display())))
+    }
+
+    /// Applies `QUIVER_*` environment variables.
+    pub fn apply_env(&mut self) {
+        if let Ok(t) = std::env::var("QUIVER_AUTH_TOKEN") {
+            if !t.is_empty() {
+                self.auth_token = Some(t);
+            }
+        }
+        if let Ok(v) = std::env::var("QUIVER_LISTEN") {
+            self.listen = v;
+        }
+        if let Ok(v) = std::env::var("QUIVER_DATA_DIR") {
+            self.data_dir = PathBuf::from(v);
+        }
+    }
+
+    /// The fsync policy named by `fsync`.
+    pub fn fsync_policy(&self) -> Result<FsyncPolicy, ConfigError> {
+        match self.fsync.as_str() {
+            "always" => Ok(FsyncPolicy::Always),
+            "never" => Ok(FsyncPolicy::Never),
+            other => {
+                let ms = other
+                    .strip_suffix("ms")
+                    .and_then(|n| n.parse::<u64>().ok())
+                    .filter(|n| *n > 0)
+                    .ok_or_else(|| {
+                        ConfigError(format!(
+                            "fsync = {other:?}: expected \"always\", \"never\" or an interval \
+                             like \"10ms\""
+                        ))
+                    })?;
+                Ok(FsyncPolicy::Interval(Duration::from_millis(ms)))
+            }
+        }
+    }
+
+    /// The gRPC socket address.
+    pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
+        self.listen
+            .parse()
+            .map_err(|e| ConfigError(format!("listen = {:?}: {e}", self.listen)))
+    }
+
+    /// The metrics socket address, if enabled.
+    pub fn metrics_addr(&self) -> Result<Option<SocketAddr>, ConfigError> {
+        if self.metrics_listen.is_empty() {
+            return Ok(None);
+        }
+        self.metrics_listen
+            .parse()
+            .map(Some)
+            .map_err(|e| ConfigError(format!("metrics_listen = {:?}: {e}", self.metrics_listen)))
+    }
+
+    /// Checks every field; returns the first problem.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.listen_addr()?;
+        self.metrics_addr()?;
+        self.fsync_policy()?;
+        let positive = [
+            ("shards", self.shards),
+            ("max_entities_per_request", self.max_entities_per_request),
+            ("max_read_message_bytes", self.max_read_message_bytes),
+            ("max_write_message_bytes", self.max_write_message_bytes),
+            ("max_concurrent_requests", self.max_concurrent_requests),
+            ("worker_threads", self.worker_threads),
+        ];
+        for (name, v) in positive {
+            if v == 0 {
+                return Err(ConfigError(format!("{name} must be positive")));
+            }
+        }
+        if !self.shards.is_power_of_two() {
+            return Err(ConfigError(format!(
+                "shards = {} must be a power of two",
+                self.shards
+            )));
+        }
+        if self.request_timeout_ms == 0 {
+            return Err(ConfigError("request_timeout_ms must be positive".into()));
+        }
+        if self.auth_token.as_ref().is_some_and(|t| t.len() < 16) {
+            return Err(ConfigError(
+                "auth_token must be at least 16 characters".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The engine configuration this server config implies.
+    pub fn db_config(&self) -> Result<DbConfig, ConfigError> {
+        let mut c = DbConfig::new(&self.data_dir);
+        c.store.shards = self.shards;
+        c.wal.fsync = self.fsync_policy()?;
+        c.salvage = self.salvage;
+        c.checkpoint_wal_bytes = self.checkpoint_wal_bytes;
+        c.checkpoint_interval = (self.checkpoint_interval_secs > 0)
+            .then(|| Duration::from_secs(self.checkpoint_interval_secs));
+        Ok(c)
+    }
+}

@@ -1,0 +1,257 @@
+//! Starting and stopping the server: bind, recover in the background while health says
+//! NOT_SERVING, serve, and on shutdown finish in-flight requests and flush the WAL.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use quiver_engine::{Db, Maintenance, Registry, SystemClock};
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::Server;
+use tracing::{error, info, warn};
+
+use crate::config::{ConfigError, ServerConfig};
+use crate::feast::FeastService;
+use crate::limits::BearerAuth;
+use crate::metrics::{serve_metrics, Metrics};
+use crate::proto::feast::serving::serving_service_server::ServingServiceServer;
+use crate::proto::quiver::v1::feature_store_server::FeatureStoreServer;
+use crate::service::FeatureStoreService;
+use crate::state::AppState;
+
+/// Where a started server listens.
+#[derive(Debug, Clone, Copy)]
+pub struct Ready {
+    /// The gRPC address.
+    pub grpc: SocketAddr,
+    /// The metrics address, if enabled.
+    pub metrics: Option<SocketAddr>,
+}
+
+/// Why the server stopped abnormally.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Bad configuration.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A socket could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Recovery failed (the data directory could not be opened).
+    #[error("cannot open the data directory: {0}")]
+    Recovery(String),
+    /// The gRPC transport failed.
+    #[error("server failed: {0}")]
+    Transport(String),
+}
+
+/// Hook run once the engine is ready (the demo uses it to load data).
+pub type OnReady = Box<dyn FnOnce(&Arc<Db>) + Send>;
+
+/// Runs the server until `shutdown` completes. `ready` hears the bound addresses as soon as
+/// the sockets are listening (recovery may still be running; health says NOT_SERVING).
+pub async fn run(
+    config: ServerConfig,
+    registry: Option<Registry>,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    ready: Option<oneshot::Sender<Ready>>,
+    on_ready: Option<OnReady>,
+) -> Result<(), ServeError> {
+    config.validate()?;
+    let mut db_config = config.db_config()?;
+    db_config.registry = registry;
+    let addr = config.listen_addr()?;
+    let listener = TcpListener::bind(addr)
+        .await
+        .map_err(|e| ServeError::Bind { addr, source: e })?;
+    let grpc = listener
+        .local_addr()
+        .map_err(|e| ServeError::Bind { addr, source: e })?;
+    let metrics = Arc::new(Metrics::default());
+    let state = Arc::new(AppState::new(config.clone(), metrics.clone()));
+
+    let metrics_addr = match config.metrics_addr()? {
+        Some(a) => {
+            let l = TcpListener::bind(a)
+                .await
+                .map_err(|e| ServeError::Bind { addr: a, source: e })?;
+            let bound = l
+                .local_addr()
+                .map_err(|e| ServeError::Bind { addr: a, source: e })?;
+            tokio::spawn(serve_metrics(l, metrics.clone(), state.db.clone()));
+            info!(url = %crate::metrics::describe(bound), "metrics listening");
+            Some(bound)
+        }
+        None => None,
+    };
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    health_reporter
+        .set_not_serving::<FeatureStoreServer<FeatureStoreService>>()
+        .await;
+    health_reporter
+        .set_service_status("", tonic_health::ServingStatus::NotServing)
+        .await;
+
+    // Recovery runs in the background so health checks answer NOT_SERVING meanwhile.
+    let (failed_tx, failed_rx) = oneshot::channel::<String>();
+    let maintenance: Arc<std::sync::Mutex<Option<Maintenance>>> = Arc::default();
+    {
+        let state = state.clone();
+        let reporter = health_reporter.clone();
+        let maintenance = maintenance.clone();
+        tokio::spawn(async move {
+            let opened =
+                tokio::task::spawn_blocking(move || Db::open(db_config, Arc::new(SystemClock)))
+                    .await;
+            match opened {
+                Ok(Ok((db, report))) => {
+                    for w in &report.wal.warnings {
+                        warn!("recovery: {w}");
+                    }
+                    info!(
+                        snapshots = report.snapshots.len(),
+                        wal_records = report.wal.replayed,
+                        "recovered"
+                    );
+                    let db = Arc::new(db);
+                    match Maintenance::start(db.clone(), Duration::from_millis(200), |r| match r {
+                        Ok(st) => info!(seq = st.seq, seconds = st.seconds, "checkpoint"),
+                        Err(e) => error!("automatic checkpoint failed: {e}"),
+                    }) {
+                        Ok(m) => *maintenance.lock().unwrap_or_else(|p| p.into_inner()) = Some(m),
+                        Err(e) => warn!("maintenance thread did not start: {e}"),
+                    }
+                    if let Some(hook) = on_ready {
+                        hook(&db);
+                    }
+                    let _ = state.db.set(db);
+                    reporter
+                        .set_serving::<FeatureStoreServer<FeatureStoreService>>()
+                        .await;
+                    reporter
+                        .set_service_status("", tonic_health::ServingStatus::Serving)
+                        .await;
+                    info!("serving");
+                }
+                Ok(Err(e)) => {
+                    let _ = failed_tx.send(e.to_string());
+                }
+                Err(e) => {
+                    let _ = failed_tx.send(format!("recovery task failed: {e}"));
+                }
+            }
+        });
+    }
+
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ServeError::Transport(e.to_string()))?;
+    let auth = BearerAuth::new(config.auth_token.as_deref());
+    let native = FeatureStoreServer::new(FeatureStoreService {
+        state: state.clone(),
+    })
+    .max_decoding_message_size(config.max_write_message_bytes)
+    .max_encoding_message_size(usize::MAX);
+    let feast = ServingServiceServer::new(FeastService {
+        state: state.clone(),
+    })
+    .max_decoding_message_size(config.max_read_message_bytes)
+    .max_encoding_message_size(usize::MAX);
+
+    if let Some(tx) = ready {
+        let _ = tx.send(Ready {
+            grpc,
+            metrics: metrics_addr,
+        });
+    }
+    info!(%grpc, "gRPC listening");
+
+    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let recovery_failed = Arc::new(std::sync::Mutex::new(None::<String>));
+    {
+        let recovery_failed = recovery_failed.clone();
+        tokio::spawn(async move {
+            tokio::pin!(shutdown);
+            tokio::select! {
+                _ = &mut shutdown => {}
+                msg = failed_rx => match msg {
+                    Ok(m) => *recovery_failed.lock().unwrap_or_else(|p| p.into_inner()) = Some(m),
+                    // Recovery succeeded (the sender is gone): serve until asked to stop.
+                    Err(_) => shutdown.await,
+                },
+            }
+            let _ = stop_tx.send(());
+        });
+    }
+
+    let served = Server::builder()
+        .timeout(Duration::from_millis(config.request_timeout_ms))
+        .tcp_nodelay(true)
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            native,
+            auth.clone(),
+        ))
+        .add_service(tonic::service::interceptor::InterceptedService::new(
+            feast, auth,
+        ))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
+            let _ = stop_rx.await;
+        })
+        .await;
+
+    // In-flight requests are done; make everything acknowledged durable and stop maintenance.
+    drop(maintenance.lock().unwrap_or_else(|p| p.into_inner()).take());
+    if let Some(db) = state.db.get() {
+        if let Err(e) = db.sync() {
+            error!("final WAL flush failed: {e}");
+        }
+    }
+    if let Some(m) = recovery_failed
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .take()
+    {
+        return Err(ServeError::Recovery(m));
+    }
+    served.map_err(|e| ServeError::Transport(e.to_string()))?;
+    info!("stopped");
+    Ok(())
+}
+
+/// Completes on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        // If the handler cannot be installed (no controlling terminal), wait for SIGTERM only.
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+    info!("shutdown requested: finishing in-flight requests");
+}

@@ -1,0 +1,613 @@
+//! `quiver.v1.FeatureStore`: the native API.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use quiver_engine::{Clock, GetResult, KeyBatch, ReadOptions, Registry, SystemClock};
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::convert::{column_to_proto, keys_from_columns, rows_from_write, type_to_proto};
+use crate::error::{status_of, Origin};
+use crate::metrics::Rpc;
+use crate::proto::quiver::v1 as pb;
+use crate::state::{blocking, AppState};
+
+/// The native service.
+#[derive(Debug, Clone)]
+pub(crate) struct FeatureStoreService {
+    pub(crate) state: Arc<AppState>,
+}
+
+fn server_err(e: quiver_engine::EngineError) -> Status {
+    status_of(&e, Origin::Server)
+}
+
+/// Converts a protobuf duration to microseconds, refusing negative ones.
+pub(crate) fn max_age_micros(d: Option<&prost_types::Duration>) -> Result<Option<i64>, Status> {
+    let Some(d) = d else { return Ok(None) };
+    if d.seconds < 0 || d.nanos < 0 {
+        return Err(Status::invalid_argument("max_age: must not be negative"));
+    }
+    Ok(Some(
+        d.seconds
+            .saturating_mul(1_000_000)
+            .saturating_add(i64::from(d.nanos / 1000)),
+    ))
+}
+
+/// The output names for a selection, refusing duplicates without full names.
+pub(crate) fn output_names(
+    sel: &quiver_engine::Selection,
+    full: bool,
+) -> Result<Vec<String>, Status> {
+    let names = sel.names(full);
+    if !full {
+        let mut seen = BTreeSet::new();
+        for n in &names {
+            if !seen.insert(n) {
+                return Err(Status::invalid_argument(format!(
+                    "features: two requested features are both named {n:?}; set \
+                     full_feature_names to tell them apart"
+                )));
+            }
+        }
+    }
+    Ok(names)
+}
+
+impl FeatureStoreService {
+    fn get_online(
+        &self,
+        req: pb::GetOnlineFeaturesRequest,
+    ) -> Result<pb::GetOnlineFeaturesResponse, Status> {
+        let db = self.state.db()?;
+        let refs: Vec<String> = match req.features {
+            Some(pb::get_online_features_request::Features::Refs(r)) => r.refs,
+            Some(pb::get_online_features_request::Features::FeatureService(name)) => {
+                let reg = db.registry();
+                reg.service(&name)
+                    .ok_or_else(|| {
+                        Status::not_found(format!(
+                            "feature_service: no feature service named {name:?}"
+                        ))
+                    })?
+                    .features
+                    .clone()
+            }
+            None => {
+                return Err(Status::invalid_argument(
+                    "features: give refs (\"view:feature\") or a feature_service",
+                ))
+            }
+        };
+        if refs.is_empty() {
+            return Err(Status::invalid_argument("features: no features requested"));
+        }
+        let sel = db.select(&refs).map_err(server_err)?;
+        let names = output_names(&sel, req.full_feature_names)?;
+        let mut keys = KeyBatch::new();
+        let rows = keys_from_columns(
+            sel.entity(),
+            &req.keys,
+            self.state.config.max_entities_per_request,
+            &mut keys,
+        )?;
+        let opts = ReadOptions {
+            max_age: max_age_micros(req.max_age.as_ref())?,
+            now: None,
+        };
+        let mut out = GetResult::new();
+        db.get(&sel, &keys, &opts, &mut out).map_err(server_err)?;
+        for c in &out.columns {
+            self.state.metrics.count_statuses(&c.statuses);
+        }
+        Ok(pb::GetOnlineFeaturesResponse {
+            feature_names: names,
+            columns: out.columns.into_iter().map(column_to_proto).collect(),
+            row_count: rows as u32,
+        })
+    }
+
+    async fn write_batch(&self, req: pb::WriteFeaturesRequest) -> Result<(u64, u64), Status> {
+        let db = self.state.db()?;
+        let reg = db.registry();
+        let view = reg.view(&req.view).ok_or_else(|| {
+            Status::not_found(format!("view: no feature view named {:?}", req.view))
+        })?;
+        let entity = reg
+            .view_entity(view)
+            .ok_or_else(|| Status::internal(format!("view {:?} has no entity", view.name)))?;
+        let rows = rows_from_write(
+            view,
+            entity,
+            &req,
+            self.state.config.max_entities_per_request,
+        )?;
+        let n = rows.len() as u64;
+        let name = req.view;
+        let seq = blocking(move || db.write(&name, &rows).map_err(server_err)).await?;
+        Ok((n, seq))
+    }
+}
+
+#[tonic::async_trait]
+impl pb::feature_store_server::FeatureStore for FeatureStoreService {
+    async fn get_online_features(
+        &self,
+        request: Request<pb::GetOnlineFeaturesRequest>,
+    ) -> Result<Response<pb::GetOnlineFeaturesResponse>, Status> {
+        let call = self.state.admit(Rpc::GetOnlineFeatures)?;
+        call.finish(self.get_online(request.into_inner()).map(Response::new))
+    }
+
+    async fn write_features(
+        &self,
+        request: Request<pb::WriteFeaturesRequest>,
+    ) -> Result<Response<pb::WriteFeaturesResponse>, Status> {
+        let call = self.state.admit(Rpc::WriteFeatures)?;
+        let r = self.write_batch(request.into_inner()).await;
+        call.finish(r.map(|(rows, seq)| {
+            Response::new(pb::WriteFeaturesResponse {
+                rows,
+                batches: 1,
+                wal_sequence: seq,
+            })
+        }))
+    }
+
+    async fn stream_write_features(
+        &self,
+        request: Request<Streaming<pb::WriteFeaturesRequest>>,
+    ) -> Result<Response<pb::WriteFeaturesResponse>, Status> {
+        let call = self.state.admit(Rpc::StreamWriteFeatures)?;
+        let mut stream = request.into_inner();
+        let mut total = pb::WriteFeaturesResponse::default();
+        let result = async {
+            while let Some(msg) = stream.next().await {
+                let msg = msg?;
+                let (rows, seq) = self.write_batch(msg).await.map_err(|s| {
+                    Status::new(
+                        s.code(),
+                        format!(
+                            "batch {} (after {} accepted rows): {}",
+                            total.batches,
+                            total.rows,
+                            s.message()
+                        ),
+                    )
+                })?;
+                total.rows += rows;
+                total.batches += 1;
+                total.wal_sequence = seq;
+            }
+            Ok(Response::new(total))
+        }
+        .await;
+        call.finish(result)
+    }
+
+    async fn load_snapshot(
+        &self,
+        request: Request<pb::LoadSnapshotRequest>,
+    ) -> Result<Response<pb::LoadSnapshotResponse>, Status> {
+        let call = self.state.admit(Rpc::LoadSnapshot)?;
+        let req = request.into_inner();
+        let result = async {
+            let db = self.state.db()?;
+            if req.path.is_empty() {
+                return Err(Status::invalid_argument("path: empty"));
+            }
+            let path = PathBuf::from(&req.path);
+            let view = req.view.clone();
+            let entities = blocking(move || {
+                db.load_snapshot(&view, &path)
+                    .map_err(|e| status_of(&e, Origin::CallerFile))
+            })
+            .await?;
+            let bytes = std::fs::metadata(&req.path).map(|m| m.len()).unwrap_or(0);
+            Ok(Response::new(pb::LoadSnapshotResponse {
+                view: req.view,
+                entities,
+                bytes,
+            }))
+        }
+        .await;
+        call.finish(result)
+    }
+
+    async fn upload_snapshot(
+        &self,
+        request: Request<Streaming<pb::UploadSnapshotRequest>>,
+    ) -> Result<Response<pb::UploadSnapshotResponse>, Status> {
+        let call = self.state.admit(Rpc::UploadSnapshot)?;
+        let result = self.upload(request.into_inner()).await;
+        call.finish(result.map(Response::new))
+    }
+
+    async fn checkpoint(
+        &self,
+        _request: Request<pb::CheckpointRequest>,
+    ) -> Result<Response<pb::CheckpointResponse>, Status> {
+        let call = self.state.admit(Rpc::Checkpoint)?;
+        let result = async {
+            let db = self.state.db()?;
+            let before = db.stats().wal.bytes;
+            let db2 = db.clone();
+            let st = blocking(move || db2.checkpoint().map_err(server_err)).await?;
+            let after = db.stats();
+            Ok(Response::new(pb::CheckpointResponse {
+                checkpoint_sequence: st.seq,
+                checkpoint_time_micros: after.checkpoint_micros,
+                snapshots: after
+                    .views
+                    .iter()
+                    .filter(|v| v.base_entities > 0)
+                    .map(|v| pb::SnapshotFile {
+                        view: v.view.clone(),
+                        file: String::new(),
+                        entities: v.base_entities,
+                        bytes: v.base_bytes,
+                    })
+                    .collect(),
+                wal_bytes_freed: before.saturating_sub(after.wal.bytes),
+            }))
+        }
+        .await;
+        call.finish(result)
+    }
+
+    async fn apply_registry(
+        &self,
+        request: Request<pb::ApplyRegistryRequest>,
+    ) -> Result<Response<pb::ApplyRegistryResponse>, Status> {
+        let call = self.state.admit(Rpc::ApplyRegistry)?;
+        let req = request.into_inner();
+        let result = async {
+            let db = self.state.db()?;
+            let next = Registry::from_toml(&req.toml)
+                .map_err(|e| Status::invalid_argument(format!("toml: {e}")))?;
+            let current = db.registry();
+            let merged = current
+                .evolve(next)
+                .map_err(|e| status_of(&e.into(), Origin::Server))?;
+            let changes = diff(&current, &merged);
+            if req.dry_run || changes.is_empty() {
+                return Ok(Response::new(pb::ApplyRegistryResponse {
+                    version: db.stats().registry_version,
+                    applied: false,
+                    changes,
+                    canonical_toml: merged.to_toml(),
+                }));
+            }
+            let db2 = db.clone();
+            let applied = blocking(move || db2.apply_registry(merged).map_err(server_err)).await?;
+            Ok(Response::new(pb::ApplyRegistryResponse {
+                version: db.stats().registry_version,
+                applied: true,
+                changes,
+                canonical_toml: applied.to_toml(),
+            }))
+        }
+        .await;
+        call.finish(result)
+    }
+
+    async fn get_registry(
+        &self,
+        _request: Request<pb::GetRegistryRequest>,
+    ) -> Result<Response<pb::GetRegistryResponse>, Status> {
+        let call = self.state.admit(Rpc::GetRegistry)?;
+        let result = self.state.db().map(|db| {
+            let reg = db.registry();
+            Response::new(registry_to_proto(&reg, db.stats().registry_version))
+        });
+        call.finish(result)
+    }
+
+    async fn get_stats(
+        &self,
+        request: Request<pb::GetStatsRequest>,
+    ) -> Result<Response<pb::GetStatsResponse>, Status> {
+        let call = self.state.admit(Rpc::GetStats)?;
+        let req = request.into_inner();
+        let result = self.state.db().and_then(|db| {
+            let st = db.stats();
+            for v in &req.views {
+                if !st.views.iter().any(|s| &s.view == v) {
+                    return Err(Status::not_found(format!(
+                        "views: no feature view named {v:?}"
+                    )));
+                }
+            }
+            let now = SystemClock.now_micros();
+            Ok(Response::new(pb::GetStatsResponse {
+                views: st
+                    .views
+                    .iter()
+                    .filter(|v| req.views.is_empty() || req.views.contains(&v.view))
+                    .map(|v| pb::ViewStats {
+                        view: v.view.clone(),
+                        memory_entities: v.entities,
+                        memory_bytes: v.bytes,
+                        snapshot_entities: v.base_entities,
+                        snapshot_bytes: v.base_bytes,
+                        newest_event_time_micros: v.newest_event_ts,
+                        newest_event_age_micros: if v.newest_event_ts == 0 {
+                            0
+                        } else {
+                            now - v.newest_event_ts
+                        },
+                    })
+                    .collect(),
+                wal: Some(pb::WalStats {
+                    bytes: st.wal.bytes,
+                    segments: st.wal.segments as u64,
+                    last_sequence: st.wal.last_seq,
+                    synced_sequence: st.wal.synced_seq,
+                    poisoned: st.wal.poisoned.clone().unwrap_or_default(),
+                }),
+                checkpoint_sequence: st.checkpoint_seq,
+                checkpoint_time_micros: st.checkpoint_micros,
+                registry_version: st.registry_version,
+                server_time_micros: now,
+            }))
+        });
+        call.finish(result)
+    }
+}
+
+impl FeatureStoreService {
+    async fn upload(
+        &self,
+        mut stream: Streaming<pb::UploadSnapshotRequest>,
+    ) -> Result<pb::UploadSnapshotResponse, Status> {
+        let db = self.state.db()?;
+        let header = match stream.next().await {
+            Some(Ok(pb::UploadSnapshotRequest {
+                part: Some(pb::upload_snapshot_request::Part::Header(h)),
+            })) => h,
+            Some(Err(e)) => return Err(e),
+            _ => {
+                return Err(Status::invalid_argument(
+                    "the first upload message must be the header",
+                ))
+            }
+        };
+        let limit = self.state.config.max_upload_bytes;
+        if header.total_bytes > limit || header.uncompressed_bytes > limit {
+            return Err(Status::invalid_argument(format!(
+                "header.total_bytes: {} bytes exceeds the server's upload limit of {limit}",
+                header.total_bytes.max(header.uncompressed_bytes)
+            )));
+        }
+        if db.registry().view(&header.view).is_none() {
+            return Err(Status::not_found(format!(
+                "header.view: no feature view named {:?}",
+                header.view
+            )));
+        }
+        let dir = db.dir().join(quiver_engine::SNAPSHOT_DIR);
+        let path = dir.join(format!(
+            ".upload-{}-{}.qsnap-tmp",
+            std::process::id(),
+            SystemClock.now_micros()
+        ));
+        let file = std::fs::File::create(&path)
+            .map_err(|e| Status::internal(format!("cannot create {}: {e}", path.display())))?;
+        let cleanup = TempFile(path.clone());
+        let mut sink: Box<dyn Write + Send> = if header.zstd {
+            Box::new(
+                zstd::stream::write::Decoder::new(LimitedWriter {
+                    inner: file,
+                    written: 0,
+                    limit,
+                })
+                .map_err(|e| Status::internal(format!("zstd: {e}")))?,
+            )
+        } else {
+            Box::new(LimitedWriter {
+                inner: file,
+                written: 0,
+                limit,
+            })
+        };
+        let mut received = 0u64;
+        while let Some(msg) = stream.next().await {
+            match msg?.part {
+                Some(pb::upload_snapshot_request::Part::Chunk(c)) => {
+                    received += c.len() as u64;
+                    if received > header.total_bytes {
+                        return Err(Status::invalid_argument(format!(
+                            "chunks exceed header.total_bytes ({})",
+                            header.total_bytes
+                        )));
+                    }
+                    sink.write_all(&c).map_err(|e| {
+                        Status::invalid_argument(format!("chunk at byte {received}: {e}"))
+                    })?;
+                }
+                _ => {
+                    return Err(Status::invalid_argument(
+                        "only chunks may follow the header",
+                    ))
+                }
+            }
+        }
+        if received != header.total_bytes {
+            return Err(Status::invalid_argument(format!(
+                "upload ended after {received} bytes; header.total_bytes said {}",
+                header.total_bytes
+            )));
+        }
+        sink.flush()
+            .map_err(|e| Status::invalid_argument(format!("upload: {e}")))?;
+        drop(sink);
+        let stored = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0);
+        let view = header.view.clone();
+        let p = path.clone();
+        let entities = blocking(move || {
+            let f = std::fs::File::open(&p).and_then(|f| f.sync_all());
+            f.map_err(|e| Status::internal(format!("fsync upload: {e}")))?;
+            db.load_snapshot(&view, &p)
+                .map_err(|e| status_of(&e, Origin::CallerFile))
+        })
+        .await?;
+        drop(cleanup);
+        Ok(pb::UploadSnapshotResponse {
+            view: header.view,
+            entities,
+            received_bytes: received,
+            stored_bytes: stored,
+        })
+    }
+}
+
+/// Deletes the temporary upload file however the upload ends (a loaded snapshot was linked).
+struct TempFile(PathBuf);
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// A writer that refuses to grow past a limit: a decompression bomb stops at the limit.
+struct LimitedWriter {
+    inner: std::fs::File,
+    written: u64,
+    limit: u64,
+}
+
+impl Write for LimitedWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.written + buf.len() as u64 > self.limit {
+            return Err(std::io::Error::other(format!(
+                "snapshot exceeds the server's upload limit of {} bytes",
+                self.limit
+            )));
+        }
+        let n = self.inner.write(buf)?;
+        self.written += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Human-readable additions from `old` to `new`.
+fn diff(old: &Registry, new: &Registry) -> Vec<String> {
+    let mut out = Vec::new();
+    for e in new.entities() {
+        if old.entity(&e.name).is_none() {
+            out.push(format!("add entity {}", e.name));
+        }
+    }
+    for v in new.views() {
+        match old.view(&v.name) {
+            None => out.push(format!(
+                "add feature view {} ({} features)",
+                v.name,
+                v.features.len()
+            )),
+            Some(o) => {
+                for f in &v.features {
+                    if o.feature_index(&f.name).is_none() {
+                        out.push(format!("add feature {}:{} ({})", v.name, f.name, f.ty));
+                    }
+                }
+                if o.ttl_secs != v.ttl_secs {
+                    out.push(format!(
+                        "change ttl of {} from {}s to {}s",
+                        v.name, o.ttl_secs, v.ttl_secs
+                    ));
+                }
+                for f in &v.features {
+                    if let Some(i) = o.feature_index(&f.name) {
+                        if o.features[i].ttl_secs != f.ttl_secs {
+                            out.push(format!("change ttl of {}:{}", v.name, f.name));
+                        }
+                        if o.features[i].description != f.description {
+                            out.push(format!("change description of {}:{}", v.name, f.name));
+                        }
+                    }
+                }
+                if o.description != v.description || o.owner != v.owner || o.tags != v.tags {
+                    out.push(format!("change metadata of {}", v.name));
+                }
+            }
+        }
+    }
+    for s in new.services() {
+        match old.service(&s.name) {
+            None => out.push(format!("add feature service {}", s.name)),
+            Some(o) if o != s => out.push(format!("change feature service {}", s.name)),
+            Some(_) => {}
+        }
+    }
+    out
+}
+
+/// The typed registry for GetRegistry.
+fn registry_to_proto(reg: &Registry, version: u64) -> pb::GetRegistryResponse {
+    pb::GetRegistryResponse {
+        version,
+        toml: reg.to_toml(),
+        project: reg.project().to_owned(),
+        entities: reg
+            .entities()
+            .iter()
+            .map(|e| pb::EntitySchema {
+                name: e.name.clone(),
+                join_keys: e
+                    .join_keys
+                    .iter()
+                    .map(|k| pb::JoinKeySchema {
+                        name: k.name.clone(),
+                        r#type: match k.ty {
+                            quiver_engine::KeyType::Int64 => pb::KeyType::Int64 as i32,
+                            quiver_engine::KeyType::String => pb::KeyType::String as i32,
+                        },
+                    })
+                    .collect(),
+                description: e.description.clone(),
+            })
+            .collect(),
+        views: reg
+            .views()
+            .iter()
+            .map(|v| pb::ViewSchema {
+                name: v.name.clone(),
+                entity: v.entity.clone(),
+                ttl_seconds: v.ttl_secs,
+                features: v
+                    .features
+                    .iter()
+                    .enumerate()
+                    .map(|(i, f)| pb::FeatureSchema {
+                        name: f.name.clone(),
+                        r#type: Some(type_to_proto(f.ty)),
+                        ttl_seconds: v.feature_ttl_secs(i),
+                        description: f.description.clone(),
+                    })
+                    .collect(),
+                description: v.description.clone(),
+                owner: v.owner.clone(),
+                tags: v.tags.clone().into_iter().collect(),
+            })
+            .collect(),
+        feature_services: reg
+            .services()
+            .iter()
+            .map(|s| pb::FeatureServiceSchema {
+                name: s.name.clone(),
+                features: s.features.clone(),
+                description: s.description.clone(),
+            })
+            .collect(),
+    }
+}

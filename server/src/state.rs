@@ -1,0 +1,86 @@
+//! What every handler shares: the engine (once recovered), limits and metrics.
+
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use quiver_engine::Db;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tonic::Status;
+
+use crate::config::ServerConfig;
+use crate::metrics::{Metrics, Rpc};
+
+/// Shared server state.
+#[derive(Debug)]
+pub(crate) struct AppState {
+    /// Set once recovery has finished; until then data RPCs answer UNAVAILABLE.
+    pub(crate) db: Arc<OnceLock<Arc<Db>>>,
+    pub(crate) config: ServerConfig,
+    pub(crate) metrics: Arc<Metrics>,
+    admission: Arc<Semaphore>,
+}
+
+/// An admitted request: holds a concurrency slot and records the call's outcome when done.
+#[derive(Debug)]
+pub(crate) struct Call {
+    _permit: OwnedSemaphorePermit,
+    rpc: Rpc,
+    started: Instant,
+    metrics: Arc<Metrics>,
+}
+
+impl Call {
+    /// Records the outcome and passes it through.
+    pub(crate) fn finish<T>(self, r: Result<T, Status>) -> Result<T, Status> {
+        self.metrics
+            .observe(self.rpc, self.started.elapsed(), r.is_ok());
+        r
+    }
+}
+
+impl AppState {
+    pub(crate) fn new(config: ServerConfig, metrics: Arc<Metrics>) -> Self {
+        Self {
+            db: Arc::new(OnceLock::new()),
+            admission: Arc::new(Semaphore::new(config.max_concurrent_requests)),
+            config,
+            metrics,
+        }
+    }
+
+    /// Admits a request or sheds it at once: an overloaded server answers quickly instead of
+    /// queueing without bound.
+    pub(crate) fn admit(&self, rpc: Rpc) -> Result<Call, Status> {
+        match self.admission.clone().try_acquire_owned() {
+            Ok(permit) => Ok(Call {
+                _permit: permit,
+                rpc,
+                started: Instant::now(),
+                metrics: self.metrics.clone(),
+            }),
+            Err(_) => {
+                self.metrics.shed();
+                Err(Status::resource_exhausted(format!(
+                    "server is handling its limit of {} concurrent requests; retry with backoff",
+                    self.config.max_concurrent_requests
+                )))
+            }
+        }
+    }
+
+    /// The engine, or UNAVAILABLE while recovery is still running.
+    pub(crate) fn db(&self) -> Result<Arc<Db>, Status> {
+        self.db.get().cloned().ok_or_else(|| {
+            Status::unavailable("recovering: the data directory is being loaded; retry shortly")
+        })
+    }
+}
+
+/// Runs blocking engine work (fsyncs, file I/O) off the async workers.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Status> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Status::internal(format!("worker failed: {e}")))?
+}
