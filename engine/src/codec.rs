@@ -25,8 +25,20 @@ pub(crate) fn varint_bytes(mut v: u64) -> ([u8; 10], usize) {
 }
 
 /// Reads an LEB128 varint at `*pos`, advancing it. `None` if truncated or longer than 10 bytes.
-#[inline]
+#[inline(always)]
 pub(crate) fn get_varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
+    // Most varints in records (lengths, small counts, zero-heavy counters) are one byte.
+    if let Some(&b) = buf.get(*pos) {
+        if b < 0x80 {
+            *pos += 1;
+            return Some(u64::from(b));
+        }
+    }
+    get_varint_long(buf, pos)
+}
+
+#[inline(never)]
+fn get_varint_long(buf: &[u8], pos: &mut usize) -> Option<u64> {
     let mut v: u64 = 0;
     let mut shift = 0u32;
     loop {
@@ -47,7 +59,7 @@ pub(crate) fn get_varint(buf: &[u8], pos: &mut usize) -> Option<u64> {
 }
 
 /// Skips one varint without decoding it.
-#[inline]
+#[inline(always)]
 pub(crate) fn skip_varint(buf: &[u8], pos: &mut usize) -> Option<()> {
     let rest = buf.get(*pos..)?;
     let n = rest.iter().take(10).position(|&b| b < 0x80)?;

@@ -56,6 +56,40 @@ pub(crate) struct Layout {
     pub(crate) ttl_micros: Vec<i64>,
     bool_slot: Vec<u32>,
     bools_before: Vec<u32>,
+    /// How to step over each feature's value bytes, precomputed so parsing does not
+    /// re-derive it from the type for every value.
+    skip: Vec<Skip>,
+}
+
+/// The shape of a feature's value bytes in a record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Skip {
+    /// Scalar bools live in the bool bitmap: no value bytes.
+    None,
+    /// One zigzag varint.
+    Varint,
+    /// A fixed number of bytes.
+    Fixed(usize),
+    /// A varint length and that many bytes.
+    Prefixed,
+    /// A list: a count and its items.
+    List(ScalarType),
+}
+
+impl Skip {
+    fn of(ty: ValueType) -> Self {
+        match ty {
+            ValueType::Scalar(ScalarType::Bool) => Skip::None,
+            ValueType::Scalar(ScalarType::Int32 | ScalarType::Int64 | ScalarType::Timestamp) => {
+                Skip::Varint
+            }
+            ValueType::Scalar(ScalarType::Float32) => Skip::Fixed(4),
+            ValueType::Scalar(ScalarType::Float64) => Skip::Fixed(8),
+            ValueType::Scalar(ScalarType::String | ScalarType::Bytes) => Skip::Prefixed,
+            ValueType::Vector { dim } => Skip::Fixed(dim as usize * 4),
+            ValueType::List(s) => Skip::List(s),
+        }
+    }
 }
 
 impl Layout {
@@ -77,11 +111,13 @@ impl Layout {
             }
         }
         bools_before.push(n);
+        let skip = types.iter().map(|t| Skip::of(*t)).collect();
         Self {
             types,
             ttl_micros,
             bool_slot,
             bools_before,
+            skip,
         }
     }
 
@@ -142,6 +178,19 @@ fn set_bit(bits: &mut [u8], i: usize) {
 /// Parses `rec` into one cell per feature of `layout` (features the record predates are
 /// unwritten). Value bytes are located, not decoded.
 pub(crate) fn parse(layout: &Layout, rec: &[u8], cells: &mut Vec<Cell>) -> Result<(), Malformed> {
+    parse_upto(layout, rec, cells, usize::MAX)
+}
+
+/// Like [`parse`], but locates value bytes only for features below `upto` (states and
+/// timestamps are set for all). The read path uses it to stop after the last requested
+/// feature; a partial parse cannot check for trailing bytes.
+#[inline]
+pub(crate) fn parse_upto(
+    layout: &Layout,
+    rec: &[u8],
+    cells: &mut Vec<Cell>,
+    upto: usize,
+) -> Result<(), Malformed> {
     cells.clear();
     cells.resize(layout.len(), Cell::default());
     let mut pos = 0;
@@ -203,21 +252,32 @@ pub(crate) fn parse(layout: &Layout, rec: &[u8], cells: &mut Vec<Cell>) -> Resul
             }
         }
     }
-    for (i, cell) in cells.iter_mut().enumerate().take(nfeat) {
+    let last = nfeat.min(upto);
+    for (i, cell) in cells.iter_mut().enumerate().take(last) {
         if cell.state != CellState::Present {
             continue;
         }
-        let slot = layout.bool_slot[i];
-        if slot != NO_BOOL {
-            cell.flag = bit(bools, slot as usize);
-            continue;
-        }
         let start = pos;
-        skip_value(layout.types[i], rec, &mut pos).ok_or(Malformed("truncated value"))?;
+        match layout.skip[i] {
+            Skip::None => {
+                cell.flag = bit(bools, layout.bool_slot[i] as usize);
+                continue;
+            }
+            Skip::Fixed(w) => {
+                pos = pos
+                    .checked_add(w)
+                    .filter(|&end| end <= rec.len())
+                    .ok_or(Malformed("truncated value"))?;
+            }
+            Skip::Varint => skip_varint(rec, &mut pos).ok_or(Malformed("truncated value"))?,
+            Skip::Prefixed | Skip::List(_) => {
+                skip_value(layout.types[i], rec, &mut pos).ok_or(Malformed("truncated value"))?
+            }
+        }
         cell.start = start as u32;
         cell.len = (pos - start) as u32;
     }
-    if pos != rec.len() {
+    if last == nfeat && pos != rec.len() {
         return Err(Malformed("trailing bytes after the last value"));
     }
     Ok(())
@@ -273,6 +333,77 @@ fn skip_scalar(s: ScalarType, buf: &[u8], pos: &mut usize) -> Option<()> {
         // A scalar bool never has value bytes; inside lists bools are handled by the caller.
         ScalarType::Bool => Some(()),
     }
+}
+
+/// Decodes the features a read wants straight from a record into its columns, in one pass
+/// and without parsing into cells, when the record has the common shape: every feature of
+/// the current schema written, no nulls, one timestamp, no created time. Returns `Ok(false)`
+/// without touching anything when the record has another shape (use the general path).
+///
+/// `wanted` is `(feature, column)` sorted by feature; `min_ts[column]` is the oldest event
+/// time still fresh for that column.
+#[inline]
+pub(crate) fn decode_simple(
+    layout: &Layout,
+    rec: &[u8],
+    wanted: &[(usize, usize)],
+    min_ts: &[i64],
+    columns: &mut [crate::value::FeatureColumn],
+    row: usize,
+) -> Result<bool, Malformed> {
+    let Some(&flags) = rec.first() else {
+        return Err(Malformed("empty record"));
+    };
+    if flags & !TS_SECS != 0
+        || rec.get(1).map(|&n| n as usize) != Some(layout.len())
+        || layout.len() >= 0x80
+    {
+        return Ok(false);
+    }
+    let mut pos = 2;
+    let nbool = layout.bools_before[layout.len()] as usize;
+    let bools = take(rec, &mut pos, nbool.div_ceil(8)).ok_or(Malformed("truncated bools"))?;
+    let scale = if flags & TS_SECS != 0 { MICROS } else { 1 };
+    let ts = read_ts(rec, &mut pos, scale)?;
+    let mut w = 0;
+    for i in 0..layout.len() {
+        if w == wanted.len() {
+            break;
+        }
+        let start = pos;
+        match layout.skip[i] {
+            Skip::None => {}
+            Skip::Fixed(n) => {
+                pos = pos
+                    .checked_add(n)
+                    .filter(|&end| end <= rec.len())
+                    .ok_or(Malformed("truncated value"))?;
+            }
+            Skip::Varint => skip_varint(rec, &mut pos).ok_or(Malformed("truncated value"))?,
+            Skip::Prefixed | Skip::List(_) => {
+                skip_value(layout.types[i], rec, &mut pos).ok_or(Malformed("truncated value"))?
+            }
+        }
+        while w < wanted.len() && wanted[w].0 == i {
+            let col = wanted[w].1;
+            w += 1;
+            let column = &mut columns[col];
+            column.event_ts[row] = ts;
+            if ts < min_ts[col] {
+                column.statuses[row] = crate::value::Status::OutsideMaxAge;
+                continue;
+            }
+            if layout.skip[i] == Skip::None {
+                if let ColumnData::Bool(c) = &mut column.values {
+                    c[row] = bit(bools, layout.bool_slot[i] as usize);
+                }
+            } else {
+                decode_bytes_into(layout.types[i], &rec[start..pos], &mut column.values, row)?;
+            }
+            column.statuses[row] = crate::value::Status::Present;
+        }
+    }
+    Ok(true)
 }
 
 /// Encodes a non-null value's bytes (not for scalar bools, which live in the bool bitmap).

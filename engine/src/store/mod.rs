@@ -235,6 +235,8 @@ pub struct GetResult {
     hashes: Vec<u64>,
     order: Vec<u32>,
     starts: Vec<u32>,
+    next: Vec<u32>,
+    wanted: Vec<(usize, usize)>,
     cells: [Vec<Cell>; 3],
     min_ts: Vec<i64>,
 }
@@ -436,89 +438,119 @@ impl Store {
         }
         out.order.clear();
         out.order.resize(n, 0);
-        {
-            let mut next = out.starts.clone();
-            for (i, &h) in out.hashes.iter().enumerate() {
-                let s = shard_of(h, self.shard_mask);
-                out.order[next[s] as usize] = i as u32;
-                next[s] += 1;
-            }
+        out.next.clear();
+        out.next.extend_from_slice(&out.starts);
+        for (i, &h) in out.hashes.iter().enumerate() {
+            let s = shard_of(h, self.shard_mask);
+            out.order[out.next[s] as usize] = i as u32;
+            out.next[s] += 1;
         }
+        let max_feature =
+            |feats: &[(usize, usize)]| feats.iter().map(|f| f.1 + 1).max().unwrap_or(0);
 
         for (view_idx, feats) in &sel.groups {
             let view = &sel.catalog.views[*view_idx];
             let layers = view.layers();
+            let upto = max_feature(feats);
+            // Phase 1: read-lock every shard the batch touches and locate each key's records.
+            // The lookups are independent, so the CPU overlaps their cache misses; phase 2
+            // then finds the records already in cache.
+            let mut guards = Vec::with_capacity(shards.min(n));
             for s in 0..shards {
-                let (lo, hi) = (out.starts[s] as usize, out.starts[s + 1] as usize);
-                if lo == hi {
-                    continue;
+                if out.starts[s] != out.starts[s + 1] {
+                    let frozen = layers.frozen.as_ref().map(|f| read_lock(&f.shards[s]));
+                    guards.push((s, read_lock(&layers.active.shards[s]), frozen));
                 }
-                let active = read_lock(&layers.active.shards[s]);
-                let frozen = layers.frozen.as_ref().map(|f| read_lock(&f.shards[s]));
-                for &k in &out.order[lo..hi] {
+            }
+            let empty: &[u8] = &[];
+            let mut found: Vec<[&[u8]; 3]> = vec![[empty; 3]; n];
+            let mut nfound: Vec<u8> = vec![0; n];
+            for (s, active, frozen) in &guards {
+                for &k in &out.order[out.starts[*s] as usize..out.starts[*s + 1] as usize] {
                     let k = k as usize;
                     let (key, hash) = (keys.get(k), out.hashes[k]);
                     // Sources newest first; a tie on (event, created) goes to the newer layer.
-                    let mut srcs: [&[u8]; 3] = [&[]; 3];
-                    let mut nsrc = 0;
+                    let mut c = 0;
                     if let Some(off) = active.find(hash, key) {
-                        srcs[nsrc] = active.record(off).map_err(|m| view.corrupt(m))?;
-                        nsrc += 1;
+                        found[k][c] = active.record(off).map_err(|m| view.corrupt(m))?;
+                        c += 1;
                     }
-                    if let Some(fz) = &frozen {
+                    if let Some(fz) = frozen {
                         if let Some(off) = fz.find(hash, key) {
-                            srcs[nsrc] = fz.record(off).map_err(|m| view.corrupt(m))?;
-                            nsrc += 1;
+                            found[k][c] = fz.record(off).map_err(|m| view.corrupt(m))?;
+                            c += 1;
                         }
                     }
                     if let Some(base) = &layers.base {
                         if let Some(rec) = base.record(key)? {
-                            srcs[nsrc] = rec;
-                            nsrc += 1;
+                            found[k][c] = rec;
+                            c += 1;
                         }
                     }
-                    if nsrc == 0 {
+                    nfound[k] = c as u8;
+                }
+            }
+            // Phase 2: decode, in request order.
+            out.wanted.clear();
+            out.wanted.extend(feats.iter().map(|&(col, fi)| (fi, col)));
+            out.wanted.sort_unstable();
+            for k in 0..n {
+                let nsrc = nfound[k] as usize;
+                if nsrc == 0 {
+                    continue;
+                }
+                let srcs = &found[k];
+                if nsrc == 1
+                    && record::decode_simple(
+                        &view.layout,
+                        srcs[0],
+                        &out.wanted,
+                        &out.min_ts,
+                        &mut out.columns,
+                        k,
+                    )
+                    .map_err(|m| view.corrupt(m))?
+                {
+                    continue;
+                }
+                for (j, rec) in srcs.iter().enumerate().take(nsrc) {
+                    record::parse_upto(&view.layout, rec, &mut out.cells[j], upto)
+                        .map_err(|m| view.corrupt(m))?;
+                }
+                for &(col, fi) in feats {
+                    let mut best = 0;
+                    for j in 1..nsrc {
+                        let (c, b) = (&out.cells[j][fi], &out.cells[best][fi]);
+                        if c.state != CellState::Unwritten
+                            && (b.state == CellState::Unwritten
+                                || (c.ts, c.created) > (b.ts, b.created))
+                        {
+                            best = j;
+                        }
+                    }
+                    let cell = &out.cells[best][fi];
+                    let column = &mut out.columns[col];
+                    if cell.state == CellState::Unwritten {
                         continue;
                     }
-                    for (j, rec) in srcs.iter().enumerate().take(nsrc) {
-                        record::parse(&view.layout, rec, &mut out.cells[j])
-                            .map_err(|m| view.corrupt(m))?;
+                    column.event_ts[k] = cell.ts;
+                    if cell.ts < out.min_ts[col] {
+                        column.statuses[k] = Status::OutsideMaxAge;
+                        continue;
                     }
-                    for &(col, fi) in feats {
-                        let mut best = 0;
-                        for j in 1..nsrc {
-                            let (c, b) = (&out.cells[j][fi], &out.cells[best][fi]);
-                            if c.state != CellState::Unwritten
-                                && (b.state == CellState::Unwritten
-                                    || (c.ts, c.created) > (b.ts, b.created))
-                            {
-                                best = j;
-                            }
-                        }
-                        let cell = &out.cells[best][fi];
-                        let column = &mut out.columns[col];
-                        if cell.state == CellState::Unwritten {
-                            continue;
-                        }
-                        column.event_ts[k] = cell.ts;
-                        if cell.ts < out.min_ts[col] {
-                            column.statuses[k] = Status::OutsideMaxAge;
-                            continue;
-                        }
-                        if cell.state == CellState::Null {
-                            column.statuses[k] = Status::NullValue;
-                            continue;
-                        }
-                        record::decode_into(
-                            view.layout.types[fi],
-                            cell,
-                            srcs[best],
-                            &mut column.values,
-                            k,
-                        )
-                        .map_err(|m| view.corrupt(m))?;
-                        column.statuses[k] = Status::Present;
+                    if cell.state == CellState::Null {
+                        column.statuses[k] = Status::NullValue;
+                        continue;
                     }
+                    record::decode_into(
+                        view.layout.types[fi],
+                        cell,
+                        srcs[best],
+                        &mut column.values,
+                        k,
+                    )
+                    .map_err(|m| view.corrupt(m))?;
+                    column.statuses[k] = Status::Present;
                 }
             }
         }
