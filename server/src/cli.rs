@@ -136,6 +136,12 @@ struct ServeArgs {
     /// Tokio worker threads.
     #[arg(long)]
     worker_threads: Option<usize>,
+    /// PEM certificate chain: serve TLS (needs --tls-key).
+    #[arg(long)]
+    tls_cert: Option<PathBuf>,
+    /// PEM private key for --tls-cert.
+    #[arg(long)]
+    tls_key: Option<PathBuf>,
     /// Recover past mid-log WAL corruption by dropping the damaged part (loses data).
     #[arg(long)]
     salvage: bool,
@@ -152,6 +158,9 @@ struct ClientArgs {
     /// Bearer token, if the server requires one.
     #[arg(long, env = "QUIVER_AUTH_TOKEN")]
     token: Option<String>,
+    /// PEM CA certificate to trust for an https:// server.
+    #[arg(long)]
+    ca_cert: Option<PathBuf>,
 }
 
 /// Runs a parsed command line; returns the process exit code.
@@ -298,6 +307,12 @@ fn serve(args: ServeArgs) -> Result<(), String> {
     if let Some(v) = args.worker_threads {
         config.worker_threads = v;
     }
+    if args.tls_cert.is_some() {
+        config.tls_cert = args.tls_cert;
+    }
+    if args.tls_key.is_some() {
+        config.tls_key = args.tls_key;
+    }
     config.salvage |= args.salvage;
     config.validate().map_err(|e| e.to_string())?;
     let registry = match (&config.registry, args.demo) {
@@ -351,11 +366,24 @@ where
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     runtime.block_on(async {
-        let channel = Channel::from_shared(args.server.clone())
-            .map_err(|e| format!("--server {:?}: {e}", args.server))?
-            .connect()
-            .await
-            .map_err(|e| format!("cannot connect to {}: {e}", args.server))?;
+        let mut endpoint = Channel::from_shared(args.server.clone())
+            .map_err(|e| format!("--server {:?}: {e}", args.server))?;
+        if let Some(ca) = &args.ca_cert {
+            let pem = std::fs::read(ca).map_err(|e| format!("--ca-cert {}: {e}", ca.display()))?;
+            endpoint = endpoint
+                .tls_config(
+                    tonic::transport::ClientTlsConfig::new()
+                        .ca_certificate(tonic::transport::Certificate::from_pem(pem)),
+                )
+                .map_err(|e| format!("TLS: {e}"))?;
+        }
+        let channel = endpoint.connect().await.map_err(|e| {
+            format!(
+                "cannot connect to {}: {e}: {:?}",
+                args.server,
+                std::error::Error::source(&e)
+            )
+        })?;
         let client =
             FeatureStoreClient::with_interceptor(channel, TokenInterceptor(args.token.clone()))
                 .max_decoding_message_size(usize::MAX);

@@ -39,6 +39,10 @@ pub struct ServerConfig {
     /// Bearer token required on data RPCs (health and reflection stay open). Also read from
     /// `QUIVER_AUTH_TOKEN`.
     pub auth_token: Option<String>,
+    /// PEM certificate chain for TLS; with `tls_key`, the server speaks only TLS.
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key for TLS.
+    pub tls_key: Option<PathBuf>,
     /// Checkpoint when this many bytes were logged since the last one (0 = never).
     pub checkpoint_wal_bytes: u64,
     /// Checkpoint at least this often, seconds, when there were writes (0 = never).
@@ -65,6 +69,8 @@ impl Default for ServerConfig {
             max_concurrent_requests: 512,
             request_timeout_ms: 5_000,
             auth_token: None,
+            tls_cert: None,
+            tls_key: None,
             checkpoint_wal_bytes: 256 << 20,
             checkpoint_interval_secs: 3_600,
             worker_threads: 2,
@@ -167,12 +173,35 @@ impl ServerConfig {
         if self.request_timeout_ms == 0 {
             return Err(ConfigError("request_timeout_ms must be positive".into()));
         }
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(_), None) | (None, Some(_)) => {
+                return Err(ConfigError(
+                    "tls_cert and tls_key must be given together".into(),
+                ))
+            }
+            _ => {}
+        }
         if self.auth_token.as_ref().is_some_and(|t| t.len() < 16) {
             return Err(ConfigError(
                 "auth_token must be at least 16 characters".into(),
             ));
         }
         Ok(())
+    }
+
+    /// The TLS identity, if configured.
+    pub fn tls(&self) -> Result<Option<tonic::transport::ServerTlsConfig>, ConfigError> {
+        let (Some(cert), Some(key)) = (&self.tls_cert, &self.tls_key) else {
+            return Ok(None);
+        };
+        let read = |p: &PathBuf, what: &str| {
+            std::fs::read(p).map_err(|e| ConfigError(format!("{what} = {}: {e}", p.display())))
+        };
+        let identity =
+            tonic::transport::Identity::from_pem(read(cert, "tls_cert")?, read(key, "tls_key")?);
+        Ok(Some(
+            tonic::transport::ServerTlsConfig::new().identity(identity),
+        ))
     }
 
     /// The engine configuration this server config implies.

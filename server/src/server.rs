@@ -194,7 +194,14 @@ pub async fn run(
         });
     }
 
-    let served = Server::builder()
+    let mut builder = Server::builder();
+    if let Some(tls) = config.tls()? {
+        builder = builder
+            .tls_config(tls)
+            .map_err(|e| ServeError::Transport(format!("TLS: {e}")))?;
+        info!("TLS enabled");
+    }
+    let served = builder
         .timeout(Duration::from_millis(config.request_timeout_ms))
         .tcp_nodelay(true)
         .add_service(health_service)
