@@ -11,8 +11,10 @@
 //! - `loading <generation>` before it starts building the bulk-load snapshot of a generation,
 //!   `loaded <generation>` once `load_snapshot` of it returned.
 //!
-//! and on stderr `checkpoint done` after each automatic checkpoint, or a line containing
-//! `failed` when something went wrong.
+//! and on stderr `checkpoint done in <seconds>s` after each automatic checkpoint, or a line
+//! containing `failed` when something went wrong.
+
+use std::path::{Path, PathBuf};
 
 use quiver_engine::Value;
 
@@ -48,12 +50,12 @@ pub fn stats_values(round: u64, thread: u64, n: u64) -> [Value; 4] {
     [
         Value::Int64(stats_id(round, thread, n)),
         Value::String(format!("r{round}t{thread}n{n}")),
-        if n % 3 == 0 {
+        if n.is_multiple_of(3) {
             Value::Null
         } else {
             Value::Float32(n as f32 / 4.0)
         },
-        Value::Bool(n % 2 == 0),
+        Value::Bool(n.is_multiple_of(2)),
     ]
 }
 
@@ -80,8 +82,16 @@ pub fn embedding(generation: u64, id: i64) -> Vec<f32> {
         .collect()
 }
 
-/// splitmix64's finalizer: a fixed, well-mixed hash.
-fn mix(mut x: u64) -> u64 {
+/// Where the loader builds its snapshots: next to the data directory, on the same file
+/// system, so loading links the file instead of copying it.
+pub fn staging_dir(dir: &Path) -> PathBuf {
+    let mut name = dir.file_name().unwrap_or_default().to_os_string();
+    name.push(".staging");
+    dir.with_file_name(name)
+}
+
+/// splitmix64's finalizer: a fixed, well-mixed hash (also the parent's random source).
+pub fn mix(mut x: u64) -> u64 {
     x = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
     x = (x ^ (x >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
