@@ -22,7 +22,7 @@ pub fn record(registry: &Registry, view: &str, data: &[u8]) {
         if c.state == CellState::Present {
             let mut col = FeatureColumn::new(layout.types[i]);
             col.reset(1);
-            let _ = record::decode_into(layout.types[i], c, data, &mut col.values, 0);
+            let _ = record::decode_into(&layout, i, c, data, &mut col.values, 0);
         }
     }
     // Re-encoding what parsed must parse to the same cells.

@@ -49,7 +49,9 @@ pub use store::{
     GetResult, MergeStats, ReadOptions, ReclaimStats, Reclaimer, Row, Selection, Store,
     StoreConfig, ViewStats,
 };
-pub use value::{ColumnData, FeatureColumn, ScalarType, Status, Value, ValueType, VarColumn};
+pub use value::{
+    ColumnData, FeatureColumn, ScalarType, Status, Value, ValueType, VarColumn, VectorStorage,
+};
 pub use wal::{
     inspect_wal, FsyncPolicy, Wal, WalConfig, WalFaults, WalRecord, WalRecoveryOptions,
     WalRecoveryReport, WalSegmentInfo, WalStats, MAX_WAL_PAYLOAD,

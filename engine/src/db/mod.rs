@@ -183,7 +183,18 @@ pub(crate) fn schema_fingerprint(view: &FeatureView, n: usize) -> u64 {
     // FNV-1a: tiny, stable forever, and collisions only matter against honest mistakes.
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for f in view.features.iter().take(n) {
-        for b in f.ty.to_string().bytes().chain(std::iter::once(b';')) {
+        // Lossy vector storage changes the bytes, so it is part of the schema; float32 adds
+        // nothing, keeping fingerprints of files written before storage options existed.
+        let storage = match f.storage {
+            crate::value::VectorStorage::Float32 => String::new(),
+            s => format!("@{}", s.name()),
+        };
+        for b in
+            f.ty.to_string()
+                .bytes()
+                .chain(storage.bytes())
+                .chain(std::iter::once(b';'))
+        {
             h ^= u64::from(b);
             h = h.wrapping_mul(0x0000_0100_0000_01b3);
         }

@@ -19,7 +19,8 @@
 //!              int32/int64/timestamp  zigzag varint
 //!              float32 / float64      4 / 8 bytes little-endian
 //!              string / bytes         varint length + bytes
-//!              vector<N>              N × f32 little-endian (N comes from the schema)
+//!              vector<N>              per the feature's storage: N × f32, N × f16/bf16, or
+//!                                     an f32 scale + N × i8 (N comes from the schema)
 //!              list<T>                varint count + items (bools bit-packed, ints varint,
 //!                                     floats fixed, strings length-prefixed)
 //! ```
@@ -32,7 +33,7 @@ mod tests;
 
 use crate::codec::{get_varint, put_varint, skip_varint, take, unzigzag, zigzag};
 use crate::registry::FeatureView;
-use crate::value::{ColumnData, ScalarType, Value, ValueType};
+use crate::value::{ColumnData, ScalarType, Value, ValueType, VectorStorage};
 
 const PARTIAL: u8 = 0x01;
 const NULLS: u8 = 0x02;
@@ -59,6 +60,8 @@ pub(crate) struct Layout {
     /// How to step over each feature's value bytes, precomputed so parsing does not
     /// re-derive it from the type for every value.
     skip: Vec<Skip>,
+    /// How each vector feature stores its components (float32 for everything else).
+    storage: Vec<VectorStorage>,
 }
 
 /// The shape of a feature's value bytes in a record.
@@ -77,7 +80,7 @@ enum Skip {
 }
 
 impl Skip {
-    fn of(ty: ValueType) -> Self {
+    fn of(ty: ValueType, storage: VectorStorage) -> Self {
         match ty {
             ValueType::Scalar(ScalarType::Bool) => Skip::None,
             ValueType::Scalar(ScalarType::Int32 | ScalarType::Int64 | ScalarType::Timestamp) => {
@@ -86,7 +89,7 @@ impl Skip {
             ValueType::Scalar(ScalarType::Float32) => Skip::Fixed(4),
             ValueType::Scalar(ScalarType::Float64) => Skip::Fixed(8),
             ValueType::Scalar(ScalarType::String | ScalarType::Bytes) => Skip::Prefixed,
-            ValueType::Vector { dim } => Skip::Fixed(dim as usize * 4),
+            ValueType::Vector { dim } => Skip::Fixed(storage.encoded_len(dim as usize)),
             ValueType::List(s) => Skip::List(s),
         }
     }
@@ -111,13 +114,19 @@ impl Layout {
             }
         }
         bools_before.push(n);
-        let skip = types.iter().map(|t| Skip::of(*t)).collect();
+        let storage: Vec<VectorStorage> = view.features.iter().map(|f| f.storage).collect();
+        let skip = types
+            .iter()
+            .zip(&storage)
+            .map(|(t, s)| Skip::of(*t, *s))
+            .collect();
         Self {
             types,
             ttl_micros,
             bool_slot,
             bools_before,
             skip,
+            storage,
         }
     }
 
@@ -398,7 +407,7 @@ pub(crate) fn decode_simple(
                     c[row] = bit(bools, layout.bool_slot[i] as usize);
                 }
             } else {
-                decode_bytes_into(layout.types[i], &rec[start..pos], &mut column.values, row)?;
+                decode_feature(layout, i, &rec[start..pos], &mut column.values, row)?;
             }
             column.statuses[row] = crate::value::Status::Present;
         }
@@ -594,7 +603,10 @@ pub(crate) fn apply(
             cell.state = CellState::Present;
             cell.fresh = true;
             let start = fresh.len();
-            encode_value(v, fresh);
+            match (v, layout.storage[i]) {
+                (Value::Vector(x), st) if st != VectorStorage::Float32 => st.encode(x, fresh),
+                _ => encode_value(v, fresh),
+            }
             cell.start = start as u32;
             cell.len = (fresh.len() - start) as u32;
         }
@@ -602,23 +614,51 @@ pub(crate) fn apply(
     true
 }
 
-/// Writes the value of a present cell into row `row` of `col`. `bytes` is the record (or side
-/// buffer) the cell's span points into.
+/// Writes the value of a present cell of feature `fi` into row `row` of `col`. `bytes` is the
+/// record (or side buffer) the cell's span points into.
 pub(crate) fn decode_into(
-    ty: ValueType,
+    layout: &Layout,
+    fi: usize,
     cell: &Cell,
     bytes: &[u8],
     col: &mut ColumnData,
     row: usize,
 ) -> Result<(), Malformed> {
-    if let (ValueType::Scalar(ScalarType::Bool), ColumnData::Bool(c)) = (ty, &mut *col) {
+    if let (ValueType::Scalar(ScalarType::Bool), ColumnData::Bool(c)) =
+        (layout.types[fi], &mut *col)
+    {
         c[row] = cell.flag;
         return Ok(());
     }
     let v = bytes
         .get(cell.start as usize..(cell.start as usize + cell.len as usize))
         .ok_or(Malformed("value span outside the record"))?;
-    decode_bytes_into(ty, v, col, row)
+    decode_feature(layout, fi, v, col, row)
+}
+
+/// Decodes feature `fi`'s value bytes as stored in a record (vectors in their storage form).
+#[inline]
+fn decode_feature(
+    layout: &Layout,
+    fi: usize,
+    v: &[u8],
+    col: &mut ColumnData,
+    row: usize,
+) -> Result<(), Malformed> {
+    if let (ValueType::Vector { dim }, ColumnData::Vector { data, .. }) =
+        (layout.types[fi], &mut *col)
+    {
+        let d = dim as usize;
+        let dst = data
+            .get_mut(row * d..(row + 1) * d)
+            .ok_or(Malformed("vector row outside the column"))?;
+        return if layout.storage[fi].decode(v, dst) {
+            Ok(())
+        } else {
+            Err(Malformed("vector has the wrong length for its storage"))
+        };
+    }
+    decode_bytes_into(layout.types[fi], v, col, row)
 }
 
 /// Decodes exactly the encoded value `v` of type `ty` into row `row` of `col`. Scalar bools

@@ -93,7 +93,7 @@ fn read(l: &Layout, rec: &[u8], i: usize) -> Option<(Value, i64, i64)> {
         CellState::Present => {
             let mut col = FeatureColumn::new(l.types[i]);
             col.reset(1);
-            decode_into(l.types[i], &c, rec, &mut col.values, 0).unwrap();
+            decode_into(l, i, &c, rec, &mut col.values, 0).unwrap();
             Some((col.values.value_at(0), c.ts, c.created))
         }
     }
@@ -297,7 +297,7 @@ fn damaged_records_are_refused_without_panicking() {
                 if c.state == CellState::Present {
                     let mut col = FeatureColumn::new(l.types[i]);
                     col.reset(1);
-                    let _ = decode_into(l.types[i], c, &bad, &mut col.values, 0);
+                    let _ = decode_into(&l, i, c, &bad, &mut col.values, 0);
                 }
             }
         }

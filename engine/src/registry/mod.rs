@@ -13,7 +13,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::path::Path;
 
-use crate::value::ValueType;
+use crate::value::{ValueType, VectorStorage};
 
 /// The type of one join key column.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -67,6 +67,8 @@ pub struct Feature {
     pub description: String,
     /// Column name in the offline source, when it differs from `name`.
     pub column: Option<String>,
+    /// How a vector feature's components are stored (lossy options are opt-in).
+    pub storage: VectorStorage,
 }
 
 /// Where a view's history lives offline.
@@ -316,6 +318,16 @@ impl Registry {
             let mut ordered = Vec::with_capacity(new.features.len());
             for of in &old.features {
                 match new.features.iter().find(|f| f.name == of.name) {
+                    Some(nf) if nf.ty == of.ty && nf.storage != of.storage => {
+                        problems.push(format!(
+                        "feature view {:?} feature {:?}: storage changed from {} to {}; stored \
+                         vectors would be misread, so version the view instead",
+                        old.name,
+                        of.name,
+                        of.storage.name(),
+                        nf.storage.name()
+                    ))
+                    }
                     Some(nf) if nf.ty != of.ty => problems.push(format!(
                         "feature view {:?} feature {:?}: type changed from {} to {}; version \
                          the view instead (e.g. {:?})",

@@ -9,7 +9,7 @@ use super::{
     parse_ttl, Entity, Feature, FeatureService, FeatureView, JoinKey, KeyType, OfflineSource,
     Registry, RegistryError,
 };
-use crate::value::ValueType;
+use crate::value::{ValueType, VectorStorage};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -87,6 +87,7 @@ struct RawFeature {
     #[serde(default)]
     description: String,
     column: Option<String>,
+    storage: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -257,12 +258,36 @@ pub(super) fn parse(text: &str) -> Result<Registry, RegistryError> {
                     }
                 },
             };
+            let storage = match &f.storage {
+                None => VectorStorage::Float32,
+                Some(st) => match (VectorStorage::parse(st.get_ref()), ty) {
+                    (Some(s), ValueType::Vector { .. }) => s,
+                    (Some(_), _) => {
+                        problems.push(format!(
+                            "{}: feature view {name:?} feature {fname:?} field \"storage\": only \
+                             vector features have a storage choice, this one is {ty}",
+                            lines.at(st)
+                        ));
+                        VectorStorage::Float32
+                    }
+                    (None, _) => {
+                        problems.push(format!(
+                            "{}: feature view {name:?} feature {fname:?} field \"storage\": \
+                             unknown storage {:?} (expected float32, float16, bfloat16 or int8)",
+                            lines.at(st),
+                            st.get_ref()
+                        ));
+                        VectorStorage::Float32
+                    }
+                },
+            };
             features.push(Feature {
                 name: fname,
                 ty,
                 ttl_secs: fttl,
                 description: f.description,
                 column: f.column,
+                storage,
             });
         }
         views.push(FeatureView {

@@ -69,6 +69,9 @@ pub(super) fn render(r: &Registry) -> String {
             if let Some(c) = &f.column {
                 let _ = writeln!(s, "column = {}", q(c));
             }
+            if f.storage != crate::value::VectorStorage::Float32 {
+                let _ = writeln!(s, "storage = {}", q(f.storage.name()));
+            }
         }
     }
     for svc in r.services() {

@@ -542,14 +542,8 @@ impl Store {
                         column.statuses[k] = Status::NullValue;
                         continue;
                     }
-                    record::decode_into(
-                        view.layout.types[fi],
-                        cell,
-                        srcs[best],
-                        &mut column.values,
-                        k,
-                    )
-                    .map_err(|m| view.corrupt(m))?;
+                    record::decode_into(&view.layout, fi, cell, srcs[best], &mut column.values, k)
+                        .map_err(|m| view.corrupt(m))?;
                     column.statuses[k] = Status::Present;
                 }
             }
@@ -731,6 +725,15 @@ pub(crate) fn validate_row(
                     _ => String::new(),
                 }
             )));
+        }
+        if let Value::Vector(x) = v {
+            if f.storage == crate::value::VectorStorage::Int8 && x.iter().any(|c| !c.is_finite()) {
+                return Err(EngineError::InvalidArgument(format!(
+                    "row {r}: feature {:?} of view {:?} is stored as int8, which cannot hold \
+                     NaN or infinite components",
+                    f.name, vdef.name
+                )));
+            }
         }
         if *fi < 256 {
             let (w, b) = (fi / 64, fi % 64);

@@ -692,3 +692,108 @@ fn concurrent_writers_and_readers_agree_with_last_write_wins() {
         assert_eq!(cols[0].get(k as usize), Some(Value::Int64(newest)));
     }
 }
+
+#[test]
+fn quantized_vectors_round_trip_within_bounds_and_save_memory() {
+    let schema = |storage: &str| {
+        format!(
+            "[[entity]]\nname = \"u\"\njoin_keys = [{{ name = \"id\", type = \"int64\" }}]\n\
+             [[feature_view]]\nname = \"e\"\nentity = \"u\"\n  [[feature_view.feature]]\n  \
+             name = \"emb\"\n  type = \"vector<64>\"\n  storage = \"{storage}\"\n"
+        )
+    };
+    let mut bytes = Vec::new();
+    for (storage, bound) in [
+        ("float32", 0.0f32),
+        ("float16", 2f32.powi(-11)),
+        ("bfloat16", 2f32.powi(-8)),
+        ("int8", 1.0 / 254.0),
+    ] {
+        let reg = Registry::from_toml(&schema(storage)).unwrap();
+        assert_eq!(reg.view("e").unwrap().features[0].storage.name(), storage);
+        let s = Store::new(
+            reg.clone(),
+            StoreConfig { shards: 4 },
+            Arc::new(ManualClock::new(T0)),
+        )
+        .unwrap();
+        let entity = reg.entity("u").unwrap();
+        let vecs: Vec<Vec<f32>> = (0..2000)
+            .map(|i| {
+                (0..64)
+                    .map(|j| (((i * 64 + j) as f32) * 0.37).sin())
+                    .collect()
+            })
+            .collect();
+        let rows: Vec<Row> = vecs
+            .iter()
+            .enumerate()
+            .map(|(i, v)| {
+                let mut key = Vec::new();
+                crate::encode_key(entity, &[KeyPart::Int64(i as i64)], &mut key).unwrap();
+                Row {
+                    key,
+                    event_ts: T0,
+                    created_ts: None,
+                    values: vec![(0, Value::Vector(v.clone()))],
+                }
+            })
+            .collect();
+        s.write("e", &rows).unwrap();
+        let mut kb = KeyBatch::new();
+        (0..2000).for_each(|i| kb.push(entity, &[KeyPart::Int64(i)]).unwrap());
+        let cols = s
+            .get_features(&["e:emb"], &kb, &ReadOptions::default())
+            .unwrap();
+        for (i, v) in vecs.iter().enumerate() {
+            let Some(Value::Vector(got)) = cols[0].get(i) else {
+                panic!("row {i} missing")
+            };
+            let max = v.iter().fold(0f32, |m, x| m.max(x.abs()));
+            for (x, y) in v.iter().zip(&got) {
+                let allowed = match storage {
+                    "int8" => max * bound * 1.0001,
+                    // Below float16's normal range the bound is absolute (subnormal spacing).
+                    "float16" => (x.abs() * bound).max(2f32.powi(-25)),
+                    _ => x.abs() * bound,
+                };
+                assert!((x - y).abs() <= allowed, "{storage}: {x} -> {y}");
+            }
+        }
+        bytes.push(s.stats()[0].bytes);
+        if storage == "int8" {
+            let bad = Row {
+                key: rows[0].key.clone(),
+                event_ts: T0,
+                created_ts: None,
+                values: vec![(0, Value::Vector(vec![f32::NAN; 64]))],
+            };
+            let e = s.write("e", &[bad]).unwrap_err();
+            assert!(e.to_string().contains("cannot hold NaN"), "{e}");
+        }
+    }
+    assert!(
+        bytes[1] < bytes[0] * 6 / 10,
+        "float16 {} vs float32 {}",
+        bytes[1],
+        bytes[0]
+    );
+    assert!(
+        bytes[3] < bytes[0] * 4 / 10,
+        "int8 {} vs float32 {}",
+        bytes[3],
+        bytes[0]
+    );
+    // Storage is part of the stored meaning: changing it is refused.
+    let old = Registry::from_toml(&schema("float16")).unwrap();
+    let e = old
+        .evolve(Registry::from_toml(&schema("int8")).unwrap())
+        .unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("storage changed from float16 to int8"),
+        "{e}"
+    );
+    let e = Registry::from_toml(&schema("float8")).unwrap_err();
+    assert!(e.to_string().contains("unknown storage \"float8\""), "{e}");
+}

@@ -4,8 +4,10 @@
 //! feature — so a batched get never builds a value object per cell.
 
 mod column;
+mod quant;
 
 pub use column::{ColumnData, FeatureColumn, Status, VarColumn};
+pub use quant::VectorStorage;
 
 use std::fmt;
 
