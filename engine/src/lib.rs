@@ -7,11 +7,19 @@
 //! - `record`: the compact per-(view, entity) record codec.
 //! - `store`: sharded in-memory maps per view, last-write-wins writes, batched gets with
 //!   per-feature TTL, the background reclaimer and memory accounting.
+//! - `wal`: the write-ahead log: segments, frames, group commit, recovery.
+//! - `snapshot`: immutable, memory-mapped snapshot files (the only `unsafe`: the mmap).
+//! - `manifest`: the data directory's root: registry, checkpoint sequence, snapshot per view.
+//! - `db`, `recovery`: the durable engine (store + WAL + snapshots), checkpoint, bulk load,
+//!   opening a directory.
+//! - `batch`: the logged form of a write.
 //! - `clock`: injected time.
+//! - `background`: periodic background threads.
 //! - `codec`: varints and other shared encoding helpers.
 
 #![deny(unsafe_code)]
 
+mod background;
 mod batch;
 mod clock;
 mod codec;

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::shard::{entry_at, hash_key, shard_of_key};
+use super::shard::{hash_key, shard_of_key};
 use super::{read_lock, write_lock, BaseRecords, Delta, Layers, RecordVisitor, Store, ViewStore};
 use crate::record::{self, Cell, CellState, Layout};
 use crate::{EngineError, Result};
@@ -95,16 +95,8 @@ impl Store {
         if let Some(frozen) = &layers.frozen {
             for lock in frozen.shards.iter() {
                 let shard = read_lock(lock);
-                let arena = shard.arena();
-                let mut pos = 0;
-                while pos < arena.len() {
-                    let e = entry_at(arena, pos).map_err(|m| vs.corrupt(m))?;
-                    pos = e.end();
-                    if e.dead {
-                        continue;
-                    }
-                    let key = shard.key_at(&e);
-                    let rec = shard.record_of(&e).map_err(|m| vs.corrupt(m))?;
+                for entry in shard.live_entries() {
+                    let (key, rec) = entry.map_err(|m| vs.corrupt(m))?;
                     record::parse(layout, rec, &mut a).map_err(|m| vs.corrupt(m))?;
                     let base_rec = match &layers.base {
                         Some(base) => base.record(key)?,
@@ -178,16 +170,8 @@ impl Store {
             for (s, lock) in frozen.shards.iter().enumerate() {
                 let old = read_lock(lock);
                 let mut active = write_lock(&layers.active.shards[s]);
-                let arena = old.arena();
-                let mut pos = 0;
-                while pos < arena.len() {
-                    let e = entry_at(arena, pos).map_err(|m| vs.corrupt(m))?;
-                    pos = e.end();
-                    if e.dead {
-                        continue;
-                    }
-                    let key = old.key_at(&e);
-                    let rec = old.record_of(&e).map_err(|m| vs.corrupt(m))?;
+                for entry in old.live_entries() {
+                    let (key, rec) = entry.map_err(|m| vs.corrupt(m))?;
                     let h = hash_key(key);
                     let existing = active.find(h, key);
                     match existing {

@@ -4,12 +4,12 @@
 //! back, a bounded number of entries per lock acquisition so no shard pauses for long.
 
 use std::sync::atomic::Ordering;
-use std::sync::{Arc, Condvar, Mutex};
-use std::thread::JoinHandle;
+use std::sync::Arc;
 use std::time::Duration;
 
 use super::shard::{entry_at, hash_key};
 use super::{write_lock, Store, ViewStore};
+use crate::background::Periodic;
 use crate::record::{self, CellState};
 
 /// What a reclaim pass did.
@@ -125,45 +125,18 @@ fn reclaim_shard(view: &ViewStore, s: usize, now: i64, budget: usize) -> Reclaim
 /// A background thread that runs [`Store::reclaim_step`] over every shard each interval.
 #[derive(Debug)]
 pub struct Reclaimer {
-    stop: Arc<(Mutex<bool>, Condvar)>,
-    handle: Option<JoinHandle<()>>,
+    _thread: Periodic,
 }
 
 impl Reclaimer {
     /// Starts reclaiming `store` every `interval`, `budget` entries per shard visit.
     pub fn spawn(store: Arc<Store>, interval: Duration, budget: usize) -> std::io::Result<Self> {
-        let stop = Arc::new((Mutex::new(false), Condvar::new()));
-        let flag = stop.clone();
-        let handle = std::thread::Builder::new()
-            .name("quiver-reclaim".into())
-            .spawn(move || loop {
-                let slots = store.catalog().views.len() * (store.shard_mask + 1);
-                for _ in 0..slots {
-                    store.reclaim_step(budget);
-                }
-                let (lock, cv) = &*flag;
-                let guard = lock.lock().unwrap_or_else(|p| p.into_inner());
-                let (guard, _) = cv
-                    .wait_timeout_while(guard, interval, |stopped| !*stopped)
-                    .unwrap_or_else(|p| p.into_inner());
-                if *guard {
-                    return;
-                }
-            })?;
-        Ok(Self {
-            stop,
-            handle: Some(handle),
-        })
-    }
-}
-
-impl Drop for Reclaimer {
-    fn drop(&mut self) {
-        let (lock, cv) = &*self.stop;
-        *lock.lock().unwrap_or_else(|p| p.into_inner()) = true;
-        cv.notify_all();
-        if let Some(h) = self.handle.take() {
-            let _ = h.join();
-        }
+        let thread = Periodic::spawn("quiver-reclaim", interval, move || {
+            let slots = store.catalog().views.len() * (store.shard_mask + 1);
+            for _ in 0..slots {
+                store.reclaim_step(budget);
+            }
+        })?;
+        Ok(Self { _thread: thread })
     }
 }

@@ -143,6 +143,29 @@ impl Shard {
         Ok(&self.arena[pos..end])
     }
 
+    /// Every live `(key, record)` in arena order.
+    pub(crate) fn live_entries(
+        &self,
+    ) -> impl Iterator<Item = Result<(&[u8], &[u8]), Malformed>> + '_ {
+        let mut pos = 0;
+        std::iter::from_fn(move || loop {
+            if pos >= self.arena.len() {
+                return None;
+            }
+            let e = match entry_at(&self.arena, pos) {
+                Ok(e) => e,
+                Err(m) => {
+                    pos = self.arena.len();
+                    return Some(Err(m));
+                }
+            };
+            pos = e.end();
+            if !e.dead {
+                return Some(self.record_of(&e).map(|r| (self.key_at(&e), r)));
+            }
+        })
+    }
+
     pub(crate) fn key_at(&self, e: &Entry) -> &[u8] {
         &self.arena[e.key_start..e.key_end]
     }
