@@ -3,7 +3,7 @@
 
 use std::fs;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Mutex};
 
 use crate::batch::decode_batch;
 use crate::clock::Clock;
@@ -137,10 +137,7 @@ pub(crate) fn open(config: DbConfig, clock: Arc<dyn Clock>) -> Result<(Db, OpenR
         dir,
         store,
         wal,
-        sequencer: Sequencer {
-            applied: Mutex::new(last_seq),
-            turn: Condvar::new(),
-        },
+        sequencer: Sequencer::new(last_seq),
         registry_version: AtomicU64::new(manifest.registry_version + registry_changes),
         maintenance: Mutex::new(manifest),
         logged_bytes: AtomicU64::new(replayed_bytes),

@@ -99,18 +99,36 @@ pub struct OpenReport {
 }
 
 /// Applies logged records in sequence order (see the module documentation).
+///
+/// The record with sequence `s` waits on condvar `s % TURNS`, and whoever applies `s - 1`
+/// wakes only that one: one wake-up per record instead of every waiter for every record
+/// (which, with 64 writers in a group commit, cost more than the fsync).
 #[derive(Debug)]
 pub(crate) struct Sequencer {
-    pub(crate) applied: Mutex<u64>,
-    pub(crate) turn: Condvar,
+    applied: Mutex<u64>,
+    turns: Vec<Condvar>,
 }
+
+const TURNS: u64 = 64;
 
 /// How long a record may wait for its predecessors to be applied before giving up. Only a bug
 /// (a ticket taken and never used) could make it wait this long.
 const SEQUENCER_PATIENCE: Duration = Duration::from_secs(30);
 
 impl Sequencer {
-    fn lock(&self) -> MutexGuard<'_, u64> {
+    /// A sequencer whose records up to `applied` are applied.
+    pub(crate) fn new(applied: u64) -> Self {
+        Self {
+            applied: Mutex::new(applied),
+            turns: (0..TURNS).map(|_| Condvar::new()).collect(),
+        }
+    }
+
+    fn turn(&self, seq: u64) -> &Condvar {
+        &self.turns[(seq % TURNS) as usize]
+    }
+
+    pub(crate) fn lock(&self) -> MutexGuard<'_, u64> {
         self.applied.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -118,7 +136,7 @@ impl Sequencer {
         let mut applied = self.lock();
         while *applied + 1 < seq {
             let (g, timeout) = self
-                .turn
+                .turn(seq)
                 .wait_timeout(applied, SEQUENCER_PATIENCE)
                 .unwrap_or_else(|p| p.into_inner());
             applied = g;
@@ -131,7 +149,8 @@ impl Sequencer {
         }
         let out = f();
         *applied = (*applied).max(seq);
-        self.turn.notify_all();
+        // Records 64 apart share a condvar, so wake all on it; they re-check their turn.
+        self.turn(seq + 1).notify_all();
         out
     }
 }

@@ -46,6 +46,17 @@ impl VectorStorage {
         }
     }
 
+    /// `v` as it reads back after being stored this way (what serving returns), in place. The
+    /// offline join applies it so training sets hold exactly the served values.
+    pub fn round_trip(self, v: &mut [f32]) {
+        if self == Self::Float32 {
+            return;
+        }
+        let mut buf = Vec::with_capacity(self.encoded_len(v.len()));
+        self.encode(v, &mut buf);
+        self.decode(&buf, v);
+    }
+
     /// Encoded size of a vector of `dim` components.
     pub(crate) fn encoded_len(self, dim: usize) -> usize {
         match self {
