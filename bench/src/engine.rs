@@ -24,9 +24,11 @@ use quiver_engine::{
 };
 use serde_json::{json, Map, Value as Json};
 
-use crate::dataset::{baseline_value, check_registry, Dataset, REGISTRY_TOML, USER_STATS, VIEW};
+use crate::dataset::{
+    baseline_value, check_registry, Dataset, EntityRow, REGISTRY_TOML, USER_STATS, VIEW,
+};
 use crate::keys::{Dist, KeyChooser, KeySpace};
-use crate::report::{ratio, round3, Latency, Summary, Table};
+use crate::report::{num, ratio, Latency, Summary, Table};
 use crate::{mem, BenchError, Result};
 
 /// Which key distributions to measure.
@@ -70,6 +72,30 @@ pub struct EngineArgs {
     /// Rows per `Store::write` call while loading.
     #[arg(long, default_value_t = 1000)]
     pub load_batch: usize,
+}
+
+/// How a measurement runs: batch size, time and batch budget, seed of the key streams.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Plan {
+    /// Entities per get.
+    pub(crate) batch: usize,
+    /// Seconds per measurement and system.
+    pub(crate) duration: f64,
+    /// Most batches per measurement and system.
+    pub(crate) iterations: u64,
+    /// Seed of the key sequences.
+    pub(crate) seed: u64,
+}
+
+impl EngineArgs {
+    fn plan(&self) -> Plan {
+        Plan {
+            batch: self.batch,
+            duration: self.duration,
+            iterations: self.iterations,
+            seed: self.seed,
+        }
+    }
 }
 
 /// Seed salts, so the key streams of different phases are unrelated.
@@ -134,13 +160,13 @@ pub fn run_engine(args: &EngineArgs) -> Result<()> {
     let map = baseline_map(&dataset);
     let baseline_rss = mem::rss_bytes()?.saturating_sub(rss_before);
 
-    let mut engine = EngineSystem {
-        get: |keys: &KeyBatch, out: &mut GetResult| store.get(&sel, keys, &opts, out),
+    let mut engine = EngineSystem::new(
+        "engine",
+        |keys: &KeyBatch, out: &mut GetResult| store.get(&sel, keys, &opts, out),
         entity,
-        features: args.features,
-        keys: KeyBatch::with_capacity(args.batch, 4),
-        out: GetResult::new(),
-    };
+        args.features,
+        args.batch,
+    );
     let mut baseline = BaselineSystem {
         map: &map,
         features: args.features,
@@ -148,7 +174,9 @@ pub fn run_engine(args: &EngineArgs) -> Result<()> {
     };
 
     eprintln!("validating reads against the dataset");
-    let validated = validate(&mut engine, &mut baseline, &dataset, &space, args)?;
+    let plan = args.plan();
+    let validated =
+        validate([&mut engine, &mut baseline], &dataset, &space, &plan)? * args.features as u64;
 
     let dists: &[Dist] = match args.dist {
         DistArg::Uniform => &[Dist::Uniform],
@@ -162,7 +190,14 @@ pub fn run_engine(args: &EngineArgs) -> Result<()> {
             dist.name(),
             args.duration
         );
-        let (e, b) = measure(&mut engine, &mut baseline, &dataset, &space, dist, args)?;
+        let (e, b) = measure(
+            [&mut engine, &mut baseline],
+            ["engine", "baseline"],
+            &dataset,
+            &space,
+            dist,
+            &plan,
+        )?;
         results.push((dist, e, b));
     }
 
@@ -239,15 +274,7 @@ fn load(store: &Store, dataset: &Dataset, entity: &Entity, batch: usize) -> Resu
         let end = (first + batch as u64).min(n);
         rows.clear();
         for i in first..end {
-            let r = dataset.row(i);
-            let mut key = Vec::with_capacity(8);
-            encode_key(entity, &[KeyPart::Int64(r.user_id)], &mut key)?;
-            rows.push(Row {
-                key,
-                event_ts: r.event_ts,
-                created_ts: None,
-                values: r.values.into_iter().enumerate().collect(),
-            });
+            rows.push(to_row(entity, dataset.row(i))?);
         }
         store.write(VIEW, &rows)?;
         first = end;
@@ -264,6 +291,18 @@ fn load(store: &Store, dataset: &Dataset, entity: &Entity, batch: usize) -> Resu
         n as f64 / seconds
     );
     Ok(Load { seconds, rss_bytes })
+}
+
+/// A generated entity as a write of all its features.
+pub(crate) fn to_row(entity: &Entity, r: EntityRow) -> Result<Row> {
+    let mut key = Vec::with_capacity(9);
+    encode_key(entity, &[KeyPart::Int64(r.user_id)], &mut key)?;
+    Ok(Row {
+        key,
+        event_ts: r.event_ts,
+        created_ts: None,
+        values: r.values.into_iter().enumerate().collect(),
+    })
 }
 
 /// The baseline's hash for `u64` keys: one folded 64×64→128-bit multiply (the core of
@@ -315,21 +354,42 @@ fn baseline_map(dataset: &Dataset) -> BaselineMap {
 }
 
 /// A system under test: answers one batch of user ids and says how long that took.
-trait System {
+pub(crate) trait System {
     /// Serves `ids`, returning the time it took.
     fn batch(&mut self, ids: &[i64]) -> Result<Duration>;
     /// Checks the last batch's answer against the dataset.
     fn check(&self, ids: &[i64], dataset: &Dataset) -> Result<()>;
 }
 
-/// The engine. `get` is `Store::get` with the selection bound in a closure (the engine does
-/// not export the selection's type, so it cannot be a field here).
-struct EngineSystem<F> {
+/// The engine. `get` is a batched get (`Store::get`, `Db::get`) with its selection and read
+/// options bound in a closure; the first `features` features of `user_stats` are selected.
+pub(crate) struct EngineSystem<F> {
+    name: &'static str,
     get: F,
     entity: Entity,
     features: usize,
     keys: KeyBatch,
     out: GetResult,
+}
+
+impl<F> EngineSystem<F> {
+    /// A system called `name` in reports, reading batches of up to `batch` keys.
+    pub(crate) fn new(
+        name: &'static str,
+        get: F,
+        entity: Entity,
+        features: usize,
+        batch: usize,
+    ) -> Self {
+        Self {
+            name,
+            get,
+            entity,
+            features,
+            keys: KeyBatch::with_capacity(batch, 9),
+            out: GetResult::new(),
+        }
+    }
 }
 
 impl<F> System for EngineSystem<F>
@@ -349,59 +409,72 @@ where
     }
 
     fn check(&self, ids: &[i64], dataset: &Dataset) -> Result<()> {
-        let cols = &self.out.columns;
-        if cols.len() != self.features {
+        check_columns(self.name, &self.out, ids, self.features, |id| {
+            dataset.index_of(id).map(|i| dataset.row(i))
+        })
+    }
+}
+
+/// Checks a get's answer for `ids`, row for row: the first `features` columns must hold
+/// exactly `expect(id)`'s values and event time (all `Present`), or `NotFound` everywhere
+/// where `expect` returns `None`.
+pub(crate) fn check_columns(
+    who: &str,
+    out: &GetResult,
+    ids: &[i64],
+    features: usize,
+    mut expect: impl FnMut(i64) -> Option<EntityRow>,
+) -> Result<()> {
+    let cols = &out.columns;
+    if cols.len() != features {
+        return Err(BenchError::WrongAnswer(format!(
+            "{who} returned {} columns for {features} features",
+            cols.len(),
+        )));
+    }
+    for (j, col) in cols.iter().enumerate() {
+        if col.statuses.len() != ids.len()
+            || col.event_ts.len() != ids.len()
+            || col.values.len() != ids.len()
+        {
             return Err(BenchError::WrongAnswer(format!(
-                "engine returned {} columns for {} features",
-                cols.len(),
-                self.features
+                "{who}: column {} has {} rows for {} keys",
+                USER_STATS[j].name,
+                col.statuses.len(),
+                ids.len()
             )));
         }
-        for (j, col) in cols.iter().enumerate() {
-            if col.statuses.len() != ids.len()
-                || col.event_ts.len() != ids.len()
-                || col.values.len() != ids.len()
+    }
+    for (row, &id) in ids.iter().enumerate() {
+        let Some(expected) = expect(id) else {
+            if let Some((j, c)) = cols
+                .iter()
+                .enumerate()
+                .find(|(_, c)| c.statuses[row] != Status::NotFound)
             {
                 return Err(BenchError::WrongAnswer(format!(
-                    "engine column {} has {} rows for {} keys",
-                    USER_STATS[j].name,
-                    col.statuses.len(),
-                    ids.len()
+                    "{who}: unknown user {id}, feature {}: status {:?}, expected NotFound",
+                    USER_STATS[j].name, c.statuses[row]
+                )));
+            }
+            continue;
+        };
+        for (j, col) in cols.iter().enumerate() {
+            let want = &expected.values[j];
+            let got = col.get(row);
+            if col.statuses[row] != Status::Present
+                || col.event_ts[row] != expected.event_ts
+                || !got.as_ref().is_some_and(|g| g.bit_eq(want))
+            {
+                return Err(BenchError::WrongAnswer(format!(
+                    "{who}: user {id}, feature {}: got {got:?} ({:?}, event time {}), \
+                     expected {want:?} (Present, event time {})",
+                    USER_STATS[j].name, col.statuses[row], col.event_ts[row], expected.event_ts
                 )));
             }
         }
-        for (row, &id) in ids.iter().enumerate() {
-            let Some(index) = dataset.index_of(id) else {
-                if let Some((j, c)) = cols
-                    .iter()
-                    .enumerate()
-                    .find(|(_, c)| c.statuses[row] != Status::NotFound)
-                {
-                    return Err(BenchError::WrongAnswer(format!(
-                        "engine: unknown user {id}, feature {}: status {:?}, expected NotFound",
-                        USER_STATS[j].name, c.statuses[row]
-                    )));
-                }
-                continue;
-            };
-            let expected = dataset.row(index);
-            for (j, col) in cols.iter().enumerate() {
-                let want = &expected.values[j];
-                let got = col.get(row);
-                if col.statuses[row] != Status::Present
-                    || col.event_ts[row] != expected.event_ts
-                    || !got.as_ref().is_some_and(|g| g.bit_eq(want))
-                {
-                    return Err(BenchError::WrongAnswer(format!(
-                        "engine: user {id}, feature {}: got {got:?} ({:?}, event time {}), \
-                         expected {want:?} (Present, event time {})",
-                        USER_STATS[j].name, col.statuses[row], col.event_ts[row], expected.event_ts
-                    )));
-                }
-            }
-        }
-        Ok(())
     }
+    Ok(())
 }
 
 /// The raw baseline: a hash map lookup and a copy of `features` values per entity.
@@ -453,22 +526,23 @@ impl System for BaselineSystem<'_> {
 
 /// Reads a sample of entities (including the first and the last, and some that were never
 /// written) through both systems and compares every value with the dataset. Returns how many
-/// engine values were compared.
-fn validate(
-    engine: &mut dyn System,
-    baseline: &mut dyn System,
+/// entities were compared per system.
+pub(crate) fn validate(
+    systems: [&mut dyn System; 2],
     dataset: &Dataset,
     space: &KeySpace,
-    args: &EngineArgs,
+    plan: &Plan,
 ) -> Result<u64> {
     let n = dataset.entities();
-    let mut chooser = space.chooser(Dist::Uniform, args.seed ^ SALT_VALIDATE);
+    let batch = plan.batch;
+    let mut chooser = space.chooser(Dist::Uniform, plan.seed ^ SALT_VALIDATE);
     let mut idx = Vec::new();
     let mut ids = Vec::new();
     let mut checked = 0u64;
-    let sample = VALIDATION_SAMPLE.min(n).max(args.batch as u64);
+    let sample = VALIDATION_SAMPLE.min(n).max(batch as u64);
+    let [a, b] = systems;
     while checked < sample {
-        chooser.fill(&mut idx, args.batch);
+        chooser.fill(&mut idx, batch);
         ids.clear();
         ids.extend(idx.iter().map(|&i| dataset.user_id(i)));
         if checked == 0 {
@@ -477,17 +551,17 @@ fn validate(
                 *last = dataset.user_id(n - 1);
             }
         }
-        batch_and_check(engine, &ids, dataset)?;
-        batch_and_check(baseline, &ids, dataset)?;
+        batch_and_check(a, &ids, dataset)?;
+        batch_and_check(b, &ids, dataset)?;
         checked += ids.len() as u64;
     }
     // Users that were never written must come back NotFound, not as someone else's values.
     ids.clear();
-    ids.extend((0..args.batch as i64).map(|i| n as i64 + i));
+    ids.extend((0..batch as i64).map(|i| n as i64 + i));
     ids[0] = -1;
-    batch_and_check(engine, &ids, dataset)?;
-    batch_and_check(baseline, &ids, dataset)?;
-    Ok(checked * args.features as u64)
+    batch_and_check(a, &ids, dataset)?;
+    batch_and_check(b, &ids, dataset)?;
+    Ok(checked)
 }
 
 /// Runs batches of keys from `keys` through `system` for up to `time` or `max_batches`,
@@ -551,44 +625,45 @@ impl<'s, 'k> Lane<'s, 'k> {
 }
 
 /// Warms both systems up, then measures them in alternating slices on the same key sequence
-/// until each has run for `--duration` or `--iterations` batches, and checks the last answer
-/// of each.
-fn measure(
-    engine: &mut dyn System,
-    baseline: &mut dyn System,
+/// until each has run for the plan's duration or batch budget, and checks the last answer
+/// of each. `names` label the progress line.
+pub(crate) fn measure(
+    systems: [&mut dyn System; 2],
+    names: [&str; 2],
     dataset: &Dataset,
     space: &KeySpace,
     dist: Dist,
-    args: &EngineArgs,
+    plan: &Plan,
 ) -> Result<(Summary, Summary)> {
-    let total = Duration::from_secs_f64(args.duration);
+    let total = Duration::from_secs_f64(plan.duration);
     let warmup = (total / 3).min(MAX_WARMUP);
     let slice = (total / SLICES).max(Duration::from_millis(1));
-    let seed = args.seed ^ SALT_MEASURE ^ dist as u64;
+    let seed = plan.seed ^ SALT_MEASURE ^ dist as u64;
+    let [a, b] = systems;
     let mut lanes = [
-        Lane::new(engine, space.chooser(dist, seed), args.batch)?,
-        Lane::new(baseline, space.chooser(dist, seed), args.batch)?,
+        Lane::new(a, space.chooser(dist, seed), plan.batch)?,
+        Lane::new(b, space.chooser(dist, seed), plan.batch)?,
     ];
     for l in &mut lanes {
-        let mut keys = space.chooser(dist, args.seed ^ SALT_WARMUP);
+        let mut keys = space.chooser(dist, plan.seed ^ SALT_WARMUP);
         run_batches(
             &mut *l.system,
             &mut keys,
             &mut l.idx,
             &mut l.ids,
             dataset,
-            args.batch,
+            plan.batch,
             warmup,
-            args.iterations,
+            plan.iterations,
             None,
         )?;
     }
     while lanes
         .iter()
-        .any(|l| l.spent < total && l.batches < args.iterations)
+        .any(|l| l.spent < total && l.batches < plan.iterations)
     {
         for l in &mut lanes {
-            if l.spent >= total || l.batches >= args.iterations {
+            if l.spent >= total || l.batches >= plan.iterations {
                 continue;
             }
             let (spent, batches) = run_batches(
@@ -597,9 +672,9 @@ fn measure(
                 &mut l.idx,
                 &mut l.ids,
                 dataset,
-                args.batch,
+                plan.batch,
                 slice.min(total - l.spent),
-                args.iterations - l.batches,
+                plan.iterations - l.batches,
                 Some(&mut l.latency),
             )?;
             l.spent += spent;
@@ -611,8 +686,8 @@ fn measure(
     }
     let [es, bs] = [lanes[0].latency.summary(), lanes[1].latency.summary()];
     eprintln!(
-        "  engine p50 {:.2} µs over {} batches, baseline p50 {:.2} µs over {} batches",
-        es.p50_us, es.count, bs.p50_us, bs.count
+        "  {} p50 {:.2} µs over {} batches, {} p50 {:.2} µs over {} batches",
+        names[0], es.p50_us, es.count, names[1], bs.p50_us, bs.count
     );
     Ok((es, bs))
 }
@@ -747,11 +822,6 @@ impl Figures<'_> {
         }
         Json::Object(m).to_string()
     }
-}
-
-/// A JSON number rounded to three decimals; null if not finite.
-fn num(x: f64) -> Json {
-    serde_json::Number::from_f64(round3(x)).map_or(Json::Null, Json::Number)
 }
 
 /// Inserts `{prefix}p50_us` .. `{prefix}batches`, null when the distribution was not measured.

@@ -5,6 +5,12 @@
 //! - `dataset`: the `user_stats` bench dataset, generated per entity from a seed.
 //! - `keys`: which entities a workload asks for: uniform or Zipf-distributed key choice.
 //! - `engine`: the in-process engine micro benchmark against a raw `HashMap` baseline.
+//! - `restart`: open → ready of a data directory holding a snapshot and a WAL (W7).
+//! - `load`: building a snapshot, bulk-loading it into a running store (W5), and the
+//!   snapshot read path against the in-memory delta.
+//! - `write`: durable write throughput and latency with fsync always, 1..64 writers.
+//! - `durable`: what those three share: the Db configuration, snapshot building, checked reads.
+//! - `scratch`: scratch directories removed on drop, filesystem and page-cache helpers.
 //! - `report`: latency histograms, the printed table and the JSON line.
 //! - `mem`: process memory readings (RSS).
 //! - `error`: the harness's error type.
@@ -12,11 +18,16 @@
 #![deny(unsafe_code)]
 
 mod dataset;
+mod durable;
 mod engine;
 mod error;
 mod keys;
+mod load;
 mod mem;
 mod report;
+mod restart;
+mod scratch;
+mod write;
 
 pub use dataset::{
     baseline_value, check_registry, Dataset, EntityRow, FeatureSpec, MAX_AGE_SECS, REGISTRY_TOML,
@@ -25,5 +36,9 @@ pub use dataset::{
 pub use engine::{run_engine, DistArg, EngineArgs};
 pub use error::{BenchError, Result};
 pub use keys::{Dist, KeyChooser, KeySpace, Zipf, ZIPF_THETA};
+pub use load::{run_load, LoadArgs};
 pub use mem::rss_bytes;
-pub use report::{Latency, Summary, Table};
+pub use report::{median, Latency, Summary, Table};
+pub use restart::{run_restart, RestartArgs};
+pub use scratch::{bytes_under, drop_from_page_cache, filesystem_of, ScratchDir};
+pub use write::{run_write, WriteArgs};

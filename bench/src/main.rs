@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use quiver_bench::EngineArgs;
+use quiver_bench::{EngineArgs, LoadArgs, RestartArgs, WriteArgs};
 
 /// Quiver's benchmark harness.
 #[derive(Debug, Parser)]
@@ -17,12 +17,21 @@ struct Cli {
 enum Command {
     /// In-process engine micro benchmark: batched gets against a raw HashMap baseline.
     Engine(EngineArgs),
+    /// Restart: open → ready of a data directory with a snapshot and a WAL after it.
+    Restart(RestartArgs),
+    /// Bulk load: build a snapshot, load it into a running store; snapshot vs delta reads.
+    Load(LoadArgs),
+    /// Durable writes (fsync always): throughput and ack latency for 1..64 writers.
+    Write(WriteArgs),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Engine(args) => quiver_bench::run_engine(&args),
+        Command::Restart(args) => quiver_bench::run_restart(&args),
+        Command::Load(args) => quiver_bench::run_load(&args),
+        Command::Write(args) => quiver_bench::run_write(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

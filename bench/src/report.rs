@@ -29,6 +29,13 @@ impl Latency {
         self.hist.saturating_record(nanos.clamp(1, MAX_NANOS));
     }
 
+    /// Adds every measurement of `other`.
+    pub fn add(&mut self, other: &Latency) -> Result<()> {
+        self.hist
+            .add(&other.hist)
+            .map_err(|e| BenchError::Histogram(e.to_string()))
+    }
+
     /// The distribution's key figures.
     pub fn summary(&self) -> Summary {
         let us = |q: f64| self.hist.value_at_quantile(q) as f64 / 1000.0;
@@ -69,9 +76,27 @@ pub fn ratio(a: f64, b: f64) -> f64 {
     }
 }
 
+/// The median of `xs` (the mean of the middle two for an even count); NaN when empty.
+pub fn median(xs: &[f64]) -> f64 {
+    let mut v = xs.to_vec();
+    v.sort_by(f64::total_cmp);
+    let n = v.len();
+    match n {
+        0 => f64::NAN,
+        _ if n % 2 == 1 => v[n / 2],
+        _ => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
 /// Rounds to three decimals for the JSON line (nanosecond resolution in microseconds).
 pub fn round3(x: f64) -> f64 {
     (x * 1000.0).round() / 1000.0
+}
+
+/// A JSON number rounded to three decimals; null if not finite.
+pub fn num(x: f64) -> serde_json::Value {
+    serde_json::Number::from_f64(round3(x))
+        .map_or(serde_json::Value::Null, serde_json::Value::Number)
 }
 
 /// A right-aligned plain-text table (the first column left-aligned).
@@ -145,6 +170,25 @@ mod tests {
         assert!((s.max_us - 1000.0).abs() < 1.0, "{s:?}");
         l.record(Duration::from_secs(3600));
         assert!(l.summary().max_us <= MAX_NANOS as f64 / 1000.0 * 1.001);
+    }
+
+    #[test]
+    fn latencies_add_up() {
+        let (mut a, mut b) = (Latency::new().unwrap(), Latency::new().unwrap());
+        a.record(Duration::from_micros(10));
+        b.record(Duration::from_micros(30));
+        b.record(Duration::from_micros(20));
+        a.add(&b).unwrap();
+        let s = a.summary();
+        assert_eq!(s.count, 3);
+        assert!((s.p50_us - 20.0).abs() < 0.1, "{s:?}");
+    }
+
+    #[test]
+    fn median_of_odd_even_and_empty() {
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 3.0, 2.0]), 2.5);
+        assert!(median(&[]).is_nan());
     }
 
     #[test]
