@@ -183,20 +183,23 @@ fn reorder_items(spans: &[(u32, u32)], items: ColumnData) -> ColumnData {
         ColumnData::Float32(v) => ColumnData::Float32(pick(&v, spans)),
         ColumnData::Float64(v) => ColumnData::Float64(pick(&v, spans)),
         ColumnData::Timestamp(v) => ColumnData::Timestamp(pick(&v, spans)),
-        ColumnData::String(v) | ColumnData::Bytes(v) => {
-            let mut out = quiver_engine::VarColumn::default();
-            for &(s, l) in spans {
-                for j in s..s + l {
-                    let b = v.get(j as usize);
-                    let start = out.data.len() as u32;
-                    out.data.extend_from_slice(b);
-                    out.spans.push((start, b.len() as u32));
-                }
-            }
-            ColumnData::String(out)
-        }
+        ColumnData::String(v) => ColumnData::String(pick_var(&v, spans)),
+        ColumnData::Bytes(v) => ColumnData::Bytes(pick_var(&v, spans)),
         other => other,
     }
+}
+
+fn pick_var(v: &quiver_engine::VarColumn, spans: &[(u32, u32)]) -> quiver_engine::VarColumn {
+    let mut out = quiver_engine::VarColumn::default();
+    for &(s, l) in spans {
+        for j in s..s + l {
+            let b = v.get(j as usize);
+            let start = out.data.len() as u32;
+            out.data.extend_from_slice(b);
+            out.spans.push((start, b.len() as u32));
+        }
+    }
+    out
 }
 
 /// Decodes one write batch into engine rows for `view`.

@@ -9,7 +9,7 @@ use std::time::Duration;
 use quiver_engine::{Db, Maintenance, Registry, SystemClock};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 use tracing::{error, info, warn};
 
@@ -152,9 +152,18 @@ pub async fn run(
         });
     }
 
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+    // Health is listed too, so `grpcurl ... grpc.health.v1.Health/Check` works without a
+    // .proto; v1alpha as well as v1, because grpcurl before 1.8.8 only speaks v1alpha.
+    let reflection = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(crate::proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    let reflection_v1 = reflection()
         .build_v1()
+        .map_err(|e| ServeError::Transport(e.to_string()))?;
+    let reflection_v1alpha = reflection()
+        .build_v1alpha()
         .map_err(|e| ServeError::Transport(e.to_string()))?;
     let auth = BearerAuth::new(config.auth_token.as_deref());
     let native = FeatureStoreServer::new(FeatureStoreService {
@@ -205,7 +214,8 @@ pub async fn run(
         .timeout(Duration::from_millis(config.request_timeout_ms))
         .tcp_nodelay(true)
         .add_service(health_service)
-        .add_service(reflection)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
         .add_service(tonic::service::interceptor::InterceptedService::new(
             native,
             auth.clone(),
@@ -213,9 +223,15 @@ pub async fn run(
         .add_service(tonic::service::interceptor::InterceptedService::new(
             feast, auth,
         ))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
-            let _ = stop_rx.await;
-        })
+        // `tcp_nodelay` above only applies to listeners tonic binds itself; with our own
+        // listener it must be set on the incoming stream, or Nagle + delayed ACK add ~40 ms to
+        // every small response on a quiet connection.
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(listener).with_nodelay(Some(true)),
+            async {
+                let _ = stop_rx.await;
+            },
+        )
         .await;
 
     // In-flight requests are done; make everything acknowledged durable and stop maintenance.

@@ -167,8 +167,8 @@ impl pb::feature_store_server::FeatureStore for FeatureStoreService {
         let mut total = pb::WriteFeaturesResponse::default();
         let result = async {
             while let Some(msg) = stream.next().await {
-                let msg = msg?;
-                let (rows, seq) = self.write_batch(msg).await.map_err(|s| {
+                // A batch that cannot be decoded (e.g. over the size limit) fails like any other.
+                let named = |s: Status| {
                     Status::new(
                         s.code(),
                         format!(
@@ -178,7 +178,11 @@ impl pb::feature_store_server::FeatureStore for FeatureStoreService {
                             s.message()
                         ),
                     )
-                })?;
+                };
+                let (rows, seq) = match msg {
+                    Ok(msg) => self.write_batch(msg).await.map_err(named)?,
+                    Err(s) => return Err(named(s)),
+                };
                 total.rows += rows;
                 total.batches += 1;
                 total.wal_sequence = seq;
@@ -202,12 +206,27 @@ impl pb::feature_store_server::FeatureStore for FeatureStoreService {
             }
             let path = PathBuf::from(&req.path);
             let view = req.view.clone();
-            let entities = blocking(move || {
-                db.load_snapshot(&view, &path)
-                    .map_err(|e| status_of(&e, Origin::CallerFile))
+            let (entities, bytes) = blocking(move || {
+                // A missing or unreadable path is the caller's mistake, not an internal error.
+                let meta = std::fs::metadata(&path).map_err(|e| {
+                    let msg = format!("path: cannot open {}: {e}", path.display());
+                    match e.kind() {
+                        std::io::ErrorKind::NotFound => Status::not_found(msg),
+                        _ => Status::invalid_argument(msg),
+                    }
+                })?;
+                if !meta.is_file() {
+                    return Err(Status::invalid_argument(format!(
+                        "path: {} is not a regular file",
+                        path.display()
+                    )));
+                }
+                let entities = db
+                    .load_snapshot(&view, &path)
+                    .map_err(|e| status_of(&e, Origin::CallerFile))?;
+                Ok((entities, meta.len()))
             })
             .await?;
-            let bytes = std::fs::metadata(&req.path).map(|m| m.len()).unwrap_or(0);
             Ok(Response::new(pb::LoadSnapshotResponse {
                 view: req.view,
                 entities,

@@ -1,7 +1,11 @@
 //! End-to-end tests live in `tests/`; this library holds what they share: finding (and if
-//! needed building) the real `quiver` binary.
+//! needed building) the real `quiver` binary, running it as a server (`server`), and building
+//! requests for it (`req`).
 
 #![deny(unsafe_code)]
+
+pub mod req;
+pub mod server;
 
 use std::path::PathBuf;
 use std::process::Command;

@@ -1,0 +1,386 @@
+//! Running the real `quiver serve` for end-to-end tests: ephemeral ports, a temporary
+//! directory, readiness through gRPC health, bounded waits, and a guard that kills the process
+//! when a test ends or fails.
+
+use std::fs::OpenOptions;
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use quiver_server::proto::feast::serving::serving_service_client::ServingServiceClient;
+use quiver_server::proto::quiver::v1::feature_store_client::FeatureStoreClient;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Channel, Endpoint};
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+use tonic_health::pb::HealthCheckRequest;
+
+use crate::quiver_bin;
+
+/// How long a server may take from spawn to health SERVING.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a server may take to exit after SIGTERM or SIGKILL.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
+/// Attempts at finding free ports (another process may take one between probe and bind).
+const PORT_ATTEMPTS: usize = 5;
+
+/// A directory under the system temp dir, removed with everything in it on drop.
+#[derive(Debug)]
+pub struct TempDir(PathBuf);
+
+impl TempDir {
+    /// Creates a fresh, uniquely named directory.
+    pub fn new(tag: &str) -> Self {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.subsec_nanos())
+            .unwrap_or(0);
+        let path = std::env::temp_dir().join(format!(
+            "quiver-{tag}-{}-{}-{nanos}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        std::fs::create_dir_all(&path).expect("create a temp dir");
+        Self(path)
+    }
+
+    /// The directory.
+    pub fn path(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Wall-clock time in microseconds since the Unix epoch (the server's unit).
+pub fn now_micros() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as i64)
+        .unwrap_or(0)
+}
+
+/// How to start a server.
+#[derive(Debug, Clone, Default)]
+pub struct ServerSpec {
+    /// The data directory; its `.toml` and `.log` siblings hold the config and the log.
+    pub data_dir: PathBuf,
+    /// `--registry`.
+    pub registry: Option<PathBuf>,
+    /// Extra lines of the TOML config file (`--config`), e.g. `max_concurrent_requests = 1`.
+    pub config: String,
+    /// Extra command-line arguments.
+    pub args: Vec<String>,
+}
+
+impl ServerSpec {
+    /// A server on `data_dir`, created from `registry` if new.
+    pub fn new(data_dir: impl Into<PathBuf>, registry: Option<&Path>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            registry: registry.map(Path::to_path_buf),
+            ..Self::default()
+        }
+    }
+
+    /// Adds config file lines.
+    pub fn config(mut self, lines: &str) -> Self {
+        self.config.push_str(lines);
+        self.config.push('\n');
+        self
+    }
+
+    /// Adds command-line arguments.
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.args.extend(args.iter().map(|a| (*a).to_owned()));
+        self
+    }
+
+    fn log_path(&self) -> PathBuf {
+        self.data_dir.with_extension("log")
+    }
+}
+
+/// A running `quiver serve` process, killed (SIGKILL) when dropped.
+#[derive(Debug)]
+pub struct Server {
+    child: Option<Child>,
+    /// The gRPC address.
+    pub grpc: SocketAddr,
+    /// The metrics address.
+    pub metrics: SocketAddr,
+    log: PathBuf,
+}
+
+/// A free loopback port (free when probed; the caller retries if it is taken meanwhile).
+fn free_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
+    l.local_addr().expect("local address")
+}
+
+impl Server {
+    /// Starts the real binary and waits until health says SERVING (recovery finished).
+    pub async fn start(spec: &ServerSpec) -> Server {
+        let config_path = spec.data_dir.with_extension("toml");
+        std::fs::write(&config_path, &spec.config).expect("write the config file");
+        let log = spec.log_path();
+        for attempt in 1..=PORT_ATTEMPTS {
+            let (grpc, metrics) = (free_port(), free_port());
+            let log_file = OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(&log)
+                .expect("open the server log");
+            let mut cmd = Command::new(quiver_bin());
+            cmd.arg("serve")
+                .arg("--config")
+                .arg(&config_path)
+                .arg("--listen")
+                .arg(grpc.to_string())
+                .arg("--metrics-listen")
+                .arg(metrics.to_string())
+                .arg("--data-dir")
+                .arg(&spec.data_dir);
+            if let Some(r) = &spec.registry {
+                cmd.arg("--registry").arg(r);
+            }
+            cmd.args(&spec.args)
+                .env_remove("QUIVER_AUTH_TOKEN")
+                .env_remove("QUIVER_LISTEN")
+                .env_remove("QUIVER_DATA_DIR")
+                .env("QUIVER_LOG", "info")
+                .env("NO_COLOR", "1")
+                .stdin(Stdio::null())
+                .stdout(log_file.try_clone().expect("clone the log handle"))
+                .stderr(log_file);
+            let child = cmd.spawn().expect("spawn quiver serve");
+            let mut server = Server {
+                child: Some(child),
+                grpc,
+                metrics,
+                log: log.clone(),
+            };
+            match server.wait_serving().await {
+                Ok(()) => return server,
+                Err(exited) => {
+                    let text = server.log();
+                    if attempt < PORT_ATTEMPTS && text.contains("cannot listen") {
+                        continue;
+                    }
+                    panic!("quiver serve did not become ready ({exited}); log:\n{text}");
+                }
+            }
+        }
+        unreachable!("the last attempt panics or returns")
+    }
+
+    /// Polls health until SERVING; Err if the process exited or the wait timed out.
+    async fn wait_serving(&mut self) -> Result<(), String> {
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(status) = self.try_wait() {
+                return Err(format!("exited early with {status}"));
+            }
+            if Instant::now() > deadline {
+                return Err(format!("not SERVING after {START_TIMEOUT:?}"));
+            }
+            if let Ok(Some(ServingStatus::Serving)) = self.health("").await {
+                return Ok(());
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    /// The health status of `service` ("" = the whole server), if the server answers.
+    pub async fn health(&self, service: &str) -> Result<Option<ServingStatus>, tonic::Status> {
+        let channel = Endpoint::from_shared(self.url())
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?
+            .connect_timeout(Duration::from_secs(1))
+            .timeout(Duration::from_secs(2))
+            .connect()
+            .await
+            .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+        let r = HealthClient::new(channel)
+            .check(HealthCheckRequest {
+                service: service.to_owned(),
+            })
+            .await?;
+        Ok(ServingStatus::try_from(r.into_inner().status).ok())
+    }
+
+    /// `http://host:port` of the gRPC listener.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.grpc)
+    }
+
+    /// A new HTTP/2 connection to the server (requests time out after 20 s).
+    pub async fn channel(&self) -> Channel {
+        Endpoint::from_shared(self.url())
+            .expect("valid url")
+            .connect_timeout(Duration::from_secs(5))
+            .timeout(Duration::from_secs(20))
+            .connect()
+            .await
+            .expect("connect to the server")
+    }
+
+    /// A native API client sending `token` as a bearer token, if given.
+    pub async fn native(&self, token: Option<&str>) -> Native {
+        FeatureStoreClient::with_interceptor(self.channel().await, Bearer::new(token))
+            .max_decoding_message_size(usize::MAX)
+    }
+
+    /// A Feast-compatible client sending `token` as a bearer token, if given.
+    pub async fn feast(&self, token: Option<&str>) -> Feast {
+        ServingServiceClient::with_interceptor(self.channel().await, Bearer::new(token))
+            .max_decoding_message_size(usize::MAX)
+    }
+
+    /// The Prometheus text of `GET /metrics`.
+    pub async fn metrics_text(&self) -> String {
+        let fetch = async {
+            let mut sock = tokio::net::TcpStream::connect(self.metrics).await?;
+            sock.write_all(b"GET /metrics HTTP/1.1\r\nHost: quiver\r\n\r\n")
+                .await?;
+            let mut out = Vec::new();
+            sock.read_to_end(&mut out).await?;
+            Ok::<_, std::io::Error>(String::from_utf8_lossy(&out).into_owned())
+        };
+        let text = tokio::time::timeout(Duration::from_secs(10), fetch)
+            .await
+            .expect("metrics endpoint answers in time")
+            .expect("metrics endpoint answers");
+        assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+        text
+    }
+
+    /// The value of an unlabelled metric (or of a full `name{labels}` series).
+    pub async fn metric(&self, series: &str) -> f64 {
+        let text = self.metrics_text().await;
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix(series)
+                    .and_then(|rest| rest.strip_prefix(' '))
+                    .and_then(|v| v.trim().parse().ok())
+            })
+            .unwrap_or_else(|| panic!("metric {series} missing from:\n{text}"))
+    }
+
+    /// The server's log so far (stdout and stderr).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(Child::id).unwrap_or(0)
+    }
+
+    /// The exit status, if the process has exited.
+    pub fn try_wait(&mut self) -> Option<ExitStatus> {
+        self.child
+            .as_mut()
+            .and_then(|c| c.try_wait().ok().flatten())
+    }
+
+    /// Panics (with the log) unless the process is still running.
+    pub fn assert_running(&mut self) {
+        if let Some(status) = self.try_wait() {
+            panic!("the server exited with {status}; log:\n{}", self.log());
+        }
+    }
+
+    /// Sends SIGTERM (graceful shutdown) without waiting.
+    pub fn sigterm(&self) {
+        let pid = self.pid().to_string();
+        let sent = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("run kill");
+        assert!(sent.success(), "kill -TERM {pid} failed");
+    }
+
+    /// Sends SIGTERM and waits for the exit.
+    pub async fn terminate(mut self) -> ExitStatus {
+        self.sigterm();
+        self.wait_exit().await
+    }
+
+    /// Waits for the process to exit by itself (e.g. after [`Self::sigterm`]).
+    pub async fn wait(mut self) -> ExitStatus {
+        self.wait_exit().await
+    }
+
+    /// Kills the process with SIGKILL (a crash) and waits for the exit.
+    pub async fn kill(mut self) -> ExitStatus {
+        if let Some(c) = self.child.as_mut() {
+            let _ = c.kill();
+        }
+        self.wait_exit().await
+    }
+
+    async fn wait_exit(&mut self) -> ExitStatus {
+        let deadline = Instant::now() + EXIT_TIMEOUT;
+        loop {
+            if let Some(status) = self.try_wait() {
+                self.child = None;
+                return status;
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "the server did not exit within {EXIT_TIMEOUT:?}; log:\n{}",
+                    self.log()
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        if std::thread::panicking() {
+            eprintln!("--- log of the server at {} ---\n{}", self.grpc, self.log());
+        }
+    }
+}
+
+/// Adds `authorization: Bearer <token>` to every call when a token is set.
+#[derive(Debug, Clone)]
+pub struct Bearer(Option<String>);
+
+impl Bearer {
+    /// An interceptor for `token` (None: send no header).
+    pub fn new(token: Option<&str>) -> Self {
+        Self(token.map(str::to_owned))
+    }
+}
+
+impl tonic::service::Interceptor for Bearer {
+    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+        if let Some(t) = &self.0 {
+            let v = format!("Bearer {t}")
+                .parse()
+                .map_err(|_| tonic::Status::invalid_argument("token: invalid characters"))?;
+            req.metadata_mut().insert("authorization", v);
+        }
+        Ok(req)
+    }
+}
+
+/// The native API client the tests use.
+pub type Native = FeatureStoreClient<InterceptedService<Channel, Bearer>>;
+/// The Feast-compatible client the tests use.
+pub type Feast = ServingServiceClient<InterceptedService<Channel, Bearer>>;
