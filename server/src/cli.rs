@@ -75,6 +75,11 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Build a point-in-time-correct training set from Parquet history.
+    Historical(HistoricalArgs),
+    /// Materialize a view's latest rows in a time window into a snapshot file, a data
+    /// directory or a running server.
+    Materialize(MaterializeArgs),
     /// Snapshot file tools.
     Snapshot {
         #[command(subcommand)]
@@ -170,6 +175,8 @@ pub fn run_cli(cli: Cli) -> ExitCode {
         Command::Check { registry } => Registry::load(&registry)
             .map(|r| print!("{}", describe(&r)))
             .map_err(|e| e.to_string()),
+        Command::Historical(args) => historical(args),
+        Command::Materialize(args) => materialize(args),
         Command::Snapshot { command } => snapshot(command),
         Command::Wal {
             command: WalCommand::Inspect { dir },
@@ -834,4 +841,528 @@ fn describe(r: &Registry) -> String {
         );
     }
     s
+}
+
+// ---------------------------------------------------------------------------------------------
+// Offline: `quiver historical` and `quiver materialize` (the work is in quiver_offline).
+// ---------------------------------------------------------------------------------------------
+
+#[derive(Debug, Args)]
+struct OfflineArgs {
+    /// Read VIEW's history from PATH instead of the registry's source (repeatable).
+    #[arg(long = "history", value_name = "VIEW=PATH")]
+    history: Vec<String>,
+    /// Unit of int64 timestamp columns: s, ms, us or ns.
+    #[arg(long, default_value = "s")]
+    epoch_unit: String,
+    /// Worker threads (0 = one per core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+}
+
+#[derive(Debug, Args)]
+struct HistoricalArgs {
+    /// The registry TOML file (relative history paths in it are relative to its directory).
+    #[arg(long)]
+    registry: PathBuf,
+    /// Entity rows: Parquet with join keys, a timestamp column and any label columns.
+    #[arg(long)]
+    entities: PathBuf,
+    /// Feature references, comma separated: user_stats:txn_count_7d,user_stats:country
+    #[arg(long, value_delimiter = ',', required_unless_present = "service")]
+    features: Vec<String>,
+    /// A feature service instead of explicit features.
+    #[arg(long, conflicts_with = "features")]
+    service: Option<String>,
+    /// The training set to write (Parquet; must not exist).
+    #[arg(long)]
+    out: PathBuf,
+    /// Name feature columns view__feature.
+    #[arg(long)]
+    full_feature_names: bool,
+    /// The entity rows' timestamp column.
+    #[arg(long, default_value = "event_timestamp")]
+    timestamp_column: String,
+    /// Entity rows joined at a time; bounds memory.
+    #[arg(long, default_value_t = 4 << 20)]
+    chunk_rows: usize,
+    #[command(flatten)]
+    offline: OfflineArgs,
+}
+
+#[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("target").required(true)))]
+struct MaterializeArgs {
+    /// The registry TOML file.
+    #[arg(long)]
+    registry: PathBuf,
+    /// The feature view.
+    #[arg(long)]
+    view: String,
+    /// Earliest event time included: seconds since the epoch or YYYY-MM-DD[THH:MM:SS] (UTC)
+    /// [default: the beginning].
+    #[arg(long)]
+    start: Option<String>,
+    /// Latest event time included.
+    #[arg(long, default_value = "now")]
+    end: String,
+    /// Write the snapshot file here (must not exist).
+    #[arg(long, group = "target")]
+    out: Option<PathBuf>,
+    /// Load the snapshot into this data directory (one no server has open).
+    #[arg(long, group = "target")]
+    data_dir: Option<PathBuf>,
+    /// Upload the snapshot to this running server (UploadSnapshot, zstd).
+    #[arg(long, group = "target")]
+    server: Option<String>,
+    /// Bearer token for --server.
+    #[arg(long, env = "QUIVER_AUTH_TOKEN")]
+    token: Option<String>,
+    /// PEM CA certificate to trust for an https:// --server.
+    #[arg(long)]
+    ca_cert: Option<PathBuf>,
+    /// Continue from the end time recorded for this view and target, writing the newer rows
+    /// through the write path (StreamWriteFeatures) instead of replacing the snapshot.
+    #[arg(long, conflicts_with = "out")]
+    incremental: bool,
+    /// Where end times are recorded [default: .quiver-materialize next to the registry].
+    #[arg(long)]
+    state: Option<PathBuf>,
+    #[command(flatten)]
+    offline: OfflineArgs,
+}
+
+fn open_histories(
+    registry: &Registry,
+    registry_path: &std::path::Path,
+    views: &[&str],
+    args: &OfflineArgs,
+) -> Result<Vec<quiver_offline::History>, String> {
+    let epoch = quiver_offline::EpochUnit::parse(&args.epoch_unit)?;
+    let base = registry_path.parent().unwrap_or(std::path::Path::new("."));
+    let mut overrides = std::collections::HashMap::new();
+    for h in &args.history {
+        let (v, p) = h
+            .split_once('=')
+            .ok_or_else(|| format!("--history {h:?}: expected VIEW=PATH"))?;
+        overrides.insert(v.to_owned(), PathBuf::from(p));
+    }
+    views
+        .iter()
+        .map(|v| match overrides.get(*v) {
+            Some(p) => quiver_offline::History::open(registry, v, p, epoch),
+            None => quiver_offline::History::for_view(registry, v, base, epoch),
+        })
+        .collect::<Result<_, _>>()
+        .map_err(|e| e.to_string())
+}
+
+fn historical(a: HistoricalArgs) -> Result<(), String> {
+    let registry = Registry::load(&a.registry).map_err(|e| e.to_string())?;
+    let features = match &a.service {
+        Some(s) => registry
+            .service(s)
+            .ok_or_else(|| format!("--service {s:?}: no such feature service"))?
+            .features
+            .clone(),
+        None => a.features.clone(),
+    };
+    let plan = quiver_offline::FeaturePlan::new(&registry, &features, a.full_feature_names)
+        .map_err(|e| e.to_string())?;
+    let histories = open_histories(&registry, &a.registry, &plan.views(&registry), &a.offline)?;
+    let opts = quiver_offline::JoinOptions {
+        full_feature_names: a.full_feature_names,
+        timestamp_column: a.timestamp_column,
+        epoch_unit: quiver_offline::EpochUnit::parse(&a.offline.epoch_unit)?,
+        threads: a.offline.threads,
+        chunk_rows: a.chunk_rows,
+        progress: true,
+    };
+    let s = quiver_offline::write_training_set(
+        &registry,
+        &plan,
+        &histories,
+        &a.entities,
+        &a.out,
+        &opts,
+    )
+    .map_err(|e| e.to_string())?;
+    println!(
+        "wrote {}: {} rows, {} features, {} history rows read, {} bytes, {:.2} s",
+        a.out.display(),
+        s.rows,
+        s.features,
+        s.history_rows,
+        s.bytes,
+        s.seconds
+    );
+    Ok(())
+}
+
+fn materialize(a: MaterializeArgs) -> Result<(), String> {
+    let registry = Registry::load(&a.registry).map_err(|e| e.to_string())?;
+    let history = open_histories(&registry, &a.registry, &[a.view.as_str()], &a.offline)?
+        .pop()
+        .ok_or("no history")?;
+    let mut opts = quiver_offline::MaterializeOptions {
+        start: match &a.start {
+            Some(s) => quiver_offline::parse_time(s).map_err(|e| format!("--start: {e}"))?,
+            None => i64::MIN,
+        },
+        end: quiver_offline::parse_time(&a.end).map_err(|e| format!("--end: {e}"))?,
+        threads: a.offline.threads,
+        progress: true,
+    };
+    let client = || ClientArgs {
+        server: a.server.clone().unwrap_or_default(),
+        token: a.token.clone(),
+        ca_cert: a.ca_cert.clone(),
+    };
+    let state = a.state.clone().unwrap_or_else(|| {
+        a.registry
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join(".quiver-materialize")
+    });
+    let target = match (&a.out, &a.data_dir, &a.server) {
+        (Some(out), _, _) => out.display().to_string(),
+        (None, Some(dir), _) => format!(
+            "data-dir {}",
+            std::path::absolute(dir).unwrap_or(dir.clone()).display()
+        ),
+        (None, None, server) => format!("server {}", server.clone().unwrap_or_default()),
+    };
+    if a.incremental {
+        let prev = quiver_offline::last_materialized(&state, &a.view, &target)
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| {
+                format!(
+                    "no earlier materialization of {:?} into {target} is recorded in {}; run \
+                     once without --incremental",
+                    a.view,
+                    state.display()
+                )
+            })?;
+        if opts.end <= prev {
+            println!("{}: already materialized up to {prev} µs", a.view);
+            return Ok(());
+        }
+        opts.start = prev.saturating_add(1);
+    }
+    let summary = match (&a.out, &a.data_dir) {
+        (Some(out), _) => quiver_offline::materialize_snapshot(&registry, &history, out, &opts)
+            .map_err(|e| e.to_string())?,
+        (None, Some(dir)) if a.incremental => {
+            quiver_offline::materialize_rows_into_db(&registry, &history, dir, &opts)
+                .map_err(|e| e.to_string())?
+        }
+        (None, Some(dir)) => quiver_offline::materialize_into_db(&registry, &history, dir, &opts)
+            .map_err(|e| e.to_string())?,
+        (None, None) if a.incremental => stream_rows(client(), &registry, &history, &opts)?,
+        (None, None) => {
+            let tmp = std::env::temp_dir().join(format!(
+                "quiver-materialize-{}-{}.qsnap",
+                a.view,
+                std::process::id()
+            ));
+            let _ = std::fs::remove_file(&tmp);
+            let s = quiver_offline::materialize_snapshot(&registry, &history, &tmp, &opts)
+                .map_err(|e| e.to_string());
+            let uploaded = match &s {
+                Ok(_) => upload_snapshot(client(), &a.view, &tmp),
+                Err(_) => Ok(()),
+            };
+            let _ = std::fs::remove_file(&tmp);
+            uploaded?;
+            s?
+        }
+    };
+    if a.out.is_none() {
+        quiver_offline::record_materialized(&state, &a.view, &target, opts.end)
+            .map_err(|e| e.to_string())?;
+    }
+    println!(
+        "materialized {summary}{} → {target}",
+        if a.incremental { " (incremental)" } else { "" }
+    );
+    Ok(())
+}
+
+/// Incremental materialization into a server: the window's latest rows as write batches over
+/// one StreamWriteFeatures call (the batches are built before the call starts).
+fn stream_rows(
+    args: ClientArgs,
+    registry: &Registry,
+    history: &quiver_offline::History,
+    opts: &quiver_offline::MaterializeOptions,
+) -> Result<quiver_offline::MaterializeSummary, String> {
+    let started = std::time::Instant::now();
+    let view = registry.view(history.view()).ok_or("view vanished")?;
+    let entity = registry.view_entity(view).ok_or("entity vanished")?;
+    let mut requests = Vec::new();
+    let mut batch = Vec::new();
+    let mut flush = |batch: &mut Vec<quiver_engine::Row>| -> quiver_offline::Result<()> {
+        if !batch.is_empty() {
+            requests.push(
+                write_request(view, entity, batch)
+                    .map_err(quiver_offline::OfflineError::InvalidArgument)?,
+            );
+            batch.clear();
+        }
+        Ok(())
+    };
+    let (rows_read, entities, max_event_ts) =
+        quiver_offline::latest_rows(registry, history, opts, |row| {
+            batch.push(row);
+            if batch.len() == quiver_offline::WRITE_BATCH {
+                flush(&mut batch)?;
+            }
+            Ok(())
+        })
+        .map_err(|e| e.to_string())?;
+    flush(&mut batch).map_err(|e| e.to_string())?;
+    if !requests.is_empty() {
+        with_client(&args, |mut c| async move {
+            let r = c
+                .stream_write_features(tokio_stream::iter(requests))
+                .await
+                .map_err(status_text)?
+                .into_inner();
+            eprintln!(
+                "wrote {} rows in {} batches (wal sequence {})",
+                r.rows, r.batches, r.wal_sequence
+            );
+            Ok(())
+        })?;
+    }
+    Ok(quiver_offline::MaterializeSummary {
+        view: view.name.clone(),
+        rows_read,
+        entities,
+        bytes: 0,
+        max_event_ts,
+        seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// Engine rows (whole rows, as the materializer makes them) → one native write batch.
+fn write_request(
+    view: &quiver_engine::FeatureView,
+    entity: &quiver_engine::Entity,
+    rows: &[quiver_engine::Row],
+) -> Result<pb::WriteFeaturesRequest, String> {
+    use quiver_engine::{KeyType, OwnedKeyPart, Value};
+    let keys: Vec<Vec<OwnedKeyPart>> = rows
+        .iter()
+        .map(|r| quiver_engine::decode_key(entity, &r.key).ok_or("undecodable entity key"))
+        .collect::<Result<_, _>>()?;
+    let key_columns = entity
+        .join_keys
+        .iter()
+        .enumerate()
+        .map(|(k, jk)| pb::KeyColumn {
+            name: jk.name.clone(),
+            values: Some(match jk.ty {
+                KeyType::Int64 => pb::key_column::Values::Int64Values(pb::Int64Values {
+                    values: keys
+                        .iter()
+                        .map(|p| match &p[k] {
+                            OwnedKeyPart::Int64(v) => *v,
+                            OwnedKeyPart::String(_) => 0,
+                        })
+                        .collect(),
+                }),
+                KeyType::String => pb::key_column::Values::StringValues(pb::StringValues {
+                    values: keys
+                        .iter()
+                        .map(|p| match &p[k] {
+                            OwnedKeyPart::String(s) => s.clone(),
+                            OwnedKeyPart::Int64(_) => String::new(),
+                        })
+                        .collect(),
+                }),
+            }),
+        })
+        .collect();
+    let mut features = Vec::with_capacity(view.features.len());
+    for (fi, f) in view.features.iter().enumerate() {
+        let vals: Vec<&Value> = rows
+            .iter()
+            .map(|r| {
+                r.values
+                    .iter()
+                    .find(|(i, _)| *i == fi)
+                    .map_or(&Value::Null, |(_, v)| v)
+            })
+            .collect();
+        let mut nulls = vec![0u8; vals.len().div_ceil(8)];
+        for (i, v) in vals.iter().enumerate() {
+            if matches!(v, Value::Null) {
+                nulls[i / 8] |= 1 << (i % 8);
+            }
+        }
+        features.push(pb::FeatureWrite {
+            name: f.name.clone(),
+            values: Some(pb::Column {
+                data: Some(value_data(f.ty, &vals)),
+            }),
+            null_bitmap: if nulls.iter().any(|b| *b != 0) {
+                nulls
+            } else {
+                Vec::new()
+            },
+        });
+    }
+    let created = rows.iter().any(|r| r.created_ts.is_some());
+    Ok(pb::WriteFeaturesRequest {
+        view: view.name.clone(),
+        keys: key_columns,
+        event_timestamps: rows.iter().map(|r| r.event_ts).collect(),
+        created_timestamps: if created {
+            rows.iter()
+                .map(|r| r.created_ts.unwrap_or(i64::MIN))
+                .collect()
+        } else {
+            Vec::new()
+        },
+        features,
+    })
+}
+
+/// One feature's values as a native column; nulls hold placeholders (the bitmap marks them).
+fn value_data(ty: ValueType, vals: &[&quiver_engine::Value]) -> pb::column::Data {
+    use pb::column::Data;
+    use quiver_engine::{ScalarType as S, Value as V};
+    macro_rules! pick {
+        ($variant:ident, $msg:ident, $field:ident, $pat:ident, $default:expr) => {
+            Data::$variant(pb::$msg {
+                $field: vals
+                    .iter()
+                    .map(|v| match v {
+                        V::$pat(x) => x.clone(),
+                        _ => $default,
+                    })
+                    .collect(),
+            })
+        };
+    }
+    macro_rules! items {
+        ($variant:ident, $msg:ident, $field:ident, $pat:ident) => {
+            Data::$variant(pb::$msg {
+                $field: vals
+                    .iter()
+                    .flat_map(|v| match v {
+                        V::$pat(x) => x.clone(),
+                        _ => Vec::new(),
+                    })
+                    .collect(),
+            })
+        };
+    }
+    match ty {
+        ValueType::Scalar(s) => match s {
+            S::Bool => pick!(BoolValues, BoolValues, values, Bool, false),
+            S::Int32 => pick!(Int32Values, Int32Values, values, Int32, 0),
+            S::Int64 => pick!(Int64Values, Int64Values, values, Int64, 0),
+            S::Float32 => pick!(Float32Values, Float32Values, values, Float32, 0.0),
+            S::Float64 => pick!(Float64Values, Float64Values, values, Float64, 0.0),
+            S::Timestamp => pick!(TimestampValues, TimestampValues, micros, Timestamp, 0),
+            S::String => pick!(StringValues, StringValues, values, String, String::new()),
+            S::Bytes => pick!(BytesValues, BytesValues, values, Bytes, Vec::new()),
+        },
+        ValueType::Vector { dim } => Data::VectorValues(pb::VectorValues {
+            dim,
+            values: vals
+                .iter()
+                .flat_map(|v| match v {
+                    V::Vector(x) => x.clone(),
+                    _ => vec![0.0; dim as usize],
+                })
+                .collect(),
+        }),
+        ValueType::List(s) => {
+            let lengths = vals
+                .iter()
+                .map(|v| match v {
+                    V::BoolList(x) => x.len(),
+                    V::Int32List(x) => x.len(),
+                    V::Int64List(x) | V::TimestampList(x) => x.len(),
+                    V::Float32List(x) => x.len(),
+                    V::Float64List(x) => x.len(),
+                    V::StringList(x) => x.len(),
+                    V::BytesList(x) => x.len(),
+                    _ => 0,
+                } as u32)
+                .collect();
+            let items = match s {
+                S::Bool => items!(BoolValues, BoolValues, values, BoolList),
+                S::Int32 => items!(Int32Values, Int32Values, values, Int32List),
+                S::Int64 => items!(Int64Values, Int64Values, values, Int64List),
+                S::Float32 => items!(Float32Values, Float32Values, values, Float32List),
+                S::Float64 => items!(Float64Values, Float64Values, values, Float64List),
+                S::Timestamp => items!(TimestampValues, TimestampValues, micros, TimestampList),
+                S::String => items!(StringValues, StringValues, values, StringList),
+                S::Bytes => items!(BytesValues, BytesValues, values, BytesList),
+            };
+            Data::ListValues(Box::new(pb::ListValues {
+                lengths,
+                items: Some(Box::new(pb::Column { data: Some(items) })),
+            }))
+        }
+    }
+}
+
+/// Streams a snapshot file to a server, zstd-compressed (compressed to a temporary file first:
+/// the header states the exact byte count).
+fn upload_snapshot(args: ClientArgs, view: &str, path: &std::path::Path) -> Result<(), String> {
+    use std::io::Read;
+    let zpath = path.with_extension("qsnap.zst");
+    let compress = || -> std::io::Result<(u64, u64)> {
+        let input = std::fs::File::open(path)?;
+        let raw = input.metadata()?.len();
+        zstd::stream::copy_encode(input, std::fs::File::create(&zpath)?, 3)?;
+        Ok((raw, std::fs::metadata(&zpath)?.len()))
+    };
+    let sizes = compress().map_err(|e| format!("cannot compress {}: {e}", path.display()));
+    let result = sizes.and_then(|(raw, total)| {
+        let mut file = std::fs::File::open(&zpath)
+            .map_err(|e| format!("cannot read {}: {e}", zpath.display()))?;
+        let view = view.to_owned();
+        with_client(&args, |mut c| async move {
+            use pb::upload_snapshot_request::Part;
+            let header = pb::UploadSnapshotRequest {
+                part: Some(Part::Header(pb::UploadSnapshotHeader {
+                    view,
+                    total_bytes: total,
+                    zstd: true,
+                    uncompressed_bytes: raw,
+                })),
+            };
+            // A read error ends the stream early; the server then refuses the short upload.
+            let chunks = std::iter::from_fn(move || {
+                let mut buf = vec![0u8; 1 << 20];
+                match file.read(&mut buf) {
+                    Ok(0) | Err(_) => None,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        Some(pb::UploadSnapshotRequest {
+                            part: Some(Part::Chunk(buf)),
+                        })
+                    }
+                }
+            });
+            let r = c
+                .upload_snapshot(tokio_stream::iter(std::iter::once(header).chain(chunks)))
+                .await
+                .map_err(status_text)?
+                .into_inner();
+            eprintln!(
+                "uploaded {} bytes; the server loaded {} entities into {:?}",
+                r.received_bytes, r.entities, r.view
+            );
+            Ok(())
+        })
+    });
+    let _ = std::fs::remove_file(&zpath);
+    result
 }
