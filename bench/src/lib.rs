@@ -13,6 +13,7 @@
 //! - `scratch`: scratch directories removed on drop, filesystem and page-cache helpers.
 //! - `report`: latency histograms, the printed table and the JSON line.
 //! - `mem`: process memory readings (RSS).
+//! - `offline`: the point-in-time join against DuckDB's ASOF join, and materialize (W8).
 //! - `error`: the harness's error type.
 
 #![deny(unsafe_code)]
@@ -24,6 +25,7 @@ mod error;
 mod keys;
 mod load;
 mod mem;
+mod offline;
 mod report;
 mod restart;
 mod scratch;
@@ -38,6 +40,7 @@ pub use error::{BenchError, Result};
 pub use keys::{Dist, KeyChooser, KeySpace, Zipf, ZIPF_THETA};
 pub use load::{run_load, LoadArgs};
 pub use mem::rss_bytes;
+pub use offline::{run_offline, OfflineArgs, Worker as OfflineWorker};
 pub use report::{median, Latency, Summary, Table};
 pub use restart::{run_restart, RestartArgs};
 pub use scratch::{bytes_under, drop_from_page_cache, filesystem_of, ScratchDir};

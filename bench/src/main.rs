@@ -23,6 +23,8 @@ enum Command {
     Load(LoadArgs),
     /// Durable writes (fsync always): throughput and ack latency for 1..64 writers.
     Write(WriteArgs),
+    /// Offline (W8): point-in-time join against DuckDB's ASOF join, and materialize.
+    Offline(quiver_bench::OfflineArgs),
 }
 
 fn main() -> ExitCode {
@@ -32,6 +34,7 @@ fn main() -> ExitCode {
         Command::Restart(args) => quiver_bench::run_restart(&args),
         Command::Load(args) => quiver_bench::run_load(&args),
         Command::Write(args) => quiver_bench::run_write(&args),
+        Command::Offline(args) => quiver_bench::run_offline(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
