@@ -14,14 +14,18 @@
 //! - `report`: latency histograms, the printed table and the JSON line.
 //! - `mem`: process memory readings (RSS).
 //! - `offline`: the point-in-time join against DuckDB's ASOF join, and materialize (W8).
+//! - `grpc`: GetOnlineFeatures against the gRPC floor (an echo service), issue 4.
+//! - `compare`: Quiver against Redis (Feast layout and packed blobs), issue 5.
 //! - `error`: the harness's error type.
 
 #![deny(unsafe_code)]
 
+mod compare;
 mod dataset;
 mod durable;
 mod engine;
 mod error;
+mod grpc;
 mod keys;
 mod load;
 mod mem;
@@ -31,12 +35,14 @@ mod restart;
 mod scratch;
 mod write;
 
+pub use compare::{run_compare, CompareArgs, WorkloadId};
 pub use dataset::{
     baseline_value, check_registry, Dataset, EntityRow, FeatureSpec, MAX_AGE_SECS, REGISTRY_TOML,
     USER_STATS, VIEW,
 };
 pub use engine::{run_engine, DistArg, EngineArgs};
 pub use error::{BenchError, Result};
+pub use grpc::{run_grpc, GrpcArgs};
 pub use keys::{Dist, KeyChooser, KeySpace, Zipf, ZIPF_THETA};
 pub use load::{run_load, LoadArgs};
 pub use mem::rss_bytes;

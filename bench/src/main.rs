@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use quiver_bench::{EngineArgs, LoadArgs, RestartArgs, WriteArgs};
+use quiver_bench::{CompareArgs, EngineArgs, GrpcArgs, LoadArgs, RestartArgs, WriteArgs};
 
 /// Quiver's benchmark harness.
 #[derive(Debug, Parser)]
@@ -23,6 +23,10 @@ enum Command {
     Load(LoadArgs),
     /// Durable writes (fsync always): throughput and ack latency for 1..64 writers.
     Write(WriteArgs),
+    /// gRPC front: GetOnlineFeatures against a same-size echo service (the gRPC floor).
+    Grpc(GrpcArgs),
+    /// Quiver against Redis (Feast layout and packed blobs), W1-W7 and durable writes.
+    Compare(CompareArgs),
     /// Offline (W8): point-in-time join against DuckDB's ASOF join, and materialize.
     Offline(quiver_bench::OfflineArgs),
 }
@@ -34,6 +38,8 @@ fn main() -> ExitCode {
         Command::Restart(args) => quiver_bench::run_restart(&args),
         Command::Load(args) => quiver_bench::run_load(&args),
         Command::Write(args) => quiver_bench::run_write(&args),
+        Command::Grpc(args) => quiver_bench::run_grpc(&args),
+        Command::Compare(args) => quiver_bench::run_compare(&args),
         Command::Offline(args) => quiver_bench::run_offline(&args),
     };
     match result {

@@ -1,0 +1,677 @@
+//! `quiver-bench compare`: Quiver against Redis on the same machine, in one run (issue 5).
+//!
+//! One run starts everything itself on loopback: the release `quiver` binary and
+//! `redis-server` (two instances with persistence off, one per layout, and for the write
+//! comparison a Quiver with `fsync = "always"` and a Redis with `appendfsync always`), loads
+//! the same dataset into each, runs the workloads of DESIGN.md §8 with the same clients, key
+//! sequences and concurrency, checks answers against the dataset, and writes the report.
+//! Every fairness choice is listed in docs/benchmarks.md.
+//!
+//! # Layout
+//! - `data`: the `user_embedding` view next to the `user_stats` dataset.
+//! - `layout`: Feast's Redis layout (murmur3 field names, serialized keys and values) and the
+//!   packed-blob best case.
+//! - `resp`: a minimal pipelining Redis client.
+//! - `procs`: the server processes (the release `quiver` binary, `redis-server`), free ports,
+//!   scratch directories, cleanup.
+//! - `native`: Quiver requests, answer checks, snapshot files for bulk loads.
+//! - `run`: the closed-loop (and paced) client runner shared by every system.
+//! - `redis`: mass insertion and full scans of Redis.
+//! - `output`: the table, `report.md`, `report.json`, SVG charts and the JSON line.
+
+pub(crate) mod data;
+pub(crate) mod layout;
+pub(crate) mod native;
+mod output;
+pub(crate) use output::loadavg;
+pub(crate) mod procs;
+mod redis;
+pub(crate) mod resp;
+pub(crate) mod run;
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use clap::{Args, ValueEnum};
+
+use crate::compare::data::{Data, EMBEDDING_VIEW};
+use crate::compare::native::{
+    build_snapshots, check_users, load_snapshot, sample_ids, scan, stage,
+};
+use crate::compare::output::{LoadFigures, Machine, Measured, MemFigures, Report, RestartFigures};
+use crate::compare::procs::{
+    check_redis_installed, io, quiver_binary, QuiverServer, QuiverSpec, RedisServer, RedisSpec,
+};
+use crate::compare::run::{measure, Load, Shared, System, Target, Workload};
+use crate::dataset::{check_registry, REGISTRY_TOML, USER_STATS, VIEW};
+use crate::engine::DistArg;
+use crate::keys::{Dist, KeySpace};
+use crate::{BenchError, Result, ScratchDir};
+
+/// The workloads of DESIGN.md §8 (W8, offline, is not a Redis comparison) plus the durable
+/// write comparison.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
+pub enum WorkloadId {
+    /// Single entity × 20 features.
+    W1,
+    /// Batch 100 × 20 features.
+    W2,
+    /// Batch 1000 × 21 features including the 64-dim embedding.
+    W3,
+    /// 90% W2 reads, 10% writes of 100 rows.
+    W4,
+    /// Bulk load time until served.
+    W5,
+    /// Memory per entity.
+    W6,
+    /// Restart until serving.
+    W7,
+    /// Writes with fsync on every acknowledgement: Quiver `fsync = always` vs Redis
+    /// `appendfsync always`.
+    Write,
+}
+
+impl WorkloadId {
+    /// Name in reports.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::W1 => "W1",
+            Self::W2 => "W2",
+            Self::W3 => "W3",
+            Self::W4 => "W4",
+            Self::W5 => "W5",
+            Self::W6 => "W6",
+            Self::W7 => "W7",
+            Self::Write => "write",
+        }
+    }
+
+    /// What the workload's requests do (for the closed-loop ones).
+    fn workload(self, write_batch: usize) -> Option<Workload> {
+        let all = USER_STATS.len();
+        let w = |batch, embedding, write_percent| Workload {
+            batch,
+            features: all,
+            embedding,
+            write_percent,
+        };
+        match self {
+            Self::W1 => Some(w(1, false, 0)),
+            Self::W2 => Some(w(100, false, 0)),
+            Self::W3 => Some(w(1000, true, 0)),
+            Self::W4 => Some(w(100, false, 10)),
+            Self::Write => Some(w(write_batch, false, 100)),
+            Self::W5 | Self::W6 | Self::W7 => None,
+        }
+    }
+}
+
+/// Flags of `quiver-bench compare`.
+#[derive(Debug, Clone, Args)]
+pub struct CompareArgs {
+    /// Users loaded into every system [default: 1000000; 10000 with --smoke].
+    #[arg(long)]
+    pub entities: Option<u64>,
+    /// Seconds per measurement (each workload, system, key distribution and concurrency)
+    /// [default: 5; 0.15 with --smoke].
+    #[arg(long)]
+    pub duration: Option<f64>,
+    /// Client concurrencies (requests in flight), comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 8, 64])]
+    pub concurrency: Vec<usize>,
+    /// Workloads to run, comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',',
+          default_values = ["w1", "w2", "w3", "w4", "w5", "w6", "w7", "write"])]
+    pub workloads: Vec<WorkloadId>,
+    /// Key distributions.
+    #[arg(long, value_enum, default_value_t = DistArg::Both)]
+    pub dist: DistArg,
+    /// Every workload on 10k users with short measurements: a check that the harness works
+    /// (CI runs it), not a measurement.
+    #[arg(long)]
+    pub smoke: bool,
+    /// Quiver server worker threads (see `quiver-bench grpc` for why 2).
+    #[arg(long, default_value_t = 2)]
+    pub server_threads: usize,
+    /// Redis `io-threads` (1 is Redis's default; more only helps with spare cores).
+    #[arg(long, default_value_t = 1)]
+    pub redis_io_threads: usize,
+    /// Client runtime threads (shared by every system's clients).
+    #[arg(long, default_value_t = 2)]
+    pub client_threads: usize,
+    /// Rows per write request (W4 writes and the write comparison).
+    #[arg(long, default_value_t = 100)]
+    pub write_batch: usize,
+    /// Seed of the dataset and the key sequences.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// The quiver binary (default: target/release/quiver, built if needed).
+    #[arg(long)]
+    pub quiver_bin: Option<PathBuf>,
+    /// Parent of the servers' scratch directories (default: the system temp dir).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Where `<timestamp>/report.{md,json}` and the charts go (default: bench/results).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// Users whose every value is compared with the dataset after a load and after a restart.
+const VALIDATE_USERS: u64 = 2_000;
+/// Batch of the full scans after loading.
+const SCAN_BATCH: usize = 1000;
+/// Every this many scan batches is compared value by value.
+const SCAN_CHECK_EVERY: u64 = 8;
+
+/// The settings a run resolved from its flags.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) entities: u64,
+    pub(crate) duration: f64,
+    pub(crate) warmup: f64,
+    pub(crate) concurrency: Vec<usize>,
+    pub(crate) dists: Vec<Dist>,
+    pub(crate) workloads: Vec<WorkloadId>,
+    pub(crate) smoke: bool,
+    pub(crate) server_threads: usize,
+    pub(crate) redis_io_threads: usize,
+    pub(crate) client_threads: usize,
+    pub(crate) write_batch: usize,
+    pub(crate) seed: u64,
+    pub(crate) quiver_connections: usize,
+}
+
+impl CompareArgs {
+    fn settings(&self) -> Result<Settings> {
+        let entities = self
+            .entities
+            .unwrap_or(if self.smoke { 10_000 } else { 1_000_000 });
+        let duration = self.duration.unwrap_or(if self.smoke { 0.15 } else { 5.0 });
+        let mut concurrency = self.concurrency.clone();
+        concurrency.sort_unstable();
+        concurrency.dedup();
+        let mut workloads = self.workloads.clone();
+        workloads.sort_unstable();
+        workloads.dedup();
+        if entities < 1000
+            || entities > u64::from(u32::MAX)
+            || !(duration > 0.0 && duration <= 3600.0)
+            || concurrency.is_empty()
+            || concurrency.iter().any(|&c| c == 0 || c > 1024)
+            || workloads.is_empty()
+            || !(1..=10_000).contains(&self.write_batch)
+            || !(1..=64).contains(&self.server_threads)
+            || !(1..=16).contains(&self.redis_io_threads)
+            || !(1..=64).contains(&self.client_threads)
+        {
+            return Err(BenchError::InvalidArgument(
+                "entities 1000..2^32, duration (0, 3600] s, concurrency 1..1024,                  write batch 1..10000, threads 1..64, at least one workload"
+                    .into(),
+            ));
+        }
+        let dists = match self.dist {
+            DistArg::Uniform => vec![Dist::Uniform],
+            DistArg::Zipf => vec![Dist::Zipf],
+            DistArg::Both => vec![Dist::Uniform, Dist::Zipf],
+        };
+        let max_c = concurrency.iter().copied().max().unwrap_or(1);
+        Ok(Settings {
+            entities,
+            duration,
+            warmup: (duration / 5.0).min(1.0),
+            concurrency,
+            dists,
+            workloads,
+            smoke: self.smoke,
+            server_threads: self.server_threads,
+            redis_io_threads: self.redis_io_threads,
+            client_threads: self.client_threads,
+            write_batch: self.write_batch,
+            seed: self.seed,
+            quiver_connections: max_c.min(8),
+        })
+    }
+}
+
+/// Runs the comparison; prints progress on stderr, the table and (last) one JSON line on
+/// stdout, and writes the report directory.
+pub fn run_compare(args: &CompareArgs) -> Result<()> {
+    let settings = args.settings()?;
+    let redis_version = check_redis_installed()?;
+    let threads = settings.client_threads;
+    block_on(threads, compare(args.clone(), settings, redis_version))
+}
+
+/// Progress on stderr: `[k/n] what`.
+#[derive(Debug)]
+struct Progress {
+    done: usize,
+    total: usize,
+    start: Instant,
+}
+
+impl Progress {
+    fn step(&mut self, what: &str) {
+        self.done += 1;
+        eprintln!(
+            "[{:>3}/{}] {:>6.1}s  {what}",
+            self.done.min(self.total),
+            self.total,
+            self.start.elapsed().as_secs_f64()
+        );
+    }
+    fn note(&self, what: &str) {
+        eprintln!(
+            "          {:>6.1}s  {what}",
+            self.start.elapsed().as_secs_f64()
+        );
+    }
+}
+
+async fn compare(args: CompareArgs, s: Settings, redis_version: String) -> Result<()> {
+    let started = Instant::now();
+    let machine = Machine::read(redis_version);
+    let closed: Vec<WorkloadId> = s
+        .workloads
+        .iter()
+        .copied()
+        .filter(|w| w.workload(s.write_batch).is_some())
+        .collect();
+    let systems = [System::Quiver, System::RedisFeast, System::RedisBlob];
+    let per_point = s.dists.len() * s.concurrency.len() * systems.len();
+    let mut progress = Progress {
+        done: 0,
+        total: closed.len() * per_point + 6,
+        start: started,
+    };
+
+    if cfg!(debug_assertions) && !s.smoke {
+        eprintln!(
+            "warning: this harness is a debug build; its clients are slow and the figures \
+             are not meaningful (use cargo run --release)"
+        );
+    }
+    // A smoke run checks the harness, not speed: it uses the quiver binary of the harness's
+    // own build profile, so CI reuses the debug build its tests made.
+    let bin = quiver_binary(args.quiver_bin.as_deref(), !s.smoke)?;
+    let work = ScratchDir::new(args.dir.as_deref(), "compare")?;
+    let registry_path = work.join("registry.toml");
+    std::fs::write(&registry_path, REGISTRY_TOML).map_err(io("writing the registry"))?;
+    let registry = quiver_engine::Registry::from_toml(REGISTRY_TOML)?;
+    check_registry(&registry)?;
+    let data = Data::new(
+        s.seed,
+        s.entities,
+        now_micros() / quiver_engine::MICROS_PER_SEC,
+    );
+    let shared = Arc::new(Shared {
+        space: KeySpace::new(s.entities, s.seed ^ 0x7065_726d)?,
+        data: data.clone(),
+    });
+    let quiver_spec = |fsync: &str| QuiverSpec {
+        bin: bin.clone(),
+        registry: registry_path.clone(),
+        fsync: fsync.into(),
+        worker_threads: s.server_threads,
+        start_timeout: Duration::from_secs(600),
+    };
+    let redis_spec = |aof_always| RedisSpec {
+        aof_always,
+        start_timeout: Duration::from_secs(600),
+        io_threads: s.redis_io_threads,
+    };
+    let parent = args.dir.as_deref();
+    let mut report = Report::new(&s, machine);
+    let wants = |w: WorkloadId| s.workloads.contains(&w);
+    let needs_data = s.workloads.iter().any(|&w| w != WorkloadId::Write);
+
+    if needs_data {
+        // Persistence off everywhere: Quiver's WAL is written but never fsynced, as Redis
+        // runs with `save ""` and `appendonly no`.
+        let mut quiver =
+            QuiverServer::start(quiver_spec("never"), parent, "compare-quiver").await?;
+        let mut feast =
+            RedisServer::start(redis_spec(false), parent, "compare-redis-feast").await?;
+        let blob = RedisServer::start(redis_spec(false), parent, "compare-redis-blob").await?;
+        let rss0 = [
+            quiver.proc().rss_bytes()?,
+            feast.proc().rss_bytes()?,
+            blob.proc().rss_bytes()?,
+        ];
+        let used0 = [feast.used_memory().await?, blob.used_memory().await?];
+        let clients = quiver.clients(s.quiver_connections).await?;
+        let mut c0 = clients.get(0);
+
+        // W5: bulk load. Each system's bulk format is prepared first (not timed, reported):
+        // Quiver's snapshot files as a materializer writes them, Redis's protocol stream as
+        // `redis-cli --pipe` reads it. Then the load is timed until every entity is served.
+        progress.step(&format!(
+            "W5: building Quiver snapshots of {} users",
+            s.entities
+        ));
+        let snaps = {
+            let (dir, reg, d) = (work.path().to_path_buf(), registry.clone(), data.clone());
+            tokio::task::spawn_blocking(move || build_snapshots(&dir, &reg, &d, true))
+                .await
+                .map_err(|e| BenchError::Io {
+                    what: "the snapshot builder".into(),
+                    source: std::io::Error::other(e.to_string()),
+                })??
+        };
+        let embedding_snap = snaps
+            .embedding
+            .clone()
+            .ok_or_else(|| BenchError::Schema("the embedding snapshot was not built".into()))?;
+        let staged = [
+            (VIEW, quiver.scratch("user_stats.snap")),
+            (EMBEDDING_VIEW, quiver.scratch("user_embedding.snap")),
+        ];
+        stage(&snaps.stats, &staged[0].1)?;
+        stage(&embedding_snap, &staged[1].1)?;
+        let t = Instant::now();
+        for (view, path) in &staged {
+            let n = load_snapshot(&mut c0, view, path).await?;
+            if n != s.entities {
+                return Err(BenchError::WrongAnswer(format!(
+                    "quiver loaded {n} of {} users into {view}",
+                    s.entities
+                )));
+            }
+        }
+        let quiver_load = t.elapsed().as_secs_f64();
+        progress.note(&format!(
+            "quiver: snapshots built in {:.2} s ({} bytes), loaded in {quiver_load:.3} s",
+            snaps.build_seconds, snaps.bytes
+        ));
+        progress.step("W5: Redis mass insertion, Feast layout");
+        let feast_load = redis::mass_insert(&feast, &data, System::RedisFeast, true).await?;
+        progress.note(&format!(
+            "redis-feast: protocol built in {:.2} s ({} bytes), loaded in {:.3} s",
+            feast_load.prep_seconds, feast_load.bytes, feast_load.load_seconds
+        ));
+        progress.step("W5: Redis mass insertion, blob layout");
+        let blob_load = redis::mass_insert(&blob, &data, System::RedisBlob, true).await?;
+        progress.note(&format!(
+            "redis-blob: protocol built in {:.2} s ({} bytes), loaded in {:.3} s",
+            blob_load.prep_seconds, blob_load.bytes, blob_load.load_seconds
+        ));
+        report.load = Some(LoadFigures {
+            quiver_seconds: quiver_load,
+            quiver_prep_seconds: snaps.build_seconds,
+            quiver_bytes: snaps.bytes,
+            feast: feast_load,
+            blob: blob_load,
+        });
+
+        // Every user is read back from every system; a sample value by value. This also
+        // touches every page Quiver maps, so W6's RSS counts the whole dataset.
+        progress.step("checking every user in every system");
+        let ids = sample_ids(&data, VALIDATE_USERS);
+        check_users(&mut c0, &data, &ids, USER_STATS.len(), true, 100).await?;
+        let q_scan = scan(&mut c0, &data, true, SCAN_BATCH, SCAN_CHECK_EVERY).await?;
+        let f_scan = redis::scan(
+            &feast,
+            &data,
+            System::RedisFeast,
+            true,
+            SCAN_BATCH,
+            SCAN_CHECK_EVERY,
+        )
+        .await?;
+        let b_scan = redis::scan(
+            &blob,
+            &data,
+            System::RedisBlob,
+            false,
+            SCAN_BATCH,
+            SCAN_CHECK_EVERY,
+        )
+        .await?;
+        progress.note(&format!(
+            "full scans: quiver {:.2} s, redis-feast {:.2} s, redis-blob {:.2} s",
+            q_scan.as_secs_f64(),
+            f_scan.as_secs_f64(),
+            b_scan.as_secs_f64()
+        ));
+
+        // W6: memory per entity.
+        let rss1 = [
+            quiver.proc().rss_bytes()?,
+            feast.proc().rss_bytes()?,
+            blob.proc().rss_bytes()?,
+        ];
+        let used1 = [feast.used_memory().await?, blob.used_memory().await?];
+        report.memory = Some(MemFigures {
+            entities: s.entities,
+            rss_before: rss0,
+            rss_after: rss1,
+            used_before: used0,
+            used_after: used1,
+            quiver_snapshot_bytes: snaps.bytes,
+        });
+
+        // W1-W4.
+        for &w in closed.iter().filter(|w| **w != WorkloadId::Write) {
+            let Some(wl) = w.workload(s.write_batch) else {
+                continue;
+            };
+            let targets = [
+                Target::Quiver(clients.clone()),
+                Target::Redis(feast.addr, System::RedisFeast),
+                Target::Redis(blob.addr, System::RedisBlob),
+            ];
+            run_point(&mut report, &mut progress, &s, w, wl, &targets, &shared).await?;
+        }
+
+        // W7: restart to serving.
+        if wants(WorkloadId::W7) {
+            progress.step("W7: restart to serving");
+            report.restart =
+                Some(restart(&mut quiver, &mut feast, &mut c0, &data, &s, &mut progress).await?);
+        }
+        drop(c0);
+        drop(clients);
+        drop(quiver);
+        drop(feast);
+        drop(blob);
+    }
+
+    if wants(WorkloadId::Write) {
+        // Durable writes: every acknowledgement after fsync on both sides.
+        progress.step("write comparison: quiver fsync=always, redis appendfsync always");
+        let quiver =
+            QuiverServer::start(quiver_spec("always"), parent, "compare-quiver-fsync").await?;
+        let aof = RedisServer::start(redis_spec(true), parent, "compare-redis-aof").await?;
+        let clients = quiver.clients(s.quiver_connections).await?;
+        let targets = [
+            Target::Quiver(clients.clone()),
+            Target::Redis(aof.addr, System::RedisFeast),
+            Target::Redis(aof.addr, System::RedisBlob),
+        ];
+        let wl = WorkloadId::Write.workload(s.write_batch).ok_or_else(|| {
+            BenchError::InvalidArgument("the write comparison has no workload".into())
+        })?;
+        run_point(
+            &mut report,
+            &mut progress,
+            &s,
+            WorkloadId::Write,
+            wl,
+            &targets,
+            &shared,
+        )
+        .await?;
+    }
+    drop(work);
+
+    report.duration_s = started.elapsed().as_secs_f64();
+    report.machine.load_after = output::loadavg();
+    let out_root = args
+        .out
+        .clone()
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("results"));
+    let dir = report.write(&out_root)?;
+    eprintln!("report: {}", dir.display());
+    println!("{}", report.table());
+    println!("{}", report.json_line());
+    Ok(())
+}
+
+/// Measures one closed-loop workload on every target, for every distribution and concurrency.
+async fn run_point(
+    report: &mut Report,
+    progress: &mut Progress,
+    s: &Settings,
+    w: WorkloadId,
+    wl: Workload,
+    targets: &[Target],
+    shared: &Arc<Shared>,
+) -> Result<()> {
+    for &dist in &s.dists {
+        for &c in &s.concurrency {
+            for target in targets {
+                let system = target.system();
+                progress.step(&format!(
+                    "{} {} {} c={c}",
+                    w.name(),
+                    system.name(),
+                    dist.name()
+                ));
+                let load = Load {
+                    concurrency: c,
+                    dist,
+                    warmup: Duration::from_secs_f64(s.warmup),
+                    duration: Duration::from_secs_f64(s.duration),
+                    max_requests: 50_000_000,
+                    seed: s.seed,
+                    rate: None,
+                };
+                let o = measure(target, wl, load, shared).await?;
+                let l = o.latency.summary();
+                progress.note(&format!(
+                    "{:.0} req/s, {:.3e} values/s, p50 {:.0} us, p99 {:.0} us",
+                    o.rps(),
+                    o.values_per_sec(),
+                    l.p50_us,
+                    l.p99_us
+                ));
+                report.runs.push(Measured {
+                    workload: w,
+                    system,
+                    dist,
+                    concurrency: c,
+                    outcome: o,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// W7: Quiver checkpoints, takes a WAL tail of writes, and restarts (snapshots + WAL replay);
+/// Redis takes the same writes, saves an RDB and restarts loading it. Both are stopped with
+/// SIGTERM and timed from spawn until they serve (gRPC health SERVING; PING answering PONG
+/// rather than LOADING); a sample is then checked on both.
+async fn restart(
+    quiver: &mut QuiverServer,
+    feast: &mut RedisServer,
+    c0: &mut quiver_server::proto::quiver::v1::feature_store_client::FeatureStoreClient<
+        tonic::transport::Channel,
+    >,
+    data: &Data,
+    s: &Settings,
+    progress: &mut Progress,
+) -> Result<RestartFigures> {
+    let t = Instant::now();
+    native::checkpoint(c0).await?;
+    let checkpoint_seconds = t.elapsed().as_secs_f64();
+    // The WAL tail: 1% of the users (at least one batch) rewritten after the checkpoint.
+    let tail_rows = (s.entities / 100).max(100).min(s.entities);
+    let tail: Vec<i64> = (0..tail_rows).map(|i| data.stats.user_id(i)).collect();
+    let mut feast_conn = feast.conn().await?;
+    for chunk in tail.chunks(100) {
+        c0.write_features(native::write_request(data, chunk)?)
+            .await
+            .map_err(|st| native::status_err("WriteFeatures", &st))?;
+        redis::hset_rows(&mut feast_conn, data, chunk).await?;
+    }
+    drop(feast_conn);
+    let data_bytes = quiver.data_bytes()?;
+    let quiver_seconds = quiver.restart("TERM").await?.as_secs_f64();
+    progress.note(&format!(
+        "quiver: checkpoint {checkpoint_seconds:.2} s, restart to SERVING {quiver_seconds:.3} s          ({data_bytes} bytes of data directory)"
+    ));
+    let t = Instant::now();
+    let redis_seconds = feast.save_and_restart().await?.as_secs_f64();
+    let redis_total = t.elapsed().as_secs_f64();
+    progress.note(&format!(
+        "redis-feast: SAVE + restart {redis_total:.2} s, restart to PONG {redis_seconds:.3} s          ({} bytes of RDB)",
+        feast.rdb_bytes()
+    ));
+    // Both still serve the dataset.
+    let clients = quiver.clients(1).await?;
+    *c0 = clients.get(0);
+    let ids = sample_ids(data, VALIDATE_USERS);
+    check_users(c0, data, &ids, USER_STATS.len(), true, 100).await?;
+    check_users(c0, data, &tail, USER_STATS.len(), false, 100).await?;
+    redis::check_sample(feast, data, &ids).await?;
+    Ok(RestartFigures {
+        quiver_seconds,
+        quiver_checkpoint_seconds: checkpoint_seconds,
+        quiver_data_bytes: data_bytes,
+        redis_seconds,
+        redis_save_and_restart_seconds: redis_total,
+        redis_rdb_bytes: feast.rdb_bytes(),
+        tail_rows,
+    })
+}
+
+/// Wall-clock time, microseconds since the Unix epoch.
+pub(crate) fn now_micros() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
+}
+
+/// Runs `f` on a runtime of `threads` workers, stopping early on Ctrl-C or SIGTERM. Either
+/// way `f` is dropped before this returns, and with it every server guard: child processes
+/// are killed and scratch directories removed.
+pub(crate) fn block_on(threads: usize, f: impl Future<Output = Result<()>>) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .enable_all()
+        .build()
+        .map_err(procs::io("starting the client runtime"))?;
+    rt.block_on(async {
+        tokio::select! {
+            r = f => r,
+            s = interrupted() => Err(BenchError::Io {
+                what: format!("interrupted by {s}; servers stopped, scratch directories removed"),
+                source: std::io::Error::from(std::io::ErrorKind::Interrupted),
+            }),
+        }
+    })
+}
+
+/// Completes on SIGINT or SIGTERM, naming it.
+async fn interrupted() -> &'static str {
+    let int = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = int => "SIGINT",
+        _ = term => "SIGTERM",
+    }
+}

@@ -1,0 +1,855 @@
+//! What a comparison reports: the stdout table, `report.md`, `report.json`, SVG charts (drawn
+//! with plotters) and the JSON line. Every Quiver figure sits next to the Redis figures of the
+//! same run, and the headline figures are ratios.
+
+use std::path::{Path, PathBuf};
+
+use plotters::prelude::*;
+use serde_json::{json, Map, Value as Json};
+
+use crate::compare::procs::io;
+use crate::compare::redis::LoadTime;
+use crate::compare::run::{Outcome, System};
+use crate::compare::{Settings, WorkloadId};
+use crate::keys::Dist;
+use crate::report::{num, ratio, Table};
+use crate::{BenchError, Result};
+
+/// The machine a run happened on.
+#[derive(Debug, Clone)]
+pub(crate) struct Machine {
+    pub(crate) cpu: String,
+    pub(crate) cores: usize,
+    pub(crate) memory_bytes: u64,
+    pub(crate) kernel: String,
+    pub(crate) redis: String,
+    /// `/proc/loadavg` at the start and at the end: other work on the machine skews figures.
+    pub(crate) load_before: String,
+    pub(crate) load_after: String,
+}
+
+/// `/proc/loadavg`'s three load averages.
+pub(crate) fn loadavg() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
+}
+
+impl Machine {
+    /// Reads `/proc`.
+    pub(crate) fn read(redis: String) -> Self {
+        let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+        let cpu = cpuinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("model name"))
+            .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+            .unwrap_or_else(|| "unknown".into());
+        let memory_bytes = std::fs::read_to_string("/proc/meminfo")
+            .ok()
+            .and_then(|m| {
+                m.lines()
+                    .find_map(|l| l.strip_prefix("MemTotal:"))
+                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            })
+            .map_or(0, |kb| kb * 1024);
+        Self {
+            cpu,
+            cores: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            memory_bytes,
+            kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+                .map(|s| s.trim().to_owned())
+                .unwrap_or_default(),
+            redis,
+            load_before: loadavg(),
+            load_after: String::new(),
+        }
+    }
+}
+
+/// One closed-loop measurement.
+#[derive(Debug, Clone)]
+pub(crate) struct Measured {
+    pub(crate) workload: WorkloadId,
+    pub(crate) system: System,
+    pub(crate) dist: Dist,
+    pub(crate) concurrency: usize,
+    pub(crate) outcome: Outcome,
+}
+
+/// W5.
+#[derive(Debug, Clone)]
+pub(crate) struct LoadFigures {
+    /// LoadSnapshot of both views until they answer, seconds.
+    pub(crate) quiver_seconds: f64,
+    /// Building the snapshot files (the materializer's work, not part of the load).
+    pub(crate) quiver_prep_seconds: f64,
+    /// Bytes of the snapshot files.
+    pub(crate) quiver_bytes: u64,
+    pub(crate) feast: LoadTime,
+    pub(crate) blob: LoadTime,
+}
+
+/// W6: process RSS (VmRSS) before loading and after loading and reading everything, for
+/// quiver, redis-feast, redis-blob; Redis `used_memory` for feast, blob.
+#[derive(Debug, Clone)]
+pub(crate) struct MemFigures {
+    pub(crate) entities: u64,
+    pub(crate) rss_before: [u64; 3],
+    pub(crate) rss_after: [u64; 3],
+    pub(crate) used_before: [u64; 2],
+    pub(crate) used_after: [u64; 2],
+    pub(crate) quiver_snapshot_bytes: u64,
+}
+
+impl MemFigures {
+    fn per_entity(&self, before: u64, after: u64) -> f64 {
+        (after as f64 - before as f64) / self.entities.max(1) as f64
+    }
+    /// RSS delta per entity of system `i` (0 quiver, 1 redis-feast, 2 redis-blob).
+    fn rss_per_entity(&self, i: usize) -> f64 {
+        self.per_entity(self.rss_before[i], self.rss_after[i])
+    }
+    /// `used_memory` delta per entity of Redis instance `i` (0 feast, 1 blob).
+    fn used_per_entity(&self, i: usize) -> f64 {
+        self.per_entity(self.used_before[i], self.used_after[i])
+    }
+}
+
+/// W7.
+#[derive(Debug, Clone)]
+pub(crate) struct RestartFigures {
+    /// Spawn to gRPC health SERVING (snapshots opened, WAL tail replayed).
+    pub(crate) quiver_seconds: f64,
+    pub(crate) quiver_checkpoint_seconds: f64,
+    pub(crate) quiver_data_bytes: u64,
+    /// Spawn to PONG (RDB loaded).
+    pub(crate) redis_seconds: f64,
+    /// SAVE, stop, spawn, load.
+    pub(crate) redis_save_and_restart_seconds: f64,
+    pub(crate) redis_rdb_bytes: u64,
+    /// Rows written after Quiver's checkpoint (its WAL tail), and to Redis before SAVE.
+    pub(crate) tail_rows: u64,
+}
+
+/// Everything a run measured.
+#[derive(Debug)]
+pub(crate) struct Report {
+    pub(crate) settings: Settings,
+    pub(crate) machine: Machine,
+    pub(crate) command: String,
+    pub(crate) started_unix: u64,
+    pub(crate) runs: Vec<Measured>,
+    pub(crate) load: Option<LoadFigures>,
+    pub(crate) memory: Option<MemFigures>,
+    pub(crate) restart: Option<RestartFigures>,
+    pub(crate) duration_s: f64,
+    pub(crate) dir: Option<PathBuf>,
+}
+
+/// A headline ratio, its goal from the issue, and whether it was met.
+struct Headline {
+    key: &'static str,
+    value: Option<f64>,
+    goal: &'static str,
+    met: Option<bool>,
+    what: &'static str,
+}
+
+impl Report {
+    pub(crate) fn new(settings: &Settings, machine: Machine) -> Self {
+        Self {
+            settings: settings.clone(),
+            machine,
+            command: std::env::args().collect::<Vec<_>>().join(" "),
+            started_unix: std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs()),
+            runs: Vec::new(),
+            load: None,
+            memory: None,
+            restart: None,
+            duration_s: 0.0,
+            dir: None,
+        }
+    }
+
+    /// The measurement of `system` closest to (`w`, uniform keys if measured, `concurrency`):
+    /// the largest measured concurrency not above it, else the smallest.
+    fn pick(&self, w: WorkloadId, system: System, concurrency: usize) -> Option<&Measured> {
+        let dist = if self.settings.dists.contains(&Dist::Uniform) {
+            Dist::Uniform
+        } else {
+            *self.settings.dists.first()?
+        };
+        let of: Vec<&Measured> = self
+            .runs
+            .iter()
+            .filter(|m| m.workload == w && m.system == system && m.dist == dist)
+            .collect();
+        of.iter()
+            .filter(|m| m.concurrency <= concurrency)
+            .max_by_key(|m| m.concurrency)
+            .or_else(|| of.iter().min_by_key(|m| m.concurrency))
+            .copied()
+    }
+
+    fn ratio_of(
+        &self,
+        w: WorkloadId,
+        c: usize,
+        a: System,
+        b: System,
+        f: impl Fn(&Outcome) -> f64,
+    ) -> Option<f64> {
+        let (x, y) = (self.pick(w, a, c)?, self.pick(w, b, c)?);
+        Some(ratio(f(&x.outcome), f(&y.outcome)))
+    }
+
+    fn headlines(&self) -> Vec<Headline> {
+        use System::{Quiver as Q, RedisBlob as B, RedisFeast as F};
+        let vps = |o: &Outcome| o.values_per_sec();
+        let p99 = |o: &Outcome| o.latency.summary().p99_us;
+        let at_least = |v: Option<f64>, goal: f64| v.map(|v| v >= goal);
+        let at_most = |v: Option<f64>, goal: f64| v.map(|v| v <= goal);
+        let w1 = self.ratio_of(WorkloadId::W1, 8, Q, F, p99);
+        let w2f = self.ratio_of(WorkloadId::W2, 64, Q, F, vps);
+        let w2b = self.ratio_of(WorkloadId::W2, 64, Q, B, vps);
+        let w3f = self.ratio_of(WorkloadId::W3, 64, Q, F, vps);
+        let w3b = self.ratio_of(WorkloadId::W3, 64, Q, B, vps);
+        let w4f = self.ratio_of(WorkloadId::W4, 64, Q, F, vps);
+        let w5 = self
+            .load
+            .as_ref()
+            .map(|l| ratio(l.feast.load_seconds, l.quiver_seconds));
+        let w6 = self
+            .memory
+            .as_ref()
+            .map(|m| ratio(m.rss_per_entity(0), m.rss_per_entity(1)));
+        let w7 = self
+            .restart
+            .as_ref()
+            .map(|r| ratio(r.redis_seconds, r.quiver_seconds));
+        let wr = self.ratio_of(WorkloadId::Write, 64, Q, F, |o| o.rows_per_sec());
+        vec![
+            Headline {
+                key: "w1_p99_ratio",
+                value: w1,
+                goal: "<= 1.1",
+                met: at_most(w1, 1.1),
+                what: "W1 p99, Quiver / Redis-Feast, concurrency 8",
+            },
+            Headline {
+                key: "w2_ratio_feast",
+                value: w2f,
+                goal: ">= 3",
+                met: at_least(w2f, 3.0),
+                what: "W2 feature values/s, Quiver / Redis-Feast, concurrency 64",
+            },
+            Headline {
+                key: "w2_ratio_blob",
+                value: w2b,
+                goal: ">= 2",
+                met: at_least(w2b, 2.0),
+                what: "W2 feature values/s, Quiver / Redis-blob, concurrency 64",
+            },
+            Headline {
+                key: "w3_ratio_feast",
+                value: w3f,
+                goal: "",
+                met: None,
+                what: "W3 feature values/s, Quiver / Redis-Feast, concurrency 64",
+            },
+            Headline {
+                key: "w3_ratio_blob",
+                value: w3b,
+                goal: "",
+                met: None,
+                what: "W3 feature values/s, Quiver / Redis-blob, concurrency 64",
+            },
+            Headline {
+                key: "w4_ratio_feast",
+                value: w4f,
+                goal: "",
+                met: None,
+                what:
+                    "W4 feature values/s (reads and writes), Quiver / Redis-Feast, concurrency 64",
+            },
+            Headline {
+                key: "w5_load_ratio",
+                value: w5,
+                goal: ">= 20",
+                met: at_least(w5, 20.0),
+                what: "W5 bulk load seconds, Redis-Feast mass insertion / Quiver LoadSnapshot",
+            },
+            Headline {
+                key: "w6_memory_ratio",
+                value: w6,
+                goal: "<= 0.4",
+                met: at_most(w6, 0.4),
+                what: "W6 RSS bytes per entity, Quiver / Redis-Feast",
+            },
+            Headline {
+                key: "w7_restart_ratio",
+                value: w7,
+                goal: ">= 5",
+                met: at_least(w7, 5.0),
+                what: "W7 restart-to-serving seconds, Redis-Feast (RDB) / Quiver (snapshots + WAL)",
+            },
+            Headline {
+                key: "write_ratio_fsync_always",
+                value: wr,
+                goal: "",
+                met: None,
+                what: "rows/s with fsync per ack, Quiver fsync=always / Redis-Feast appendfsync \
+                       always, 64 writers",
+            },
+        ]
+    }
+
+    /// The last stdout line.
+    pub(crate) fn json_line(&self) -> String {
+        let mut m = Map::new();
+        m.insert("bench".into(), json!("compare"));
+        for h in self.headlines() {
+            m.insert(h.key.into(), h.value.map_or(Json::Null, num));
+        }
+        m.insert("entities".into(), json!(self.settings.entities));
+        m.insert("duration_s".into(), num(self.duration_s));
+        m.insert("smoke".into(), json!(self.settings.smoke));
+        m.insert(
+            "report".into(),
+            json!(self.dir.as_ref().map(|d| d.display().to_string())),
+        );
+        Json::Object(m).to_string()
+    }
+
+    /// The stdout table.
+    pub(crate) fn table(&self) -> String {
+        let mut t = Table::new([
+            "workload", "system", "keys", "conc", "req/s", "rows/s", "values/s", "p50 us",
+            "p99 us", "p999 us", "max us", "checked",
+        ]);
+        for m in &self.runs {
+            let o = &m.outcome;
+            let s = o.latency.summary();
+            t.row([
+                m.workload.name().to_owned(),
+                m.system.name().to_owned(),
+                m.dist.name().to_owned(),
+                m.concurrency.to_string(),
+                format!("{:.0}", o.rps()),
+                format!("{:.0}", o.rows_per_sec()),
+                format!("{:.0}", o.values_per_sec()),
+                format!("{:.0}", s.p50_us),
+                format!("{:.0}", s.p99_us),
+                format!("{:.0}", s.p999_us),
+                format!("{:.0}", s.max_us),
+                o.checked.to_string(),
+            ]);
+        }
+        let mut out = t.render();
+        let mut s = Table::new(["figure", "quiver", "redis-feast", "redis-blob"]);
+        if let Some(l) = &self.load {
+            s.row([
+                "W5 load s".to_owned(),
+                format!("{:.3}", l.quiver_seconds),
+                format!("{:.3}", l.feast.load_seconds),
+                format!("{:.3}", l.blob.load_seconds),
+            ]);
+            s.row([
+                "W5 prep s (not timed)".to_owned(),
+                format!("{:.3}", l.quiver_prep_seconds),
+                format!("{:.3}", l.feast.prep_seconds),
+                format!("{:.3}", l.blob.prep_seconds),
+            ]);
+        }
+        if let Some(m) = &self.memory {
+            s.row([
+                "W6 RSS B/entity".to_owned(),
+                format!("{:.0}", m.rss_per_entity(0)),
+                format!("{:.0}", m.rss_per_entity(1)),
+                format!("{:.0}", m.rss_per_entity(2)),
+            ]);
+            s.row([
+                "W6 used_memory B/entity".to_owned(),
+                "-".into(),
+                format!("{:.0}", m.used_per_entity(0)),
+                format!("{:.0}", m.used_per_entity(1)),
+            ]);
+        }
+        if let Some(r) = &self.restart {
+            s.row([
+                "W7 restart to serving s".to_owned(),
+                format!("{:.3}", r.quiver_seconds),
+                format!("{:.3}", r.redis_seconds),
+                "-".into(),
+            ]);
+        }
+        out.push_str("\n\n");
+        out.push_str(&s.render());
+        let mut h = Table::new(["ratio", "value", "goal", "met"]);
+        for x in self.headlines() {
+            h.row([
+                x.key.to_owned(),
+                x.value.map_or("-".into(), |v| format!("{v:.3}")),
+                x.goal.to_owned(),
+                x.met
+                    .map_or("-".into(), |m| if m { "yes" } else { "no" }.into()),
+            ]);
+        }
+        out.push_str("\n\n");
+        out.push_str(&h.render());
+        out
+    }
+
+    fn json(&self) -> Json {
+        let s = &self.settings;
+        let runs: Vec<Json> = self
+            .runs
+            .iter()
+            .map(|m| {
+                let o = &m.outcome;
+                let l = o.latency.summary();
+                json!({
+                    "workload": m.workload.name(),
+                    "system": m.system.name(),
+                    "dist": m.dist.name(),
+                    "concurrency": m.concurrency,
+                    "requests": o.requests,
+                    "seconds": num(o.seconds),
+                    "rps": num(o.rps()),
+                    "rows_per_s": num(o.rows_per_sec()),
+                    "values_per_s": num(o.values_per_sec()),
+                    "p50_us": num(l.p50_us),
+                    "p99_us": num(l.p99_us),
+                    "p999_us": num(l.p999_us),
+                    "max_us": num(l.max_us),
+                    "mean_us": num(l.mean_us),
+                    "checked_responses": o.checked,
+                })
+            })
+            .collect();
+        let headlines: Map<String, Json> = self
+            .headlines()
+            .into_iter()
+            .map(|h| {
+                (
+                    h.key.to_owned(),
+                    json!({"value": h.value.map_or(Json::Null, num), "goal": h.goal,
+                           "met": h.met, "what": h.what}),
+                )
+            })
+            .collect();
+        let m = &self.machine;
+        json!({
+            "command": self.command,
+            "started_unix": self.started_unix,
+            "duration_s": num(self.duration_s),
+            "machine": {
+                "cpu": m.cpu, "cores": m.cores, "memory_bytes": m.memory_bytes,
+                "kernel": m.kernel, "redis": m.redis,
+                "loadavg_before": m.load_before, "loadavg_after": m.load_after,
+            },
+            "settings": {
+                "entities": s.entities, "duration_s": s.duration, "warmup_s": s.warmup,
+                "concurrency": s.concurrency,
+                "dists": s.dists.iter().map(|d| d.name()).collect::<Vec<_>>(),
+                "workloads": s.workloads.iter().map(|w| w.name()).collect::<Vec<_>>(),
+                "smoke": s.smoke, "server_threads": s.server_threads,
+                "redis_io_threads": s.redis_io_threads,
+                "client_threads": s.client_threads, "write_batch": s.write_batch,
+                "seed": s.seed, "quiver_connections": s.quiver_connections,
+            },
+            "ratios": headlines,
+            "runs": runs,
+            "w5": self.load.as_ref().map(|l| json!({
+                "quiver_load_s": num(l.quiver_seconds),
+                "quiver_snapshot_build_s": num(l.quiver_prep_seconds),
+                "quiver_snapshot_bytes": l.quiver_bytes,
+                "redis_feast_load_s": num(l.feast.load_seconds),
+                "redis_feast_protocol_build_s": num(l.feast.prep_seconds),
+                "redis_feast_protocol_bytes": l.feast.bytes,
+                "redis_blob_load_s": num(l.blob.load_seconds),
+                "redis_blob_protocol_build_s": num(l.blob.prep_seconds),
+                "redis_blob_protocol_bytes": l.blob.bytes,
+            })),
+            "w6": self.memory.as_ref().map(|x| json!({
+                "entities": x.entities,
+                "quiver_rss_bytes_per_entity": num(x.rss_per_entity(0)),
+                "redis_feast_rss_bytes_per_entity": num(x.rss_per_entity(1)),
+                "redis_blob_rss_bytes_per_entity": num(x.rss_per_entity(2)),
+                "redis_feast_used_memory_bytes_per_entity": num(x.used_per_entity(0)),
+                "redis_blob_used_memory_bytes_per_entity": num(x.used_per_entity(1)),
+                "rss_before": x.rss_before, "rss_after": x.rss_after,
+                "used_memory_before": x.used_before, "used_memory_after": x.used_after,
+                "quiver_snapshot_bytes": x.quiver_snapshot_bytes,
+            })),
+            "w7": self.restart.as_ref().map(|r| json!({
+                "quiver_restart_s": num(r.quiver_seconds),
+                "quiver_checkpoint_s": num(r.quiver_checkpoint_seconds),
+                "quiver_data_dir_bytes": r.quiver_data_bytes,
+                "redis_feast_restart_s": num(r.redis_seconds),
+                "redis_feast_save_and_restart_s": num(r.redis_save_and_restart_seconds),
+                "redis_feast_rdb_bytes": r.redis_rdb_bytes,
+                "wal_tail_rows": r.tail_rows,
+            })),
+        })
+    }
+
+    fn markdown(&self, charts: &[String]) -> String {
+        let s = &self.settings;
+        let m = &self.machine;
+        let mut md = String::new();
+        md.push_str("# Quiver vs Redis\n\n");
+        md.push_str(&format!("Command: `{}`\n\n", self.command));
+        md.push_str(&format!(
+            "Machine: {} ({} cores), {:.1} GiB RAM, Linux {}, {}; load average {} at the \
+             start, {} at the end.\n\n",
+            m.cpu,
+            m.cores,
+            m.memory_bytes as f64 / f64::from(1u32 << 30),
+            m.kernel,
+            m.redis,
+            m.load_before,
+            m.load_after
+        ));
+        md.push_str(&format!(
+            "Dataset: {} users; `user_stats` (20 features) and `user_embedding` (64 × f32), \
+             seed {}. {} s per measurement after {} s of warm-up; concurrency {:?}; keys {}; \
+             Quiver server threads {}, client threads {}; run took {:.0} s{}.\n\n",
+            s.entities,
+            s.seed,
+            s.duration,
+            s.warmup,
+            s.concurrency,
+            s.dists
+                .iter()
+                .map(|d| d.name())
+                .collect::<Vec<_>>()
+                .join(" and "),
+            s.server_threads,
+            s.client_threads,
+            self.duration_s,
+            if s.smoke {
+                " (**smoke run: a harness check, not a measurement**)"
+            } else {
+                ""
+            }
+        ));
+        md.push_str("## Headline ratios\n\n| ratio | value | goal | met | definition |\n|---|---:|---|---|---|\n");
+        for h in self.headlines() {
+            md.push_str(&format!(
+                "| `{}` | {} | {} | {} | {} |\n",
+                h.key,
+                h.value.map_or("-".into(), |v| format!("{v:.3}")),
+                h.goal,
+                h.met.map_or("-", |m| if m { "yes" } else { "no" }),
+                h.what
+            ));
+        }
+        md.push_str("\n## Closed-loop workloads\n\n```text\n");
+        md.push_str(&self.table());
+        md.push_str("\n```\n\n");
+        if !charts.is_empty() {
+            md.push_str("## Charts\n\n");
+            for c in charts {
+                md.push_str(&format!("![{c}]({c})\n\n"));
+            }
+        }
+        md.push_str(
+            "Fairness choices (pipelining, connections, layouts, what is timed) are listed in \
+             docs/benchmarks.md, section \"Quiver vs Redis\".\n",
+        );
+        md
+    }
+
+    /// Writes `<root>/<UTC timestamp>/report.{md,json}` and the charts; returns the directory.
+    pub(crate) fn write(&mut self, root: &Path) -> Result<PathBuf> {
+        let dir = root.join(utc_stamp(self.started_unix));
+        std::fs::create_dir_all(&dir).map_err(io(format!("creating {}", dir.display())))?;
+        self.dir = Some(dir.clone());
+        let charts = self.charts(&dir)?;
+        let json = serde_json::to_string_pretty(&self.json())
+            .map_err(|e| BenchError::InvalidArgument(e.to_string()))?;
+        std::fs::write(dir.join("report.json"), json).map_err(io("writing report.json"))?;
+        std::fs::write(dir.join("report.md"), self.markdown(&charts))
+            .map_err(io("writing report.md"))?;
+        Ok(dir)
+    }
+
+    /// One SVG per closed-loop workload and key distribution (throughput and p99 against
+    /// concurrency, a line per system), and one of W5-W7.
+    fn charts(&self, dir: &Path) -> Result<Vec<String>> {
+        let mut names = Vec::new();
+        let mut workloads: Vec<WorkloadId> = self.runs.iter().map(|m| m.workload).collect();
+        workloads.dedup();
+        for w in workloads {
+            for &dist in &self.settings.dists {
+                let name = format!("{}_{}.svg", w.name().to_lowercase(), dist.name());
+                let runs: Vec<&Measured> = self
+                    .runs
+                    .iter()
+                    .filter(|m| m.workload == w && m.dist == dist)
+                    .collect();
+                if runs.is_empty() {
+                    continue;
+                }
+                line_chart(&dir.join(&name), w, dist, &self.settings.concurrency, &runs)
+                    .map_err(chart_err)?;
+                names.push(name);
+            }
+        }
+        if self.load.is_some() || self.memory.is_some() || self.restart.is_some() {
+            let name = "w5_w6_w7.svg".to_owned();
+            self.bar_chart(&dir.join(&name)).map_err(chart_err)?;
+            names.push(name);
+        }
+        Ok(names)
+    }
+
+    fn bar_chart(&self, path: &Path) -> std::result::Result<(), Box<dyn std::error::Error>> {
+        let root = SVGBackend::new(path, (1200, 400)).into_drawing_area();
+        root.fill(&WHITE)?;
+        let panels = root.split_evenly((1, 3));
+        let mut groups: Vec<(&str, Vec<(System, f64)>)> = Vec::new();
+        if let Some(l) = &self.load {
+            groups.push((
+                "W5 bulk load, seconds",
+                vec![
+                    (System::Quiver, l.quiver_seconds),
+                    (System::RedisFeast, l.feast.load_seconds),
+                    (System::RedisBlob, l.blob.load_seconds),
+                ],
+            ));
+        }
+        if let Some(m) = &self.memory {
+            groups.push((
+                "W6 RSS bytes per entity",
+                vec![
+                    (System::Quiver, m.rss_per_entity(0)),
+                    (System::RedisFeast, m.rss_per_entity(1)),
+                    (System::RedisBlob, m.rss_per_entity(2)),
+                ],
+            ));
+        }
+        if let Some(r) = &self.restart {
+            groups.push((
+                "W7 restart to serving, seconds",
+                vec![
+                    (System::Quiver, r.quiver_seconds),
+                    (System::RedisFeast, r.redis_seconds),
+                ],
+            ));
+        }
+        for (panel, (title, bars)) in panels.iter().zip(&groups) {
+            let top = bars.iter().map(|b| b.1).fold(0.0f64, f64::max).max(1e-9) * 1.15;
+            let n = bars.len();
+            let mut chart = ChartBuilder::on(panel)
+                .caption(*title, ("sans-serif", 16))
+                .margin(10)
+                .x_label_area_size(30)
+                .y_label_area_size(60)
+                .build_cartesian_2d(-0.5f64..(n as f64 - 0.5), 0f64..top)?;
+            chart
+                .configure_mesh()
+                .disable_x_mesh()
+                .x_labels(n)
+                .x_label_formatter(&|x| {
+                    let i = x.round();
+                    if (x - i).abs() < 1e-6 && i >= 0.0 {
+                        bars.get(i as usize)
+                            .map_or(String::new(), |b| b.0.name().to_owned())
+                    } else {
+                        String::new()
+                    }
+                })
+                .draw()?;
+            chart.draw_series(bars.iter().enumerate().map(|(i, (sys, v))| {
+                let x = i as f64;
+                Rectangle::new([(x - 0.3, 0.0), (x + 0.3, *v)], color(*sys).filled())
+            }))?;
+        }
+        root.present()?;
+        Ok(())
+    }
+}
+
+fn chart_err(e: Box<dyn std::error::Error>) -> BenchError {
+    BenchError::Io {
+        what: "drawing a chart".into(),
+        source: std::io::Error::other(e.to_string()),
+    }
+}
+
+fn color(s: System) -> RGBColor {
+    match s {
+        System::Quiver => RGBColor(0x1f, 0x77, 0xb4),
+        System::RedisFeast => RGBColor(0xd6, 0x27, 0x28),
+        System::RedisBlob => RGBColor(0xff, 0x7f, 0x0e),
+        System::Echo => RGBColor(0x7f, 0x7f, 0x7f),
+    }
+}
+
+/// Throughput and p99 against concurrency (categorical axis), one line per system.
+fn line_chart(
+    path: &Path,
+    w: WorkloadId,
+    dist: Dist,
+    concurrency: &[usize],
+    runs: &[&Measured],
+) -> std::result::Result<(), Box<dyn std::error::Error>> {
+    let root = SVGBackend::new(path, (1100, 420)).into_drawing_area();
+    root.fill(&WHITE)?;
+    let (left, right) = root.split_horizontally(550);
+    let n = concurrency.len();
+    let x_of = |c: usize| concurrency.iter().position(|&x| x == c).unwrap_or(0) as f64;
+    let label = |x: &f64| {
+        let i = x.round();
+        if (x - i).abs() < 1e-6 && i >= 0.0 {
+            concurrency
+                .get(i as usize)
+                .map_or(String::new(), |c| c.to_string())
+        } else {
+            String::new()
+        }
+    };
+    let mut systems: Vec<System> = runs.iter().map(|m| m.system).collect();
+    systems.sort();
+    systems.dedup();
+    let unit = if w == WorkloadId::Write {
+        "rows/s"
+    } else {
+        "feature values/s"
+    };
+    let metric = |o: &Outcome| {
+        if w == WorkloadId::Write {
+            o.rows_per_sec()
+        } else {
+            o.values_per_sec()
+        }
+    };
+    let top = runs
+        .iter()
+        .map(|m| metric(&m.outcome))
+        .fold(0.0f64, f64::max)
+        .max(1.0)
+        * 1.15;
+    let mut chart = ChartBuilder::on(&left)
+        .caption(
+            format!("{} {}: {unit}", w.name(), dist.name()),
+            ("sans-serif", 16),
+        )
+        .margin(10)
+        .x_label_area_size(35)
+        .y_label_area_size(80)
+        .build_cartesian_2d(-0.3f64..(n as f64 - 0.7), 0f64..top)?;
+    chart
+        .configure_mesh()
+        .x_labels(n)
+        .x_label_formatter(&label)
+        .x_desc("client concurrency")
+        .y_label_formatter(&|v| format!("{v:.2e}"))
+        .draw()?;
+    for &sys in &systems {
+        let pts: Vec<(f64, f64)> = runs
+            .iter()
+            .filter(|m| m.system == sys)
+            .map(|m| (x_of(m.concurrency), metric(&m.outcome)))
+            .collect();
+        let c = color(sys);
+        chart
+            .draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))?
+            .label(sys.name())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+        chart.draw_series(pts.into_iter().map(|p| Circle::new(p, 3, c.filled())))?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
+
+    let p99s: Vec<f64> = runs
+        .iter()
+        .map(|m| m.outcome.latency.summary().p99_us.max(1.0))
+        .collect();
+    let lo = p99s.iter().copied().fold(f64::INFINITY, f64::min).max(1.0) / 1.5;
+    let hi = p99s.iter().copied().fold(1.0f64, f64::max) * 1.5;
+    let mut chart = ChartBuilder::on(&right)
+        .caption(
+            format!("{} {}: p99 latency, us (log)", w.name(), dist.name()),
+            ("sans-serif", 16),
+        )
+        .margin(10)
+        .x_label_area_size(35)
+        .y_label_area_size(80)
+        .build_cartesian_2d(-0.3f64..(n as f64 - 0.7), (lo..hi).log_scale())?;
+    chart
+        .configure_mesh()
+        .x_labels(n)
+        .x_label_formatter(&label)
+        .x_desc("client concurrency")
+        .y_label_formatter(&|v| format!("{v:.0}"))
+        .draw()?;
+    for &sys in &systems {
+        let pts: Vec<(f64, f64)> = runs
+            .iter()
+            .filter(|m| m.system == sys)
+            .map(|m| {
+                (
+                    x_of(m.concurrency),
+                    m.outcome.latency.summary().p99_us.max(1.0),
+                )
+            })
+            .collect();
+        let c = color(sys);
+        chart
+            .draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))?
+            .label(sys.name())
+            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
+        chart.draw_series(pts.into_iter().map(|p| Circle::new(p, 3, c.filled())))?;
+    }
+    chart
+        .configure_series_labels()
+        .position(SeriesLabelPosition::UpperLeft)
+        .background_style(WHITE.mix(0.8))
+        .border_style(BLACK)
+        .draw()?;
+    root.present()?;
+    Ok(())
+}
+
+/// `YYYYMMDD-HHMMSS` (UTC) of a Unix time.
+pub(crate) fn utc_stamp(unix: u64) -> String {
+    let days = (unix / 86_400) as i64;
+    let secs = unix % 86_400;
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_stamps() {
+        assert_eq!(utc_stamp(0), "19700101-000000");
+        assert_eq!(utc_stamp(951_782_400), "20000229-000000");
+        assert_eq!(utc_stamp(1_700_000_000), "20231114-221320");
+    }
+}

@@ -1,0 +1,571 @@
+//! The closed-loop runner: `concurrency` clients, each with one request in flight, each drawing
+//! keys from its own seeded stream, so every system is asked for exactly the same keys in the
+//! same order.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+
+use crate::compare::data::{expected, Data};
+use crate::compare::layout;
+use crate::compare::native::{check_shape, check_values, read_request, status_err, write_request};
+use crate::compare::procs::QuiverClients;
+use crate::compare::redis::queue_feast_write;
+use crate::compare::resp::{Item, RespConn};
+use crate::dataset::USER_STATS;
+use crate::keys::{Dist, KeySpace};
+use crate::report::Latency;
+use crate::{BenchError, Result};
+
+/// Every this many responses per client, the whole answer is compared with the dataset (the
+/// first response included); every response's shape and statuses are always checked.
+pub(crate) const CHECK_EVERY: u64 = 16;
+
+/// Seed salts: key streams per client, warm-up streams, and the read/write choice.
+const SALT_CLIENT: u64 = 0x9e37_79b9_7f4a_7c15;
+const SALT_WARMUP: u64 = 0x7761_726d_7570;
+const SALT_OP: u64 = 0x6f70_6572;
+
+/// The systems compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) enum System {
+    /// Quiver's native gRPC API.
+    Quiver,
+    /// Redis in Feast's layout (hash per entity, pipelined HMGET / HSET).
+    RedisFeast,
+    /// Redis with one packed blob per entity and view (MGET / MSET).
+    RedisBlob,
+    /// A tonic service answering every read with one precomputed response (the gRPC floor).
+    Echo,
+}
+
+impl System {
+    /// Name in tables and JSON.
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::Quiver => "quiver",
+            Self::RedisFeast => "redis-feast",
+            Self::RedisBlob => "redis-blob",
+            Self::Echo => "echo",
+        }
+    }
+}
+
+/// Where a system is reached.
+#[derive(Debug, Clone)]
+pub(crate) enum Target {
+    /// A Quiver server through these clients.
+    Quiver(QuiverClients),
+    /// A Redis server holding the layout of the system.
+    Redis(SocketAddr, System),
+    /// The echo service through these clients (answers are not the dataset: only their shape
+    /// is checked).
+    Echo(QuiverClients),
+}
+
+impl Target {
+    /// The system behind the target.
+    pub(crate) fn system(&self) -> System {
+        match self {
+            Self::Quiver(_) => System::Quiver,
+            Self::Redis(_, s) => *s,
+            Self::Echo(_) => System::Echo,
+        }
+    }
+}
+
+/// What each request does.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Workload {
+    /// Entities per request.
+    pub(crate) batch: usize,
+    /// `user_stats` features per read (the first N).
+    pub(crate) features: usize,
+    /// Whether reads include the embedding.
+    pub(crate) embedding: bool,
+    /// Percentage of requests that write `batch` rows instead of reading.
+    pub(crate) write_percent: u32,
+}
+
+/// How long and how hard.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Load {
+    /// Clients, one request in flight each.
+    pub(crate) concurrency: usize,
+    /// Key distribution.
+    pub(crate) dist: Dist,
+    /// Un-timed warm-up (its own key stream).
+    pub(crate) warmup: Duration,
+    /// Timed part.
+    pub(crate) duration: Duration,
+    /// Most timed requests per client.
+    pub(crate) max_requests: u64,
+    /// Seed of the key streams.
+    pub(crate) seed: u64,
+    /// Open loop at this many requests per second in total (each client sends on its own
+    /// schedule; a client behind schedule counts latency from the scheduled send time, so a
+    /// stall is not hidden), or closed loop when `None`.
+    pub(crate) rate: Option<f64>,
+}
+
+/// What a measurement saw.
+#[derive(Debug, Clone)]
+pub(crate) struct Outcome {
+    /// Timed requests.
+    pub(crate) requests: u64,
+    /// Timed entity rows (read or written).
+    pub(crate) rows: u64,
+    /// Timed feature values (read or written).
+    pub(crate) values: u64,
+    /// Wall time of the timed part, seconds.
+    pub(crate) seconds: f64,
+    /// Latency of every timed request.
+    pub(crate) latency: Latency,
+    /// Responses compared value by value with the dataset.
+    pub(crate) checked: u64,
+}
+
+impl Outcome {
+    /// Requests per second.
+    pub(crate) fn rps(&self) -> f64 {
+        per_sec(self.requests, self.seconds)
+    }
+    /// Entity rows per second.
+    pub(crate) fn rows_per_sec(&self) -> f64 {
+        per_sec(self.rows, self.seconds)
+    }
+    /// Feature values per second.
+    pub(crate) fn values_per_sec(&self) -> f64 {
+        per_sec(self.values, self.seconds)
+    }
+}
+
+fn per_sec(n: u64, s: f64) -> f64 {
+    if s > 0.0 {
+        n as f64 / s
+    } else {
+        f64::NAN
+    }
+}
+
+/// What every client shares.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    /// The dataset, to check answers and build writes.
+    pub(crate) data: Data,
+    /// Key choice.
+    pub(crate) space: KeySpace,
+}
+
+/// A connected client of one system.
+enum Client {
+    Quiver(
+        quiver_server::proto::quiver::v1::feature_store_client::FeatureStoreClient<
+            tonic::transport::Channel,
+        >,
+    ),
+    Redis(RespConn, System),
+}
+
+/// Runs `load` against `target` and merges what the clients saw.
+pub(crate) async fn measure(
+    target: &Target,
+    wl: Workload,
+    load: Load,
+    shared: &Arc<Shared>,
+) -> Result<Outcome> {
+    // Connect every client before anything is timed.
+    let mut clients = Vec::with_capacity(load.concurrency);
+    for i in 0..load.concurrency {
+        clients.push(match target {
+            Target::Quiver(c) | Target::Echo(c) => Client::Quiver(c.get(i)),
+            Target::Redis(addr, s) => Client::Redis(RespConn::connect(*addr).await?, *s),
+        });
+    }
+    let start = Instant::now();
+    let timed_from = start + load.warmup;
+    let until = timed_from + load.duration;
+    let verify = !matches!(target, Target::Echo(_));
+    let mut tasks = Vec::with_capacity(clients.len());
+    for (i, client) in clients.into_iter().enumerate() {
+        let shared = shared.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut w = Worker::new(client, wl, i as u64, verify)?;
+            w.run(&shared, &load, timed_from, until).await?;
+            Ok::<_, BenchError>(w)
+        }));
+    }
+    let mut out = Outcome {
+        requests: 0,
+        rows: 0,
+        values: 0,
+        seconds: 0.0,
+        latency: Latency::new()?,
+        checked: 0,
+    };
+    let mut last = timed_from;
+    for t in tasks {
+        let w = t.await.map_err(|e| BenchError::Io {
+            what: "a client task".into(),
+            source: std::io::Error::other(e.to_string()),
+        })??;
+        out.requests += w.requests;
+        out.rows += w.rows;
+        out.values += w.values;
+        out.checked += w.checked;
+        out.latency.add(&w.latency)?;
+        last = last.max(w.finished.unwrap_or(timed_from));
+    }
+    out.seconds = last.saturating_duration_since(timed_from).as_secs_f64();
+    Ok(out)
+}
+
+/// One closed-loop client.
+struct Worker {
+    client: Client,
+    /// Compare sampled answers with the dataset (off for the echo service).
+    verify: bool,
+    wl: Workload,
+    index: u64,
+    refs: Vec<String>,
+    /// Hash fields of a Feast-layout read.
+    fields: Vec<Vec<u8>>,
+    ids: Vec<i64>,
+    idx: Vec<u64>,
+    key: Vec<u8>,
+    scratch: Vec<u8>,
+    requests: u64,
+    rows: u64,
+    values: u64,
+    checked: u64,
+    latency: Latency,
+    finished: Option<Instant>,
+}
+
+impl Worker {
+    fn new(client: Client, wl: Workload, index: u64, verify: bool) -> Result<Self> {
+        Ok(Self {
+            client,
+            verify,
+            wl,
+            index,
+            refs: crate::compare::data::feature_refs(wl.features, wl.embedding),
+            fields: layout::read_fields(wl.features, wl.embedding),
+            ids: Vec::with_capacity(wl.batch),
+            idx: Vec::with_capacity(wl.batch),
+            key: Vec::with_capacity(64),
+            scratch: Vec::new(),
+            requests: 0,
+            rows: 0,
+            values: 0,
+            checked: 0,
+            latency: Latency::new()?,
+            finished: None,
+        })
+    }
+
+    async fn run(
+        &mut self,
+        shared: &Shared,
+        load: &Load,
+        timed_from: Instant,
+        until: Instant,
+    ) -> Result<()> {
+        let client_seed = load.seed ^ (self.index + 1).wrapping_mul(SALT_CLIENT);
+        // Warm-up has its own stream, so the timed stream starts at the same key everywhere.
+        let mut keys = shared.space.chooser(load.dist, client_seed ^ SALT_WARMUP);
+        let mut ops = SmallRng::seed_from_u64(client_seed ^ SALT_WARMUP ^ SALT_OP);
+        let mut n = 0u64;
+        while n < load.max_requests && Instant::now() < timed_from {
+            keys.fill(&mut self.idx, self.wl.batch);
+            let write =
+                self.wl.write_percent > 0 && ops.random_range(0..100) < self.wl.write_percent;
+            self.request(shared, write, n.is_multiple_of(CHECK_EVERY))
+                .await?;
+            n += 1;
+        }
+        let mut keys = shared.space.chooser(load.dist, client_seed);
+        let mut ops = SmallRng::seed_from_u64(client_seed ^ SALT_OP);
+        // Open loop: this client's share of the rate, its sends spread over the interval.
+        let interval = load
+            .rate
+            .map(|r| Duration::from_secs_f64(load.concurrency as f64 / r.max(1e-3)));
+        let offset = interval.map_or(Duration::ZERO, |iv| {
+            iv.mul_f64(self.index as f64 / load.concurrency.max(1) as f64)
+        });
+        let mut n = 0u64;
+        while n < load.max_requests && Instant::now() < until {
+            keys.fill(&mut self.idx, self.wl.batch);
+            let write =
+                self.wl.write_percent > 0 && ops.random_range(0..100) < self.wl.write_percent;
+            // Behind schedule (the previous answer came after this send was due): the wait
+            // counts, so a stall is not hidden. On time: the client sleeps until the send is
+            // due, and the timer's lateness (Tokio's timer has millisecond granularity) is the
+            // harness's, not the server's, so latency counts from the actual send.
+            let behind_since = match interval {
+                Some(iv) => {
+                    let at = timed_from + offset + iv.mul_f64(n as f64);
+                    if at >= until {
+                        break;
+                    }
+                    if Instant::now() < at {
+                        tokio::time::sleep_until(at.into()).await;
+                        None
+                    } else {
+                        Some(at)
+                    }
+                }
+                None => None,
+            };
+            let sent = Instant::now();
+            let dt = self
+                .request(shared, write, n.is_multiple_of(CHECK_EVERY))
+                .await?;
+            let queued =
+                behind_since.map_or(Duration::ZERO, |at| sent.saturating_duration_since(at));
+            self.latency.record(queued + dt);
+            self.requests += 1;
+            self.rows += self.wl.batch as u64;
+            let per_row = if write {
+                USER_STATS.len()
+            } else {
+                self.wl.features + usize::from(self.wl.embedding)
+            };
+            self.values += (self.wl.batch * per_row) as u64;
+            n += 1;
+        }
+        self.finished = Some(Instant::now());
+        Ok(())
+    }
+
+    /// One request for the entities in `self.idx`. Returns its latency: building the request,
+    /// the round trip, and parsing the reply into the client's representation (protobuf
+    /// messages for Quiver, RESP byte ranges for Redis). Checking the answer is not timed.
+    async fn request(&mut self, shared: &Shared, write: bool, check: bool) -> Result<Duration> {
+        let data = &shared.data;
+        self.ids.clear();
+        self.ids
+            .extend(self.idx.iter().map(|&i| data.stats.user_id(i)));
+        let wl = self.wl;
+        let cols = wl.features + usize::from(wl.embedding);
+        let check = check && self.verify;
+        let t0 = Instant::now();
+        match &mut self.client {
+            Client::Quiver(c) => {
+                if write {
+                    let req = write_request(data, &self.ids)?;
+                    let r = c
+                        .write_features(req)
+                        .await
+                        .map_err(|s| status_err("WriteFeatures", &s))?;
+                    let dt = t0.elapsed();
+                    if r.into_inner().rows != self.ids.len() as u64 {
+                        return Err(BenchError::WrongAnswer(
+                            "quiver acknowledged a different number of rows".into(),
+                        ));
+                    }
+                    return Ok(dt);
+                }
+                let req = read_request(&self.refs, &self.ids);
+                let r = c
+                    .get_online_features(req)
+                    .await
+                    .map_err(|s| status_err("GetOnlineFeatures", &s))?
+                    .into_inner();
+                let dt = t0.elapsed();
+                check_shape(&r, self.ids.len(), cols)?;
+                if check {
+                    check_values(&r, &self.ids, data, wl.features, wl.embedding)?;
+                    self.checked += 1;
+                }
+                Ok(dt)
+            }
+            Client::Redis(conn, System::RedisFeast) => {
+                if write {
+                    for &id in &self.ids {
+                        let row = data.stats_of(id).ok_or_else(|| {
+                            BenchError::InvalidArgument(format!("user {id} is not a user"))
+                        })?;
+                        queue_feast_write(conn, &row, &mut self.key, &mut self.scratch);
+                    }
+                    conn.exec().await?;
+                    let dt = t0.elapsed();
+                    for k in 0..conn.replies() {
+                        if !matches!(conn.reply(k).0, Item::Int(_)) {
+                            return Err(BenchError::WrongAnswer(format!(
+                                "redis HSET answered {:?}",
+                                conn.reply(k).0
+                            )));
+                        }
+                    }
+                    return Ok(dt);
+                }
+                for &id in &self.ids {
+                    self.key.clear();
+                    layout::feast_key(id, &mut self.key);
+                    conn.begin(2 + self.fields.len());
+                    conn.arg(b"HMGET");
+                    conn.arg(&self.key);
+                    for f in &self.fields {
+                        conn.arg(f);
+                    }
+                }
+                conn.exec().await?;
+                let dt = t0.elapsed();
+                check_feast_shape(conn, self.ids.len(), self.fields.len())?;
+                if check {
+                    check_feast_values(conn, &self.ids, data, wl.features, wl.embedding)?;
+                    self.checked += 1;
+                }
+                Ok(dt)
+            }
+            Client::Redis(conn, _) => {
+                if write {
+                    conn.begin(1 + 2 * self.ids.len());
+                    conn.arg(b"MSET");
+                    for &id in &self.ids {
+                        let row = data.stats_of(id).ok_or_else(|| {
+                            BenchError::InvalidArgument(format!("user {id} is not a user"))
+                        })?;
+                        self.scratch.clear();
+                        layout::encode_blob(row.event_ts, &row.values, &mut self.scratch);
+                        conn.arg(&layout::blob_key(id));
+                        conn.arg(&self.scratch);
+                    }
+                    conn.exec().await?;
+                    let dt = t0.elapsed();
+                    if conn.bytes(conn.reply(0).0) != b"OK" {
+                        return Err(BenchError::WrongAnswer(
+                            "redis MSET did not answer OK".into(),
+                        ));
+                    }
+                    return Ok(dt);
+                }
+                let per_id = 1 + usize::from(wl.embedding);
+                conn.begin(1 + per_id * self.ids.len());
+                conn.arg(b"MGET");
+                for &id in &self.ids {
+                    conn.arg(&layout::blob_key(id));
+                }
+                if wl.embedding {
+                    for &id in &self.ids {
+                        conn.arg(&layout::blob_embedding_key(id));
+                    }
+                }
+                conn.exec().await?;
+                let dt = t0.elapsed();
+                let (head, items) = conn.reply(0);
+                if head != Item::Array(per_id * self.ids.len())
+                    || items.iter().any(|i| !matches!(i, Item::Bulk(..)))
+                {
+                    return Err(BenchError::WrongAnswer(format!(
+                        "redis MGET of {} keys answered {head:?} with missing values",
+                        per_id * self.ids.len()
+                    )));
+                }
+                if check {
+                    check_blob_values(conn, &self.ids, data, wl.features, wl.embedding)?;
+                    self.checked += 1;
+                }
+                Ok(dt)
+            }
+        }
+    }
+}
+
+/// Every HMGET reply is an array of `fields` bulk strings (no nil: nothing missing).
+pub(crate) fn check_feast_shape(conn: &RespConn, rows: usize, fields: usize) -> Result<()> {
+    if conn.replies() != rows {
+        return Err(BenchError::WrongAnswer(format!(
+            "redis answered {} of {rows} HMGETs",
+            conn.replies()
+        )));
+    }
+    for k in 0..rows {
+        let (head, items) = conn.reply(k);
+        if head != Item::Array(fields) || items.iter().any(|i| !matches!(i, Item::Bulk(..))) {
+            return Err(BenchError::WrongAnswer(format!(
+                "redis HMGET {k} answered {head:?} with missing fields"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Decodes every field of a batch of Feast-layout HMGET replies and compares it with the
+/// dataset.
+pub(crate) fn check_feast_values(
+    conn: &RespConn,
+    ids: &[i64],
+    data: &Data,
+    features: usize,
+    embedding: bool,
+) -> Result<()> {
+    for (k, &id) in ids.iter().enumerate() {
+        let want = expected(data, id, features, embedding)
+            .ok_or_else(|| BenchError::WrongAnswer(format!("user {id} is not in the dataset")))?;
+        let (_, items) = conn.reply(k);
+        let bytes = |i: usize| items.get(i).map_or(&[][..], |&it| conn.bytes(it));
+        // Fields: features, _ts:user_stats, then embedding and _ts:user_embedding.
+        let at = |j: usize, field: usize, ts_field: usize| -> Result<()> {
+            let (ts, v) = &want[j];
+            let got = layout::decode_feast_value(bytes(field));
+            let got_ts = layout::decode_ts(bytes(ts_field));
+            if got_ts != Some(*ts) || !got.as_ref().is_some_and(|g| g.bit_eq(v)) {
+                return Err(BenchError::WrongAnswer(format!(
+                    "redis-feast: user {id}, column {j}: got {got:?} at {got_ts:?}, expected \
+                     {v:?} at {ts}"
+                )));
+            }
+            Ok(())
+        };
+        for j in 0..features {
+            at(j, j, features)?;
+        }
+        if embedding {
+            at(features, features + 1, features + 2)?;
+        }
+    }
+    Ok(())
+}
+
+/// Decodes every blob of an MGET reply and compares it with the dataset.
+fn check_blob_values(
+    conn: &RespConn,
+    ids: &[i64],
+    data: &Data,
+    features: usize,
+    embedding: bool,
+) -> Result<()> {
+    let (_, items) = conn.reply(0);
+    for (k, &id) in ids.iter().enumerate() {
+        let want = expected(data, id, features, embedding)
+            .ok_or_else(|| BenchError::WrongAnswer(format!("user {id} is not in the dataset")))?;
+        let wrong =
+            |what: String| BenchError::WrongAnswer(format!("redis-blob: user {id}: {what}"));
+        let (ts, vals) = layout::decode_blob(conn.bytes(items[k]), features)
+            .ok_or_else(|| wrong("blob does not decode".into()))?;
+        for (j, v) in vals.iter().enumerate() {
+            if ts != want[j].0 || !v.bit_eq(&want[j].1) {
+                return Err(wrong(format!(
+                    "column {j}: got {v:?} at {ts}, expected {:?} at {}",
+                    want[j].1, want[j].0
+                )));
+            }
+        }
+        if embedding {
+            let (ets, vec) = layout::decode_embedding_blob(conn.bytes(items[ids.len() + k]))
+                .ok_or_else(|| wrong("embedding blob does not decode".into()))?;
+            let (wts, wv) = &want[features];
+            if ets != *wts || !quiver_engine::Value::Vector(vec).bit_eq(wv) {
+                return Err(wrong(format!(
+                    "embedding differs (event time {ets} vs {wts})"
+                )));
+            }
+        }
+    }
+    Ok(())
+}

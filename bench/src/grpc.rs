@@ -1,0 +1,499 @@
+//! `quiver-bench grpc`: how close Quiver's GetOnlineFeatures gets to the gRPC floor (issue 4).
+//!
+//! Two servers, measured back to back with the same clients, key sequence and concurrency:
+//! the real release `quiver` binary (a child process on a free port, the dataset bulk-loaded
+//! from a snapshot), and an echo service: a tonic server implementing the same
+//! `quiver.v1.FeatureStore` whose GetOnlineFeatures returns a precomputed response (a real
+//! answer of the same batch size) without touching any store. The echo runs in this process on
+//! its own Tokio runtime (its own threads, as many as the Quiver server has), apart from the
+//! client's runtime. Both answer over loopback TCP/HTTP/2, so the difference is the engine
+//! read, the request decoding into keys and the response encoding from columns.
+//!
+//! Each server worker-thread count is measured (default 1 and 2, since on a 2-core machine
+//! the server shares the cores with the client), each at every concurrency. Then, for each
+//! thread count, an open-loop run at half of that count's peak throughput gives the latency
+//! a service sees when it is not saturated.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::Args;
+use quiver_server::proto::quiver::v1 as pb;
+use quiver_server::proto::quiver::v1::feature_store_server::{FeatureStore, FeatureStoreServer};
+use serde_json::{json, Value as Json};
+use tokio::sync::oneshot;
+use tonic::{Request, Response, Status, Streaming};
+
+use crate::compare::data::{feature_refs, Data};
+use crate::compare::native::{
+    build_snapshots, check_users, load_snapshot, read_request, sample_ids, stage, status_err,
+};
+use crate::compare::procs::{
+    free_addr, io, quiver_binary, QuiverClients, QuiverServer, QuiverSpec,
+};
+use crate::compare::run::{measure, Load, Outcome, Shared, Target, Workload};
+use crate::dataset::{check_registry, REGISTRY_TOML, USER_STATS, VIEW};
+use crate::keys::{Dist, KeySpace};
+use crate::report::{num, ratio, Table};
+use crate::{BenchError, Result, ScratchDir};
+
+/// Flags of `quiver-bench grpc`.
+#[derive(Debug, Clone, Args)]
+pub struct GrpcArgs {
+    /// Entities loaded into `user_stats`.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub entities: u64,
+    /// Entities per GetOnlineFeatures.
+    #[arg(long, default_value_t = 100)]
+    pub batch: usize,
+    /// Features per read: the first N of `user_stats` (1 to 20).
+    #[arg(long, default_value_t = 20)]
+    pub features: usize,
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 10.0)]
+    pub duration: f64,
+    /// Client concurrencies (requests in flight), comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [8usize, 64])]
+    pub concurrency: Vec<usize>,
+    /// Server worker-thread counts to try, comma-separated.
+    #[arg(long, value_delimiter = ',', default_values_t = [1usize, 2])]
+    pub worker_threads: Vec<usize>,
+    /// Client runtime threads.
+    #[arg(long, default_value_t = 2)]
+    pub client_threads: usize,
+    /// HTTP/2 connections the clients share (default: min(concurrency, 8)).
+    #[arg(long)]
+    pub connections: Option<usize>,
+    /// Zipf(0.99) instead of uniform key choice.
+    #[arg(long)]
+    pub zipf: bool,
+    /// Seed of the dataset and the key sequences.
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// The quiver binary (default: target/release/quiver, built if needed).
+    #[arg(long)]
+    pub quiver_bin: Option<PathBuf>,
+    /// Parent of the scratch directories (default: the system temp dir).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+}
+
+/// Users compared value by value with the dataset after each load.
+const VALIDATE_USERS: u64 = 5_000;
+
+/// Runs the gRPC front benchmark; prints a table, then one JSON line, on stdout.
+pub fn run_grpc(args: &GrpcArgs) -> Result<()> {
+    if args.entities == 0
+        || args.batch == 0
+        || !(1..=USER_STATS.len()).contains(&args.features)
+        || args.duration.is_nan()
+        || args.duration <= 0.0
+        || args.concurrency.iter().any(|&c| c == 0 || c > 4096)
+        || args.worker_threads.iter().any(|&t| t == 0 || t > 256)
+        || args.concurrency.is_empty()
+        || args.worker_threads.is_empty()
+    {
+        return Err(BenchError::InvalidArgument(
+            "entities, batch, duration, concurrency and worker threads must be positive; \
+             features 1..=20"
+                .into(),
+        ));
+    }
+    crate::compare::block_on(args.client_threads, grpc(args.clone()))
+}
+
+/// One measured configuration.
+#[derive(Debug)]
+struct Point {
+    threads: usize,
+    concurrency: usize,
+    quiver: Outcome,
+    echo: Outcome,
+}
+
+async fn grpc(args: GrpcArgs) -> Result<()> {
+    let load_before = crate::compare::loadavg();
+    let bin = quiver_binary(args.quiver_bin.as_deref(), true)?;
+    let work = ScratchDir::new(args.dir.as_deref(), "grpc")?;
+    let registry_path = work.join("registry.toml");
+    std::fs::write(&registry_path, REGISTRY_TOML).map_err(io("writing the registry"))?;
+    let registry = quiver_engine::Registry::from_toml(REGISTRY_TOML)?;
+    check_registry(&registry)?;
+    let data = Data::new(
+        args.seed,
+        args.entities,
+        crate::compare::now_micros() / quiver_engine::MICROS_PER_SEC,
+    );
+    eprintln!("building a user_stats snapshot of {} users", args.entities);
+    let snaps = {
+        let (dir, reg, d) = (work.path().to_path_buf(), registry.clone(), data.clone());
+        tokio::task::spawn_blocking(move || build_snapshots(&dir, &reg, &d, false))
+            .await
+            .map_err(|e| BenchError::Io {
+                what: "the snapshot builder".into(),
+                source: std::io::Error::other(e.to_string()),
+            })??
+    };
+    eprintln!("  {} bytes in {:.1} s", snaps.bytes, snaps.build_seconds);
+    let shared = Arc::new(Shared {
+        space: KeySpace::new(args.entities, args.seed ^ 0x7065_726d)?,
+        data,
+    });
+    let dist = if args.zipf { Dist::Zipf } else { Dist::Uniform };
+    let wl = Workload {
+        batch: args.batch,
+        features: args.features,
+        embedding: false,
+        write_percent: 0,
+    };
+    let duration = Duration::from_secs_f64(args.duration);
+    let load = |concurrency: usize, rate: Option<f64>| Load {
+        concurrency,
+        dist,
+        warmup: (duration / 5).min(Duration::from_secs(1)),
+        duration,
+        max_requests: 10_000_000,
+        seed: args.seed,
+        rate,
+    };
+    let max_c = args.concurrency.iter().copied().max().unwrap_or(1);
+    let connections = args.connections.unwrap_or(max_c.min(8));
+
+    let mut points = Vec::new();
+    let mut paced = Vec::new();
+    for &threads in &args.worker_threads {
+        eprintln!("quiver serve with {threads} worker thread(s)");
+        let spec = QuiverSpec {
+            bin: bin.clone(),
+            registry: registry_path.clone(),
+            fsync: "never".into(),
+            worker_threads: threads,
+            start_timeout: Duration::from_secs(300),
+        };
+        let server = QuiverServer::start(spec, args.dir.as_deref(), "grpc-quiver").await?;
+        let staged = server.scratch("user_stats.snap");
+        stage(&snaps.stats, &staged)?;
+        let clients = server.clients(connections).await?;
+        let mut c0 = clients.get(0);
+        let loaded = load_snapshot(&mut c0, VIEW, &staged).await?;
+        eprintln!("  loaded {loaded} users; checking answers");
+        let ids = sample_ids(&shared.data, VALIDATE_USERS);
+        check_users(
+            &mut c0,
+            &shared.data,
+            &ids,
+            args.features,
+            false,
+            args.batch,
+        )
+        .await?;
+
+        // The echo's answer: a real one, for a batch of the same size.
+        let refs = feature_refs(args.features, false);
+        let batch_ids: Vec<i64> = ids.iter().copied().cycle().take(args.batch).collect();
+        let canned = c0
+            .get_online_features(read_request(&refs, &batch_ids))
+            .await
+            .map_err(|s| status_err("GetOnlineFeatures", &s))?
+            .into_inner();
+        let echo = EchoServer::start(canned, threads)?;
+        let echo_clients = QuiverClients::connect(echo.addr, connections).await?;
+
+        let mut peak: f64 = 0.0;
+        for &c in &args.concurrency {
+            eprintln!("  concurrency {c}: quiver");
+            let q = measure(&Target::Quiver(clients.clone()), wl, load(c, None), &shared).await?;
+            eprintln!("  concurrency {c}: echo");
+            let e = measure(
+                &Target::Echo(echo_clients.clone()),
+                wl,
+                load(c, None),
+                &shared,
+            )
+            .await?;
+            eprintln!(
+                "    quiver {:.0} req/s p99 {:.0} us | echo {:.0} req/s p99 {:.0} us",
+                q.rps(),
+                q.latency.summary().p99_us,
+                e.rps(),
+                e.latency.summary().p99_us
+            );
+            peak = peak.max(q.rps());
+            points.push(Point {
+                threads,
+                concurrency: c,
+                quiver: q,
+                echo: e,
+            });
+        }
+        let rate = peak / 2.0;
+        eprintln!("  paced at half of peak: {rate:.0} req/s");
+        let h = measure(
+            &Target::Quiver(clients.clone()),
+            wl,
+            load(max_c, Some(rate)),
+            &shared,
+        )
+        .await?;
+        paced.push((threads, rate, h));
+        drop(echo_clients);
+        echo.stop();
+        drop(server);
+    }
+
+    // Table.
+    let mut t = Table::new([
+        "threads", "conc", "system", "req/s", "values/s", "p50 us", "p99 us", "p999 us", "max us",
+    ]);
+    let row = |t: &mut Table, th: usize, c: String, name: &str, o: &Outcome| {
+        let s = o.latency.summary();
+        t.row([
+            th.to_string(),
+            c,
+            name.to_owned(),
+            format!("{:.0}", o.rps()),
+            format!("{:.3e}", o.values_per_sec()),
+            format!("{:.0}", s.p50_us),
+            format!("{:.0}", s.p99_us),
+            format!("{:.0}", s.p999_us),
+            format!("{:.0}", s.max_us),
+        ]);
+    };
+    for p in &points {
+        row(
+            &mut t,
+            p.threads,
+            p.concurrency.to_string(),
+            "quiver",
+            &p.quiver,
+        );
+        row(
+            &mut t,
+            p.threads,
+            p.concurrency.to_string(),
+            "echo",
+            &p.echo,
+        );
+    }
+    for (th, rate, h) in &paced {
+        row(
+            &mut t,
+            *th,
+            format!("{max_c}@{rate:.0}/s"),
+            "quiver paced",
+            h,
+        );
+    }
+    println!("{}", t.render());
+
+    let best = points
+        .iter()
+        .max_by(|a, b| a.quiver.rps().total_cmp(&b.quiver.rps()))
+        .ok_or_else(|| BenchError::InvalidArgument("nothing was measured".into()))?;
+    let best_paced = paced.iter().find(|p| p.0 == best.threads);
+    let qs = best.quiver.latency.summary();
+    let es = best.echo.latency.summary();
+    let runs: Vec<Json> = points
+        .iter()
+        .map(|p| {
+            let (q, e) = (p.quiver.latency.summary(), p.echo.latency.summary());
+            json!({
+                "worker_threads": p.threads,
+                "concurrency": p.concurrency,
+                "quiver_rps": num(p.quiver.rps()),
+                "echo_rps": num(p.echo.rps()),
+                "ratio": num(ratio(p.quiver.rps(), p.echo.rps())),
+                "p50_us": num(q.p50_us),
+                "p99_us": num(q.p99_us),
+                "p999_us": num(q.p999_us),
+                "echo_p50_us": num(e.p50_us),
+                "echo_p99_us": num(e.p99_us),
+                "checked_responses": p.quiver.checked,
+            })
+        })
+        .collect();
+    let paced_json: Vec<Json> = paced
+        .iter()
+        .map(|(th, rate, h)| {
+            let s = h.latency.summary();
+            json!({
+                "worker_threads": th,
+                "target_rps": num(*rate),
+                "achieved_rps": num(h.rps()),
+                "p50_us": num(s.p50_us),
+                "p99_us": num(s.p99_us),
+                "p999_us": num(s.p999_us),
+            })
+        })
+        .collect();
+    let line = json!({
+        "bench": "grpc",
+        "entities": args.entities,
+        "batch": args.batch,
+        "features": args.features,
+        "dist": dist.name(),
+        "duration_s": args.duration,
+        "connections": connections,
+        "client_threads": args.client_threads,
+        "worker_threads": best.threads,
+        "concurrency": best.concurrency,
+        "quiver_rps": num(best.quiver.rps()),
+        "echo_rps": num(best.echo.rps()),
+        "ratio": num(ratio(best.quiver.rps(), best.echo.rps())),
+        "p50_us": num(qs.p50_us),
+        "p99_us": num(qs.p99_us),
+        "echo_p50_us": num(es.p50_us),
+        "echo_p99_us": num(es.p99_us),
+        "half_peak_rps": best_paced.map(|p| num(p.2.rps())),
+        "half_peak_p50_us": best_paced.map(|p| num(p.2.latency.summary().p50_us)),
+        "half_peak_p99_us": best_paced.map(|p| num(p.2.latency.summary().p99_us)),
+        "loadavg_before": load_before,
+        "loadavg_after": crate::compare::loadavg(),
+        "runs": runs,
+        "paced": paced_json,
+    });
+    println!("{line}");
+    Ok(())
+}
+
+/// The echo service: every GetOnlineFeatures gets the same precomputed answer.
+#[derive(Debug)]
+struct Echo {
+    answer: pb::GetOnlineFeaturesResponse,
+}
+
+fn no() -> Status {
+    Status::unimplemented("the echo service only answers GetOnlineFeatures")
+}
+
+#[tonic::async_trait]
+impl FeatureStore for Echo {
+    async fn get_online_features(
+        &self,
+        _request: Request<pb::GetOnlineFeaturesRequest>,
+    ) -> Result<Response<pb::GetOnlineFeaturesResponse>, Status> {
+        Ok(Response::new(self.answer.clone()))
+    }
+    async fn write_features(
+        &self,
+        _: Request<pb::WriteFeaturesRequest>,
+    ) -> Result<Response<pb::WriteFeaturesResponse>, Status> {
+        Err(no())
+    }
+    async fn stream_write_features(
+        &self,
+        _: Request<Streaming<pb::WriteFeaturesRequest>>,
+    ) -> Result<Response<pb::WriteFeaturesResponse>, Status> {
+        Err(no())
+    }
+    async fn load_snapshot(
+        &self,
+        _: Request<pb::LoadSnapshotRequest>,
+    ) -> Result<Response<pb::LoadSnapshotResponse>, Status> {
+        Err(no())
+    }
+    async fn upload_snapshot(
+        &self,
+        _: Request<Streaming<pb::UploadSnapshotRequest>>,
+    ) -> Result<Response<pb::UploadSnapshotResponse>, Status> {
+        Err(no())
+    }
+    async fn checkpoint(
+        &self,
+        _: Request<pb::CheckpointRequest>,
+    ) -> Result<Response<pb::CheckpointResponse>, Status> {
+        Err(no())
+    }
+    async fn apply_registry(
+        &self,
+        _: Request<pb::ApplyRegistryRequest>,
+    ) -> Result<Response<pb::ApplyRegistryResponse>, Status> {
+        Err(no())
+    }
+    async fn get_registry(
+        &self,
+        _: Request<pb::GetRegistryRequest>,
+    ) -> Result<Response<pb::GetRegistryResponse>, Status> {
+        Err(no())
+    }
+    async fn get_stats(
+        &self,
+        _: Request<pb::GetStatsRequest>,
+    ) -> Result<Response<pb::GetStatsResponse>, Status> {
+        Err(no())
+    }
+}
+
+/// The echo server on its own runtime thread; stopped on drop.
+#[derive(Debug)]
+struct EchoServer {
+    addr: std::net::SocketAddr,
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl EchoServer {
+    /// Serves `answer` on a free loopback port with `threads` runtime workers, with
+    /// TCP_NODELAY on accepted sockets and no size limit on answers.
+    fn start(answer: pb::GetOnlineFeaturesResponse, threads: usize) -> Result<Self> {
+        let addr = free_addr()?;
+        let listener = std::net::TcpListener::bind(addr).map_err(io("binding the echo port"))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(io("configuring the echo listener"))?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .enable_all()
+            .build()
+            .map_err(io("starting the echo runtime"))?;
+        let (tx, rx) = oneshot::channel::<()>();
+        let thread = std::thread::Builder::new()
+            .name("echo-server".into())
+            .spawn(move || {
+                rt.block_on(async move {
+                    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
+                        return;
+                    };
+                    let incoming = tonic::transport::server::TcpIncoming::from(listener)
+                        .with_nodelay(Some(true));
+                    let svc = FeatureStoreServer::new(Echo { answer })
+                        .max_decoding_message_size(64 << 20)
+                        .max_encoding_message_size(usize::MAX);
+                    let _ = tonic::transport::Server::builder()
+                        .tcp_nodelay(true)
+                        .add_service(svc)
+                        .serve_with_incoming_shutdown(incoming, async {
+                            let _ = rx.await;
+                        })
+                        .await;
+                });
+            })
+            .map_err(io("starting the echo thread"))?;
+        Ok(Self {
+            addr,
+            stop: Some(tx),
+            thread: Some(thread),
+        })
+    }
+
+    /// Stops the server and waits for its thread.
+    fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for EchoServer {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
