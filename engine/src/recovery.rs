@@ -169,7 +169,7 @@ fn remove_temp_files(dir: &std::path::Path) {
     for e in entries.flatten() {
         let name = e.file_name();
         let name = name.to_string_lossy();
-        if name.ends_with(SNAPSHOT_TEMP_SUFFIX) || name.ends_with(".qsnap-tmp") {
+        if name.ends_with(SNAPSHOT_TEMP_SUFFIX) {
             let _ = fs::remove_file(e.path());
         }
     }

@@ -192,12 +192,8 @@ pub fn latest_rows(
     let progress = Progress::new(opts.progress);
     let entity = history.entity().clone();
     let units = history.units();
-    let mut cols: Vec<&str> = history.key_cols.iter().map(String::as_str).collect();
-    let nk = cols.len();
-    cols.push(&history.ts_col);
-    if let Some(c) = &history.created_col {
-        cols.push(c);
-    }
+    let cols = history.key_time_columns();
+    let nk = history.key_cols.len();
     progress.phase(
         format!("{}: scanning history", history.view()),
         units.len() as u64,

@@ -18,6 +18,7 @@ use crate::error::{status_of, Origin};
 use crate::metrics::Rpc;
 use crate::proto::feast::serving as fs;
 use crate::proto::feast::types as ft;
+use crate::service::check_unique_names;
 use crate::state::AppState;
 
 /// The Feast-compatible service.
@@ -150,16 +151,7 @@ impl FeastService {
             }
         }
         if !req.full_feature_names {
-            // Same check as the native API: bare names must not collide.
-            let mut seen = std::collections::BTreeSet::new();
-            for n in &feature_names {
-                if !seen.insert(n) {
-                    return Err(Status::invalid_argument(format!(
-                        "features: two requested features are both named {n:?}; set \
-                         full_feature_names to tell them apart"
-                    )));
-                }
-            }
+            check_unique_names(&feature_names)?;
         }
 
         // Join key columns first, in the registry's declared order, every row PRESENT.

@@ -214,37 +214,44 @@ impl Metrics {
 fn render_db(o: &mut String, db: &Db) {
     let st = db.stats();
     let now = SystemClock.now_micros();
-    let gauges: [(&str, &str); 5] = [
+    type PerView = fn(&quiver_engine::ViewStats, i64) -> f64;
+    let gauges: [(&str, &str, PerView); 5] = [
         (
             "quiver_view_memory_entities",
             "Entities held in memory per view.",
+            |v, _| v.entities as f64,
         ),
-        ("quiver_view_memory_bytes", "Heap bytes per view."),
+        (
+            "quiver_view_memory_bytes",
+            "Heap bytes per view.",
+            |v, _| v.bytes as f64,
+        ),
         (
             "quiver_view_snapshot_entities",
             "Entities in the view's snapshot.",
+            |v, _| v.base_entities as f64,
         ),
         (
             "quiver_view_snapshot_bytes",
             "Size of the view's snapshot file.",
+            |v, _| v.base_bytes as f64,
         ),
         (
             "quiver_view_newest_event_age_seconds",
             "Age of the newest event written to the view.",
+            |v, now| {
+                if v.newest_event_ts == 0 {
+                    f64::NAN
+                } else {
+                    (now - v.newest_event_ts) as f64 / 1e6
+                }
+            },
         ),
     ];
-    for (name, help) in gauges {
+    for (name, help, value) in gauges {
         let _ = writeln!(o, "# HELP {name} {help}\n# TYPE {name} gauge");
         for v in &st.views {
-            let value = match name {
-                "quiver_view_memory_entities" => v.entities as f64,
-                "quiver_view_memory_bytes" => v.bytes as f64,
-                "quiver_view_snapshot_entities" => v.base_entities as f64,
-                "quiver_view_snapshot_bytes" => v.base_bytes as f64,
-                _ if v.newest_event_ts == 0 => f64::NAN,
-                _ => (now - v.newest_event_ts) as f64 / 1e6,
-            };
-            let _ = writeln!(o, "{name}{{view=\"{}\"}} {value}", v.view);
+            let _ = writeln!(o, "{name}{{view=\"{}\"}} {}", v.view, value(v, now));
         }
     }
     let checkpoint_age = if st.checkpoint_micros == 0 {

@@ -45,17 +45,24 @@ pub(crate) fn output_names(
 ) -> Result<Vec<String>, Status> {
     let names = sel.names(full);
     if !full {
-        let mut seen = BTreeSet::new();
-        for n in &names {
-            if !seen.insert(n) {
-                return Err(Status::invalid_argument(format!(
-                    "features: two requested features are both named {n:?}; set \
-                     full_feature_names to tell them apart"
-                )));
-            }
-        }
+        check_unique_names(&names)?;
     }
     Ok(names)
+}
+
+/// Refuses two output columns with the same bare name (without full feature names, features of
+/// different views can collide).
+pub(crate) fn check_unique_names(names: &[String]) -> Result<(), Status> {
+    let mut seen = BTreeSet::new();
+    for n in names {
+        if !seen.insert(n) {
+            return Err(Status::invalid_argument(format!(
+                "features: two requested features are both named {n:?}; set \
+                 full_feature_names to tell them apart"
+            )));
+        }
+    }
+    Ok(())
 }
 
 impl FeatureStoreService {
@@ -410,9 +417,10 @@ impl FeatureStoreService {
         }
         let dir = db.dir().join(quiver_engine::SNAPSHOT_DIR);
         let path = dir.join(format!(
-            ".upload-{}-{}.qsnap-tmp",
+            ".upload-{}-{}{}",
             std::process::id(),
-            SystemClock.now_micros()
+            SystemClock.now_micros(),
+            quiver_engine::SNAPSHOT_TEMP_SUFFIX
         ));
         let file = std::fs::File::create(&path)
             .map_err(|e| Status::internal(format!("cannot create {}: {e}", path.display())))?;

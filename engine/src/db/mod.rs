@@ -404,7 +404,7 @@ fn check_snapshot_fits(snap: &Snapshot, view: &FeatureView) -> Result<()> {
 fn place_file(src: &Path, dst: &Path) -> Result<bool> {
     let linked = fs::hard_link(src, dst).is_ok();
     if !linked {
-        let tmp = dst.with_extension("qsnap-tmp");
+        let tmp = dst.with_extension(&crate::snapshot::SNAPSHOT_TEMP_SUFFIX[1..]);
         fs::copy(src, &tmp).map_err(|e| io_err(src, e))?;
         let f = fs::File::open(&tmp).map_err(|e| io_err(&tmp, e))?;
         f.sync_all().map_err(|e| io_err(&tmp, e))?;

@@ -279,6 +279,17 @@ impl History {
         self.units.len()
     }
 
+    /// The columns a scan reads to place rows: the join keys (the first `key_cols.len()`), the
+    /// event timestamp, then the created timestamp if the view has one.
+    pub(crate) fn key_time_columns(&self) -> Vec<&str> {
+        let mut cols: Vec<&str> = self.key_cols.iter().map(String::as_str).collect();
+        cols.push(&self.ts_col);
+        if let Some(c) = &self.created_col {
+            cols.push(c);
+        }
+        cols
+    }
+
     /// The readable units in dataset order.
     pub(crate) fn units(&self) -> &[Unit] {
         &self.units

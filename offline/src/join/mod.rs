@@ -360,12 +360,8 @@ fn join_view(
 
     // 2. Scan keys and times in parallel; best row per slot per thread.
     let units = hist.units();
-    let mut cols: Vec<&str> = hist.key_cols.iter().map(String::as_str).collect();
-    let nk = cols.len();
-    cols.push(&hist.ts_col);
-    if let Some(c) = &hist.created_col {
-        cols.push(c);
-    }
+    let cols = hist.key_time_columns();
+    let nk = hist.key_cols.len();
     progress.phase(
         format!("{}: scanning history", hist.view()),
         units.len() as u64,
