@@ -29,6 +29,7 @@ mod error;
 pub mod fuzzing;
 mod key;
 mod manifest;
+mod pack;
 mod record;
 mod recovery;
 mod registry;
@@ -45,9 +46,10 @@ pub use db::{
 pub use error::{EngineError, Result};
 pub use key::{decode_key, encode_key, KeyBatch, KeyPart, OwnedKeyPart, MAX_KEY_LEN};
 pub use manifest::{Manifest, ViewSnapshot, MANIFEST_FILE};
+pub use pack::{CodecInfo, PackMethod};
 pub use registry::{
-    parse_ttl, Entity, Feature, FeatureRef, FeatureService, FeatureView, JoinKey, KeyType,
-    OfflineSource, Registry, RegistryError,
+    parse_ttl, Compression, CompressionPolicy, Entity, Feature, FeatureRef, FeatureService,
+    FeatureView, JoinKey, KeyType, OfflineSource, Registry, RegistryError,
 };
 pub use snapshot::{
     Snapshot, SnapshotInfo, SnapshotIter, SnapshotMeta, SnapshotWriter, MAX_VIEW_NAME_LEN,

@@ -5,17 +5,19 @@ use std::path::Path;
 
 use super::schema_fingerprint;
 use crate::clock::Micros;
+use crate::pack::{CodecInfo, PackingWriter};
 use crate::record::{self, Cell, Layout, NO_CREATED};
 use crate::registry::Registry;
-use crate::snapshot::{SnapshotInfo, SnapshotMeta, SnapshotWriter};
+use crate::snapshot::{SnapshotInfo, SnapshotMeta};
 use crate::store::Row;
 use crate::{EngineError, Result};
 
 /// Writes one view's snapshot from whole rows, one row per entity, encoding records exactly as
-/// the store does. Memory stays bounded: records stream to the file.
+/// the store does and compressing them as the view's policy decides. Memory stays bounded:
+/// records stream to the file after the first few thousand (the compression sample).
 #[derive(Debug)]
 pub struct SnapshotBuilder {
-    writer: SnapshotWriter,
+    writer: PackingWriter,
     registry: Registry,
     view: usize,
     layout: Layout,
@@ -43,7 +45,7 @@ impl SnapshotBuilder {
             created_at,
         };
         Ok(Self {
-            writer: SnapshotWriter::create(path, meta)?,
+            writer: PackingWriter::create(path, meta, Layout::new(v), v.compression)?,
             registry: registry.clone(),
             view: vi,
             layout: Layout::new(v),
@@ -94,11 +96,16 @@ impl SnapshotBuilder {
 
     /// Whether nothing was added.
     pub fn is_empty(&self) -> bool {
-        self.writer.is_empty()
+        self.writer.len() == 0
     }
 
     /// Publishes the file (temp, fsync, rename, directory fsync).
     pub fn finish(self) -> Result<SnapshotInfo> {
+        Ok(self.finish_with_codec()?.0)
+    }
+
+    /// Like [`Self::finish`], also saying how the records were compressed and why.
+    pub fn finish_with_codec(self) -> Result<(SnapshotInfo, CodecInfo)> {
         self.writer.finish()
     }
 }

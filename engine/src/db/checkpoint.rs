@@ -9,7 +9,9 @@ use std::time::Instant;
 
 use super::{schema_fingerprint, Db, SNAPSHOT_DIR};
 use crate::manifest::{Manifest, ViewSnapshot};
-use crate::snapshot::{Snapshot, SnapshotMeta, SnapshotWriter};
+use crate::pack::PackingWriter;
+use crate::record::Layout;
+use crate::snapshot::{Snapshot, SnapshotMeta};
 use crate::store::BaseRecords;
 use crate::Result;
 
@@ -64,18 +66,19 @@ impl Db {
                     sequence: seq,
                     created_at: now,
                 };
-                let mut writer = SnapshotWriter::create(&path, meta)?;
+                let mut writer =
+                    PackingWriter::create(&path, meta, Layout::new(view), view.compression)?;
                 let merged = self
                     .store
                     .merged_records(&view.name, now, &mut |k, r| writer.add(k, r))?;
                 stats.values_expired += merged.values_expired;
-                if writer.is_empty() {
+                if writer.len() == 0 {
                     // Dropping an unfinished writer removes its temp file.
                     drop(writer);
                     written.push((view.name.clone(), None));
                     continue;
                 }
-                let info = writer.finish()?;
+                let (info, _) = writer.finish()?;
                 stats.bytes += info.file_size;
                 stats.views.push((view.name.clone(), info.entities));
                 let snap = Snapshot::open(&path)?;

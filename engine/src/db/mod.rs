@@ -445,4 +445,8 @@ impl crate::store::BaseRecords for Snapshot {
     fn bytes(&self) -> u64 {
         self.file_size()
     }
+
+    fn codec(&self) -> Option<&crate::pack::Codec> {
+        Snapshot::codec(self)
+    }
 }

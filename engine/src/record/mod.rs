@@ -62,6 +62,8 @@ pub(crate) struct Layout {
     skip: Vec<Skip>,
     /// How each vector feature stores its components (float32 for everything else).
     storage: Vec<VectorStorage>,
+    /// See [`Layout::max_record_len`].
+    max_len: Option<usize>,
 }
 
 /// The shape of a feature's value bytes in a record.
@@ -120,18 +122,77 @@ impl Layout {
             .zip(&storage)
             .map(|(t, s)| Skip::of(*t, *s))
             .collect();
-        Self {
+        let mut layout = Self {
             types,
             ttl_micros,
             bool_slot,
             bools_before,
             skip,
             storage,
-        }
+            max_len: None,
+        };
+        layout.max_len = layout.compute_max_len();
+        layout
     }
 
     pub(crate) fn len(&self) -> usize {
         self.types.len()
+    }
+
+    /// The longest record this schema can encode, or `None` when a feature has no fixed
+    /// bound (strings, bytes, lists). Bounds the output of decompressing a record.
+    #[inline]
+    pub(crate) fn max_record_len(&self) -> Option<usize> {
+        self.max_len
+    }
+
+    fn compute_max_len(&self) -> Option<usize> {
+        const VARINT: usize = 10;
+        let n = self.len();
+        // flags, count, two bitmaps, the bools, then two timestamps plus a delta each.
+        let mut len = 1 + VARINT + 2 * n.div_ceil(8) + n.div_ceil(8) + 2 * VARINT + 2 * n * VARINT;
+        for skip in &self.skip {
+            len += match skip {
+                Skip::None => 0,
+                Skip::Varint => VARINT,
+                Skip::Fixed(w) => *w,
+                Skip::Prefixed | Skip::List(_) => return None,
+            };
+        }
+        Some(len)
+    }
+
+    /// The byte width of the fixed-width floats that make up most of this schema's value
+    /// bytes (2 for half-precision vectors, 4 for float32, 8 for float64), or `None` when they
+    /// do not dominate. Byte-shuffling records at that width groups the floats' exponent
+    /// bytes together, which is what lets zstd find anything in them.
+    pub(crate) fn float_width(&self) -> Option<usize> {
+        let mut by_width = [0usize; 9];
+        let mut fixed = 0;
+        for (i, ty) in self.types.iter().enumerate() {
+            let (width, bytes) = match (ty, self.storage[i]) {
+                (ValueType::Vector { dim }, VectorStorage::Float32) => (4, 4 * *dim as usize),
+                (ValueType::Vector { dim }, VectorStorage::Float16 | VectorStorage::BFloat16) => {
+                    (2, 2 * *dim as usize)
+                }
+                (ValueType::Scalar(ScalarType::Float32), _) => (4, 4),
+                (ValueType::Scalar(ScalarType::Float64), _) => (8, 8),
+                _ => {
+                    if let Skip::Fixed(w) = self.skip[i] {
+                        fixed += w;
+                    }
+                    continue;
+                }
+            };
+            by_width[width] += bytes;
+            fixed += bytes;
+        }
+        let (width, bytes) = by_width
+            .iter()
+            .enumerate()
+            .max_by_key(|(_, b)| **b)
+            .map(|(w, b)| (w, *b))?;
+        (bytes > 0 && bytes * 2 >= fixed).then_some(width)
     }
 }
 
@@ -301,6 +362,17 @@ fn read_ts(rec: &[u8], pos: &mut usize, scale: i64) -> Result<i64, Malformed> {
 fn add_delta(base: i64, delta: u64, scale: i64) -> Result<i64, Malformed> {
     let v = i128::from(base) + i128::from(delta) * i128::from(scale);
     i64::try_from(v).map_err(|_| Malformed("timestamp out of range"))
+}
+
+/// Where `rec`'s value bytes begin (after its flags, bitmaps and timestamps), or `None` if it
+/// holds no value bytes. `cells` is scratch.
+pub(crate) fn values_start(layout: &Layout, rec: &[u8], cells: &mut Vec<Cell>) -> Option<usize> {
+    parse(layout, rec, cells).ok()?;
+    cells
+        .iter()
+        .filter(|c| c.state == CellState::Present && c.len > 0)
+        .map(|c| c.start as usize)
+        .min()
 }
 
 /// Advances `pos` over one encoded value of type `ty` (for codecs that embed values).

@@ -101,6 +101,68 @@ pub struct FeatureView {
     pub source: Option<OfflineSource>,
     /// Features in schema order.
     pub features: Vec<Feature>,
+    /// How snapshots of this view compress their records.
+    pub compression: Compression,
+}
+
+/// Which compression a view's snapshot records get (see `crate::pack`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum CompressionPolicy {
+    /// Records are stored as encoded: no decode cost.
+    None,
+    /// Records are zstd-compressed with a dictionary trained on the view's own records.
+    Zstd,
+    /// Decided per snapshot from a sample of records: zstd only where it saves enough bytes
+    /// for what it costs to decode.
+    #[default]
+    Auto,
+}
+
+impl CompressionPolicy {
+    /// Registry spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Zstd => "zstd",
+            Self::Auto => "auto",
+        }
+    }
+
+    /// The policy spelled `name` in a registry.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "none" => Some(Self::None),
+            "zstd" => Some(Self::Zstd),
+            "auto" => Some(Self::Auto),
+            _ => None,
+        }
+    }
+}
+
+/// A view's compression settings. Unlike the schema they may change at any time: each
+/// snapshot records what it used, and records say which dictionary they need.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Compression {
+    /// The policy.
+    pub policy: CompressionPolicy,
+    /// zstd level, 1..=19. Only snapshot building pays for higher levels; reads do not.
+    pub level: i32,
+}
+
+impl Compression {
+    /// The default zstd level.
+    pub const DEFAULT_LEVEL: i32 = 3;
+    /// Highest level accepted (the "ultra" levels need large windows, useless for records).
+    pub const MAX_LEVEL: i32 = 19;
+}
+
+impl Default for Compression {
+    fn default() -> Self {
+        Self {
+            policy: CompressionPolicy::Auto,
+            level: Self::DEFAULT_LEVEL,
+        }
+    }
 }
 
 impl FeatureView {

@@ -6,8 +6,8 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
-    parse_ttl, Entity, Feature, FeatureService, FeatureView, JoinKey, KeyType, OfflineSource,
-    Registry, RegistryError,
+    parse_ttl, Compression, CompressionPolicy, Entity, Feature, FeatureService, FeatureView,
+    JoinKey, KeyType, OfflineSource, Registry, RegistryError,
 };
 use crate::value::{ValueType, VectorStorage};
 
@@ -60,6 +60,8 @@ struct RawView {
     #[serde(default)]
     tags: BTreeMap<String, String>,
     source: Option<RawSource>,
+    compression: Option<Spanned<String>>,
+    compression_level: Option<Spanned<i64>>,
     #[serde(default, rename = "feature")]
     features: Vec<RawFeature>,
 }
@@ -219,6 +221,31 @@ pub(super) fn parse(text: &str) -> Result<Registry, RegistryError> {
                 0
             }),
         };
+        let mut compression = Compression::default();
+        if let Some(c) = &v.compression {
+            match CompressionPolicy::from_name(c.get_ref()) {
+                Some(p) => compression.policy = p,
+                None => problems.push(format!(
+                    "{}: feature view {name:?} field \"compression\": unknown policy {:?} \
+                     (expected none, zstd or auto)",
+                    lines.at(c),
+                    c.get_ref()
+                )),
+            }
+        }
+        if let Some(l) = &v.compression_level {
+            let level = *l.get_ref();
+            if (1..=i64::from(Compression::MAX_LEVEL)).contains(&level) {
+                compression.level = level as i32;
+            } else {
+                problems.push(format!(
+                    "{}: feature view {name:?} field \"compression_level\": {level} is not \
+                     between 1 and {}",
+                    lines.at(l),
+                    Compression::MAX_LEVEL
+                ));
+            }
+        }
         if v.features.is_empty() {
             problems.push(format!("{at}: feature view {name:?} has no features"));
         }
@@ -303,6 +330,7 @@ pub(super) fn parse(text: &str) -> Result<Registry, RegistryError> {
                 created_timestamp_field: s.created_timestamp_field,
             }),
             features,
+            compression,
         });
     }
 

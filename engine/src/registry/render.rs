@@ -42,6 +42,12 @@ pub(super) fn render(r: &Registry) -> String {
             .map(|(k, val)| format!("{} = {}", q(k), q(val)))
             .collect();
         let _ = writeln!(s, "tags = {{ {} }}", tags.join(", "));
+        let _ = writeln!(
+            s,
+            "compression = {}\ncompression_level = {}",
+            q(v.compression.policy.name()),
+            v.compression.level
+        );
         if let Some(src) = &v.source {
             let created = src
                 .created_timestamp_field

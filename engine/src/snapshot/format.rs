@@ -1,4 +1,5 @@
-//! Snapshot file layout, format version 1. Mirrored in docs/formats.md ("Snapshot files").
+//! Snapshot file layout, format version 2 (version 1 files are read too: they are version 2
+//! files without a codec section). Mirrored in docs/formats.md ("Snapshot files").
 //!
 //! All integers little-endian. `R` = record region length, `I` = index offset, `S` = slots.
 //!
@@ -6,27 +7,31 @@
 //! offset   size   field
 //! --- header: HEADER_LEN = 256 bytes, checked by its own crc before anything else is trusted
 //! 0        8      magic 89 51 56 53 4E 41 50 0A ("\x89QVSNAP\n")
-//! 8        4      format version u32 (1)
+//! 8        4      format version u32 (2; 1 is still read)
 //! 12       4      flags u32 (none defined: must be 0)
 //! 16       8      schema fingerprint u64 (opaque; supplied by the writer's caller)
 //! 24       8      sequence u64 (the WAL sequence the snapshot includes; opaque here)
 //! 32       8      created-at i64, µs since the Unix epoch
 //! 40       8      max event timestamp i64, µs (i64::MIN = none noted)
 //! 48       8      entity count u64 (= entries in the record region = used index slots)
-//! 56       8      record region offset u64 (= 256)
+//! 56       8      record region offset u64 (= 256 + C)
 //! 64       8      record region length u64 R (< 2^40)
-//! 72       8      index offset u64 I (= 256 + R rounded up to a multiple of 8)
+//! 72       8      index offset u64 I (= 256 + C + R rounded up to a multiple of 8)
 //! 80       8      index length u64 (= 8 × S)
 //! 88       8      index slot count u64 S (power of two, >= 8, entity count <= 3/4 × S)
 //! 96       2      view name length u16 (1..=128)
 //! 98       128    view name, UTF-8, zero-padded
-//! 226      26     reserved, zero
+//! 226      4      codec section length u32 C (<= 1 MiB; always 0 in version 1)
+//! 230      4      crc32 of the codec section (0 when C = 0)
+//! 234      18     reserved, zero
 //! 252      4      crc32 of bytes 0..252
+//! --- codec section: how records are compressed (opaque here; see `crate::pack`)
+//! 256      C      section bytes
 //! --- record region
-//! 256      R      entries in the order they were added, each:
+//! 256+C    R      entries in the order they were added, each:
 //!                   varint key length (<= 4096), key bytes (canonical entity key),
 //!                   varint record length, record bytes (the engine's record encoding)
-//! 256+R    0..7   zero padding up to I
+//! 256+C+R  0..7   zero padding up to I
 //! --- index: open addressing, linear probing
 //! I        8×S    S slots, u64 each: FFFF_FFFF_FFFF_FFFF = empty, otherwise
 //!                   bits 0..40  offset of the entry within the record region
@@ -48,7 +53,7 @@ use crate::key::MAX_KEY_LEN;
 /// being mistaken for text; `\n` exposes line-ending conversion.
 pub(super) const MAGIC: [u8; 8] = *b"\x89QVSNAP\n";
 /// The version this build writes and the newest it reads.
-pub(super) const FORMAT_VERSION: u32 = 1;
+pub(super) const FORMAT_VERSION: u32 = 2;
 /// The oldest version this build reads.
 pub(super) const OLDEST_READABLE_VERSION: u32 = 1;
 
@@ -74,7 +79,9 @@ const OFF_INDEX_LEN: usize = 80;
 const OFF_SLOTS: usize = 88;
 const OFF_VIEW_LEN: usize = 96;
 const OFF_VIEW: usize = 98;
-const OFF_RESERVED: usize = OFF_VIEW + MAX_VIEW_NAME_LEN;
+const OFF_CODEC_LEN: usize = OFF_VIEW + MAX_VIEW_NAME_LEN;
+const OFF_CODEC_CRC: usize = OFF_CODEC_LEN + 4;
+const OFF_RESERVED: usize = OFF_CODEC_CRC + 4;
 pub(super) const OFF_HEADER_CRC: usize = 252;
 
 // Footer field offsets, relative to the footer start.
@@ -84,7 +91,9 @@ pub(super) const FOOTER_MAGIC: usize = 8;
 
 /// Longest view name a header holds.
 pub const MAX_VIEW_NAME_LEN: usize = 128;
-/// No header flags are defined in version 1.
+/// Longest codec section.
+pub(super) const MAX_CODEC_LEN: u32 = 1 << 20;
+/// No header flags are defined in versions 1 and 2.
 const KNOWN_FLAGS: u32 = 0;
 /// "No event timestamp was noted" in the max-event-timestamp field.
 pub(super) const NO_EVENT_TS: i64 = i64::MIN;
@@ -194,6 +203,8 @@ pub(super) struct Header {
     pub(super) slots: u64,
     pub(super) view_len: u16,
     pub(super) view: [u8; MAX_VIEW_NAME_LEN],
+    pub(super) codec_len: u32,
+    pub(super) codec_crc: u32,
     /// Whether the reserved bytes are all zero.
     pub(super) reserved_zero: bool,
 }
@@ -260,6 +271,8 @@ impl Header {
         }
         b[OFF_VIEW_LEN..OFF_VIEW_LEN + 2].copy_from_slice(&self.view_len.to_le_bytes());
         b[OFF_VIEW..OFF_VIEW + MAX_VIEW_NAME_LEN].copy_from_slice(&self.view);
+        b[OFF_CODEC_LEN..OFF_CODEC_LEN + 4].copy_from_slice(&self.codec_len.to_le_bytes());
+        b[OFF_CODEC_CRC..OFF_CODEC_CRC + 4].copy_from_slice(&self.codec_crc.to_le_bytes());
         let crc = header_crc(&b);
         b[OFF_HEADER_CRC..].copy_from_slice(&crc.to_le_bytes());
         b
@@ -288,6 +301,8 @@ impl Header {
             slots: u64_of(b, OFF_SLOTS),
             view_len: u16_at(b, OFF_VIEW_LEN),
             view,
+            codec_len: u32_at(b, OFF_CODEC_LEN).unwrap_or(0),
+            codec_crc: u32_at(b, OFF_CODEC_CRC).unwrap_or(0),
             reserved_zero: b[OFF_RESERVED..OFF_HEADER_CRC].iter().all(|&x| x == 0),
         }
     }
@@ -321,11 +336,21 @@ impl Header {
         if !self.reserved_zero {
             return at(OFF_RESERVED, "reserved header bytes are not zero".into());
         }
-        if self.records_off != HEADER_LEN as u64 {
+        if self.codec_len > MAX_CODEC_LEN || (self.version < 2 && self.codec_len != 0) {
+            return at(
+                OFF_CODEC_LEN,
+                format!(
+                    "codec section length {} is not allowed in a version {} file",
+                    self.codec_len, self.version
+                ),
+            );
+        }
+        let codec_end = HEADER_LEN as u64 + u64::from(self.codec_len);
+        if self.records_off != codec_end {
             return at(
                 OFF_RECORDS_OFF,
                 format!(
-                    "record region starts at {}, not {HEADER_LEN}",
+                    "record region starts at {}, not {codec_end} (after the codec section)",
                     self.records_off
                 ),
             );
@@ -404,6 +429,7 @@ impl Header {
         }
         Ok(Layout {
             view: view.to_owned(),
+            codec_start: HEADER_LEN as u64,
             records_start: self.records_off,
             records_end,
             index_start: index_off,
@@ -418,6 +444,7 @@ impl Header {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct Layout {
     pub(super) view: String,
+    pub(super) codec_start: u64,
     pub(super) records_start: u64,
     pub(super) records_end: u64,
     pub(super) index_start: u64,
@@ -505,6 +532,8 @@ mod tests {
             slots: 8,
             view_len: 10,
             view,
+            codec_len: 0,
+            codec_crc: 0,
             reserved_zero: true,
         };
         let b = h.encode();

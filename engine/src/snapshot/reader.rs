@@ -15,6 +15,7 @@ use super::format::{
 };
 use super::mmap::ReadOnlyMap;
 use super::{corrupt, io_err, show_key, SnapshotInfo};
+use crate::pack::{is_packed, packed_raw_len, unpack, Codec, CodecInfo, Dctx, MAX_PACKED_RAW};
 use crate::{EngineError, Result};
 
 /// How much of a file [`Snapshot::open_with`] checks.
@@ -40,6 +41,8 @@ pub struct Snapshot {
     index: Range<usize>,
     slots: u64,
     entities: usize,
+    /// How the records are compressed; `None` for files without a codec section.
+    codec: Option<Codec>,
 }
 
 impl Snapshot {
@@ -63,11 +66,13 @@ impl Snapshot {
     }
 
     /// Everything [`open`](Self::open) checks, and then that every entry is reachable
-    /// through the index at its own offset and no key appears twice. For `quiver snapshot
-    /// verify`: the error names the first problem's offset.
+    /// through the index at its own offset, no key appears twice, and every compressed
+    /// record decompresses to the length it claims. For `quiver snapshot verify`: the error
+    /// names the first problem's offset.
     pub fn verify(path: impl AsRef<Path>) -> Result<SnapshotInfo> {
         let snap = Self::open(path)?;
         snap.check_index_finds_every_entry()?;
+        snap.check_packed_records()?;
         Ok(snap.info)
     }
 
@@ -102,6 +107,29 @@ impl Snapshot {
         let index = layout.index_start as usize..layout.index_end as usize;
         let entities = layout.entities as usize;
         let map = ReadOnlyMap::new(&file, len).map_err(|e| io_err(path, e))?;
+        let codec_at = layout.codec_start as usize;
+        let codec = match map.bytes().get(codec_at..records.start) {
+            Some([]) => None,
+            Some(section) => {
+                if crc32fast::hash(section) != header.codec_crc {
+                    return Err(corrupt(
+                        path,
+                        codec_at as u64,
+                        "codec section checksum mismatch",
+                    ));
+                }
+                let codec = Codec::from_section(section)
+                    .map_err(|reason| corrupt(path, codec_at as u64, reason))?;
+                Some(codec)
+            }
+            None => {
+                return Err(corrupt(
+                    path,
+                    codec_at as u64,
+                    "codec section out of bounds",
+                ))
+            }
+        };
         let snap = Self {
             map,
             info: SnapshotInfo::new(path, &header, file_len, layout.view),
@@ -109,6 +137,7 @@ impl Snapshot {
             index,
             slots: layout.slots,
             entities,
+            codec,
         };
         match checks {
             Checks::Open => {
@@ -173,6 +202,27 @@ impl Snapshot {
     /// What the header says, and where the file is.
     pub fn info(&self) -> &SnapshotInfo {
         &self.info
+    }
+
+    /// How the records are compressed, and the figures that decided it (`None` for a file
+    /// written without a codec section, whose records are all plain).
+    pub fn codec_info(&self) -> Option<&CodecInfo> {
+        self.codec.as_ref().map(Codec::info)
+    }
+
+    pub(crate) fn codec(&self) -> Option<&Codec> {
+        self.codec.as_ref()
+    }
+
+    /// Plain and stored record bytes: the sum of the records' plain lengths (as compressed
+    /// records state them) and of their stored lengths. Scans the record region.
+    pub fn record_sizes(&self) -> (u64, u64) {
+        let (mut plain, mut stored) = (0u64, 0u64);
+        for (_, rec) in self.iter() {
+            stored += rec.len() as u64;
+            plain += packed_raw_len(rec).unwrap_or(rec.len() as u64);
+        }
+        (plain, stored)
     }
 
     /// The file's path.
@@ -264,6 +314,37 @@ impl Snapshot {
                     self.entities
                 ),
             ));
+        }
+        Ok(())
+    }
+
+    /// Every compressed record decompresses, with the snapshot's dictionary, to exactly the
+    /// length it claims (at most the largest packable record).
+    fn check_packed_records(&self) -> Result<()> {
+        // Without a codec section records are opaque to this layer (and plain if the engine
+        // wrote them).
+        if self.codec.is_none() {
+            return Ok(());
+        }
+        let mut dctx = Dctx::default();
+        let mut buf = Vec::new();
+        let region = self.record_bytes();
+        let mut pos = 0;
+        while pos < region.len() {
+            let start = pos;
+            let Some((_, rec)) = read_entry(region, &mut pos) else {
+                break;
+            };
+            if is_packed(rec) {
+                unpack(
+                    self.codec.as_ref(),
+                    rec,
+                    MAX_PACKED_RAW,
+                    &mut dctx,
+                    &mut buf,
+                )
+                .map_err(|m| self.corrupt(self.records.start + start, m.0))?;
+            }
         }
         Ok(())
     }

@@ -228,7 +228,7 @@ fn info_describes_the_file() {
         info,
         SnapshotInfo {
             path: path.clone(),
-            format_version: 1,
+            format_version: 2,
             view: "user_stats".into(),
             schema_fingerprint: 0x0123_4567_89ab_cdef,
             sequence: 42,
@@ -436,7 +436,7 @@ fn newer_and_older_versions_are_distinct_errors() {
     let dir = TempDir::new("version");
     let (_, bytes) = small_file(&dir);
     let path = dir.join("v.qsnap");
-    for (version, newer) in [(2u32, true), (u32::MAX, true), (0, false)] {
+    for (version, newer) in [(3u32, true), (u32::MAX, true), (0, false)] {
         let mut b = bytes.clone();
         b[OFF_VERSION..OFF_VERSION + 4].copy_from_slice(&version.to_le_bytes());
         fs::write(&path, &b).unwrap();
@@ -447,7 +447,7 @@ fn newer_and_older_versions_are_distinct_errors() {
                 }),
                 true,
             ) => {
-                assert_eq!((found, supported), (version, 1));
+                assert_eq!((found, supported), (version, 2));
             }
             (Err(EngineError::NeedsUpgrade { found, oldest, .. }), false) => {
                 assert_eq!((found, oldest), (version, 1));
@@ -674,10 +674,68 @@ fn a_hostile_record_region_never_panics_the_read_path() {
     }
 }
 
-const GOLDEN: &str = concat!(
+const GOLDEN_V1: &str = concat!(
     env!("CARGO_MANIFEST_DIR"),
     "/src/snapshot/golden/v1_small.qsnap"
 );
+const GOLDEN: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/src/snapshot/golden/v2_small.qsnap"
+);
+
+/// `small_entries` as an engine would write them with a codec section: a record whose first
+/// byte has the high bit set is a compressed record there, so the 0xff one becomes 0x3f.
+fn v2_entries() -> Entries {
+    let mut e = small_entries();
+    e[2].1 = vec![0x3f; 9];
+    e
+}
+
+/// A codec section saying "records are plain, by policy": 36 bytes, no dictionary.
+fn plain_codec_section() -> Vec<u8> {
+    let mut s = vec![1, 0, 0, 0, 3, 0, 0, 0];
+    s.extend_from_slice(&[0u8; 28]);
+    s
+}
+
+/// Files of the previous format version keep opening and reading exactly as before.
+#[test]
+fn version_1_files_still_read() {
+    let snap = Snapshot::open(GOLDEN_V1).unwrap();
+    assert_eq!(snap.info().format_version, 1);
+    assert_eq!(snap.codec_info(), None);
+    for (k, r) in small_entries() {
+        assert_eq!(snap.get(&k), Some(&r[..]));
+    }
+    Snapshot::verify(GOLDEN_V1).unwrap();
+}
+
+/// A damaged codec section is refused at open, naming where it is.
+#[test]
+fn a_damaged_codec_section_is_refused() {
+    let bytes = fs::read(GOLDEN).unwrap();
+    let dir = TempDir::new("codec-damage");
+    let path = dir.join("c.qsnap");
+    // A flipped byte: the section checksum catches it.
+    let mut b = bytes.clone();
+    b[HEADER_LEN + 1] ^= 0x40;
+    fs::write(&path, &b).unwrap();
+    let (off, reason) = corrupt_parts(Snapshot::open(&path));
+    assert_eq!(
+        (off, reason.as_str()),
+        (HEADER_LEN as u64, "codec section checksum mismatch")
+    );
+    // A section with a valid checksum but an unknown method.
+    b[HEADER_LEN + 1] ^= 0x40;
+    b[HEADER_LEN + 2] = 9;
+    let crc = crc32fast::hash(&b[HEADER_LEN..HEADER_LEN + 36]);
+    b[230..234].copy_from_slice(&crc.to_le_bytes());
+    fix_checksums(&mut b);
+    fs::write(&path, &b).unwrap();
+    let (off, reason) = corrupt_parts(Snapshot::open(&path));
+    assert_eq!(off, HEADER_LEN as u64);
+    assert!(reason.contains("unknown compression method 9"), "{reason}");
+}
 
 /// The writer must reproduce the committed file byte for byte and the reader must read it.
 /// A deliberate format change bumps the version and adds a new golden file
@@ -688,7 +746,8 @@ fn golden_file_pins_the_format() {
     let dir = TempDir::new("golden");
     let path = dir.join("golden.qsnap");
     let mut w = SnapshotWriter::create(&path, meta("user_stats")).unwrap();
-    for (k, r) in small_entries() {
+    w.set_codec(&plain_codec_section()).unwrap();
+    for (k, r) in v2_entries() {
         w.add(&k, &r).unwrap();
     }
     w.note_event_ts(1_700_000_000_123_456);
@@ -703,21 +762,26 @@ fn golden_file_pins_the_format() {
         "the snapshot writer's output changed: a format change needs a new version and golden file"
     );
     assert_eq!(&golden[..8], b"\x89QVSNAP\n");
-    assert_eq!(golden.len() as u64 - FOOTER_LEN as u64, 384);
+    // 256 header + 36 codec section + 57 records, padded to 352, + 64 index bytes.
+    assert_eq!(golden.len() as u64 - FOOTER_LEN as u64, 416);
 
     let snap = Snapshot::open(GOLDEN).unwrap();
     let info = snap.info();
     assert_eq!(info.view, "user_stats");
-    assert_eq!(info.format_version, 1);
+    assert_eq!(info.format_version, 2);
+    assert_eq!(
+        snap.codec_info().map(|c| c.method),
+        Some(crate::PackMethod::None)
+    );
     assert_eq!(info.schema_fingerprint, 0x0123_4567_89ab_cdef);
     assert_eq!(info.sequence, 42);
     assert_eq!(info.created_at, 1_700_000_000_000_000);
     assert_eq!(info.max_event_ts, Some(1_700_000_000_123_456));
-    for (k, r) in small_entries() {
+    for (k, r) in v2_entries() {
         assert_eq!(snap.get(&k), Some(&r[..]));
     }
     let order: Vec<Vec<u8>> = snap.iter().map(|(k, _)| k.to_vec()).collect();
-    let want: Vec<Vec<u8>> = small_entries().into_iter().map(|(k, _)| k).collect();
+    let want: Vec<Vec<u8>> = v2_entries().into_iter().map(|(k, _)| k).collect();
     assert_eq!(order, want);
     Snapshot::verify(GOLDEN).unwrap();
 }

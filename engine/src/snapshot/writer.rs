@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use super::format::{
     home_slot, key_hash, pack_slot, slots_for, tag, unpack_slot, Header, EMPTY_SLOT,
     FOOTER_INDEX_CRC, FOOTER_LEN, FOOTER_MAGIC, FOOTER_RECORDS_CRC, FORMAT_VERSION, HEADER_LEN,
-    MAGIC, MAX_RECORDS_LEN, MAX_VIEW_NAME_LEN, NO_EVENT_TS, SLOT_LEN,
+    MAGIC, MAX_CODEC_LEN, MAX_RECORDS_LEN, MAX_VIEW_NAME_LEN, NO_EVENT_TS, SLOT_LEN,
 };
 use super::{io_err, show_key, SnapshotInfo, SnapshotMeta, SNAPSHOT_TEMP_SUFFIX};
 use crate::clock::Micros;
@@ -39,6 +39,9 @@ pub struct SnapshotWriter {
     records_len: u64,
     records_crc: crc32fast::Hasher,
     max_event_ts: Micros,
+    /// Length and crc of the codec section (between the header and the records).
+    codec_len: u32,
+    codec_crc: u32,
     published: bool,
 }
 
@@ -79,11 +82,42 @@ impl SnapshotWriter {
             records_len: 0,
             records_crc: crc32fast::Hasher::new(),
             max_event_ts: NO_EVENT_TS,
+            codec_len: 0,
+            codec_crc: 0,
             published: false,
         };
         // The header is written last, once its fields are known.
         writer.write(&[0u8; HEADER_LEN])?;
         Ok(writer)
+    }
+
+    /// Stores the codec section: how the records that follow are compressed (opaque to the
+    /// snapshot layer; see `crate::pack`). Must come before the first [`add`](Self::add), at
+    /// most once.
+    pub(crate) fn set_codec(&mut self, section: &[u8]) -> Result<()> {
+        if !self.entries.is_empty() || self.codec_len != 0 {
+            return Err(EngineError::InvalidArgument(
+                "a snapshot's codec section must be set once, before any record".into(),
+            ));
+        }
+        if section.len() > MAX_CODEC_LEN as usize {
+            return Err(EngineError::InvalidArgument(format!(
+                "codec section of {} bytes exceeds {MAX_CODEC_LEN}",
+                section.len()
+            )));
+        }
+        self.write(section)?;
+        self.codec_len = section.len() as u32;
+        self.codec_crc = if section.is_empty() {
+            0
+        } else {
+            crc32fast::hash(section)
+        };
+        Ok(())
+    }
+
+    fn records_start(&self) -> u64 {
+        HEADER_LEN as u64 + u64::from(self.codec_len)
     }
 
     /// Appends one entity. Keys may come in any order; a key added twice makes
@@ -145,7 +179,7 @@ impl SnapshotWriter {
         let index = self.build_index(slots)?;
         self.entries = Vec::new();
 
-        let records_end = (HEADER_LEN as u64) + self.records_len;
+        let records_end = self.records_start() + self.records_len;
         let index_off = records_end.next_multiple_of(SLOT_LEN as u64);
         let pad = [0u8; SLOT_LEN];
         let mut index_crc = crc32fast::Hasher::new();
@@ -182,13 +216,15 @@ impl SnapshotWriter {
             created_at: self.meta.created_at,
             max_event_ts: self.max_event_ts,
             entities,
-            records_off: HEADER_LEN as u64,
+            records_off: self.records_start(),
             records_len: self.records_len,
             index_off,
             index_len: slots * SLOT_LEN as u64,
             slots,
             view_len: self.meta.view.len() as u16,
             view,
+            codec_len: self.codec_len,
+            codec_crc: self.codec_crc,
             reserved_zero: true,
         };
         out.seek(SeekFrom::Start(0)).map_err(io)?;
@@ -220,7 +256,7 @@ impl SnapshotWriter {
             EngineError::CapacityExceeded(format!("an index of {slots} slots does not fit memory"))
         })?;
         let mut table = vec![EMPTY_SLOT; len];
-        let mut keys = KeyReader::new(&self.temp);
+        let mut keys = KeyReader::new(&self.temp, self.records_start());
         for &(hash, offset) in &self.entries {
             let mut i = home_slot(hash, slots);
             loop {
@@ -296,14 +332,16 @@ impl Drop for SnapshotWriter {
 /// Reads keys back from the unfinished file; only needed when two keys share a hash tag.
 struct KeyReader<'a> {
     path: &'a Path,
+    records_start: u64,
     file: Option<File>,
     buf: Vec<u8>,
 }
 
 impl<'a> KeyReader<'a> {
-    fn new(path: &'a Path) -> Self {
+    fn new(path: &'a Path, records_start: u64) -> Self {
         Self {
             path,
+            records_start,
             file: None,
             buf: Vec::new(),
         }
@@ -316,7 +354,7 @@ impl<'a> KeyReader<'a> {
             Some(f) => f,
             None => self.file.insert(File::open(self.path).map_err(io)?),
         };
-        file.seek(SeekFrom::Start(HEADER_LEN as u64 + offset))
+        file.seek(SeekFrom::Start(self.records_start + offset))
             .map_err(io)?;
         self.buf.clear();
         file.take((10 + MAX_KEY_LEN) as u64)

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use super::shard::{hash_key, shard_of_key};
 use super::{read_lock, write_lock, BaseRecords, Delta, Layers, RecordVisitor, Store, ViewStore};
+use crate::pack::{is_packed, unpack, Dctx, MAX_PACKED_RAW};
 use crate::record::{self, Cell, CellState, Layout};
 use crate::{EngineError, Result};
 
@@ -92,6 +93,11 @@ impl Store {
         let layout = &vs.layout;
         let mut stats = MergeStats::default();
         let (mut a, mut b, mut encoded) = (Vec::new(), Vec::new(), Vec::new());
+        // Base records may be compressed: they are emitted plain, for the new snapshot's
+        // writer to compress with its own dictionary.
+        let codec = layers.base.as_ref().and_then(|b| b.codec());
+        let bound = layout.max_record_len().unwrap_or(MAX_PACKED_RAW);
+        let (mut dctx, mut plain) = (Dctx::default(), Vec::new());
         if let Some(frozen) = &layers.frozen {
             for lock in frozen.shards.iter() {
                 let shard = read_lock(lock);
@@ -99,7 +105,13 @@ impl Store {
                     let (key, rec) = entry.map_err(|m| vs.corrupt(m))?;
                     record::parse(layout, rec, &mut a).map_err(|m| vs.corrupt(m))?;
                     let base_rec = match &layers.base {
-                        Some(base) => base.record(key)?,
+                        Some(base) => match base.record(key)? {
+                            Some(r) if is_packed(r) => Some(
+                                unpack(codec, r, bound, &mut dctx, &mut plain)
+                                    .map_err(|m| vs.corrupt(m))?,
+                            ),
+                            other => other,
+                        },
                         None => None,
                     };
                     if let Some(br) = base_rec {
@@ -125,6 +137,11 @@ impl Store {
                         return Ok(());
                     }
                 }
+                let rec = if is_packed(rec) {
+                    unpack(codec, rec, bound, &mut dctx, &mut plain).map_err(|m| vs.corrupt(m))?
+                } else {
+                    rec
+                };
                 record::parse(layout, rec, &mut a).map_err(|m| vs.corrupt(m))?;
                 let expired = expire(layout, &mut a, now);
                 stats.values_expired += expired;

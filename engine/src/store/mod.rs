@@ -19,6 +19,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::clock::{Clock, Micros};
 use crate::key::{decode_key, KeyBatch, MAX_KEY_LEN};
+use crate::pack::{self, Codec, CodecInfo, Dctx, MAX_PACKED_RAW};
 use crate::record::{self, Cell, CellState, Layout, Malformed, NO_CREATED};
 use crate::registry::{Entity, FeatureRef, Registry};
 use crate::value::{FeatureColumn, Status, Value, ValueType};
@@ -75,6 +76,9 @@ pub struct ViewStats {
     pub base_bytes: u64,
     /// Newest event timestamp written, microseconds (0 if none).
     pub newest_event_ts: Micros,
+    /// How the base snapshot's records are compressed and the figures that decided it
+    /// (`None` without a base, or for a base written before compression existed).
+    pub compression: Option<CodecInfo>,
 }
 
 impl ViewStats {
@@ -101,6 +105,10 @@ pub(crate) trait BaseRecords: Send + Sync + std::fmt::Debug {
     fn entities(&self) -> u64;
     /// Bytes the base occupies (mapped, not heap).
     fn bytes(&self) -> u64;
+    /// How its records are compressed (`None`: all plain).
+    fn codec(&self) -> Option<&Codec> {
+        None
+    }
 }
 
 /// One generation of in-memory records: N shards.
@@ -239,6 +247,10 @@ pub struct GetResult {
     wanted: Vec<(usize, usize)>,
     cells: [Vec<Cell>; 3],
     min_ts: Vec<i64>,
+    /// Decompressed records of the key being decoded (one per source layer), and the
+    /// decoder: reused, so reading compressed records allocates nothing in steady state.
+    unpacked: [Vec<u8>; 3],
+    dctx: Dctx,
 }
 
 impl GetResult {
@@ -494,12 +506,22 @@ impl Store {
             out.wanted.clear();
             out.wanted.extend(feats.iter().map(|&(col, fi)| (fi, col)));
             out.wanted.sort_unstable();
+            let codec = layers.base.as_ref().and_then(|b| b.codec());
+            let bound = view.layout.max_record_len().unwrap_or(MAX_PACKED_RAW);
             for k in 0..n {
                 let nsrc = nfound[k] as usize;
                 if nsrc == 0 {
                     continue;
                 }
-                let srcs = &found[k];
+                // Each compressed record is decompressed once, whatever the features asked.
+                let mut srcs = found[k];
+                for (rec, buf) in srcs.iter_mut().zip(out.unpacked.iter_mut()).take(nsrc) {
+                    if pack::is_packed(rec) {
+                        *rec = pack::unpack(codec, rec, bound, &mut out.dctx, buf)
+                            .map_err(|m| view.corrupt(m))?;
+                    }
+                }
+                let srcs = &srcs;
                 if nsrc == 1
                     && record::decode_simple(
                         &view.layout,
@@ -681,6 +703,11 @@ impl Store {
                     base_entities: layers.base.as_ref().map_or(0, |b| b.entities()),
                     base_bytes: layers.base.as_ref().map_or(0, |b| b.bytes()),
                     newest_event_ts: v.newest_event_ts.load(Ordering::Relaxed),
+                    compression: layers
+                        .base
+                        .as_ref()
+                        .and_then(|b| b.codec())
+                        .map(|c| c.info().clone()),
                 }
             })
             .collect()
