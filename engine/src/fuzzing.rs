@@ -47,3 +47,58 @@ pub fn batch(data: &[u8]) {
         assert!(b2.is_ok(), "re-encoded batch did not decode");
     }
 }
+
+/// A codec for view `view` of `registry` whose dictionary was trained on records like the
+/// ones the store writes (for the packed-record target; build once, it trains a dictionary).
+pub struct PackedTarget {
+    layout: Layout,
+    codec: crate::pack::Codec,
+    packer: crate::pack::Packer,
+}
+
+impl std::fmt::Debug for PackedTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("PackedTarget")
+    }
+}
+
+impl PackedTarget {
+    /// Trains on `samples` (plain records of `view`); `None` if the view is unknown or
+    /// nothing was worth a dictionary.
+    pub fn new(registry: &Registry, view: &str, samples: &[&[u8]]) -> Option<Self> {
+        let layout = Layout::new(registry.view(view)?);
+        let compression = crate::registry::Compression {
+            policy: crate::registry::CompressionPolicy::Zstd,
+            level: 3,
+        };
+        let plan = crate::pack::plan(compression, &layout, samples);
+        let codec = crate::pack::Codec::from_section(&plan.section).ok()?;
+        Some(Self {
+            layout,
+            codec,
+            packer: plan.packer?,
+        })
+    }
+
+    /// Decodes `data` as a packed record: no panic, and output never beyond the schema's
+    /// bound. What decodes is then parsed as a record. Plain `data` that packs must unpack
+    /// to itself.
+    pub fn run(&mut self, data: &[u8]) {
+        let bound = self
+            .layout
+            .max_record_len()
+            .unwrap_or(crate::pack::MAX_PACKED_RAW);
+        let mut dctx = crate::pack::Dctx::default();
+        let mut out = Vec::new();
+        if let Ok(plain) = self.codec.unpack(data, bound, &mut dctx, &mut out) {
+            assert!(plain.len() <= bound, "decoded past the schema's bound");
+            let mut cells = Vec::new();
+            let _ = record::parse(&self.layout, plain, &mut cells);
+        }
+        let mut packed = Vec::new();
+        if !data.is_empty() && self.packer.pack(&self.layout, data, &mut packed) {
+            let back = self.codec.unpack(&packed, usize::MAX, &mut dctx, &mut out);
+            assert_eq!(back.ok(), Some(data), "a packed record did not round-trip");
+        }
+    }
+}

@@ -94,9 +94,11 @@ enum Command {
 
 #[derive(Debug, Subcommand)]
 enum SnapshotCommand {
-    /// Print a snapshot's header (validates checksums).
+    /// Print a snapshot's header and how its records are compressed (validates
+    /// checksums). Given a directory (a data directory or its snapshots/), prints one line
+    /// per snapshot file with its compression ratio.
     Inspect {
-        /// The .qsnap file.
+        /// The .qsnap file, or a directory of them.
         file: PathBuf,
     },
     /// Check a snapshot completely: checksums, index, every entry reachable.
@@ -221,12 +223,23 @@ pub fn run_cli(cli: Cli) -> ExitCode {
                 .map_err(status_text)?
                 .into_inner();
             println!(
-                "{:<24} {:>12} {:>14} {:>14} {:>14} {:>12}",
+                "{:<24} {:>12} {:>14} {:>14} {:>14} {:>12}  compression",
                 "view", "mem entities", "mem bytes", "snap entities", "snap bytes", "newest age"
             );
             for v in &s.views {
+                let compression = v.compression.as_ref().map_or("-".into(), |c| {
+                    let saved = if c.sample_plain_bytes == 0 {
+                        0.0
+                    } else {
+                        100.0 * (1.0 - c.sample_packed_bytes as f64 / c.sample_plain_bytes as f64)
+                    };
+                    format!(
+                        "{} ({}: best saves {saved:.0} %, {} ns/record)",
+                        c.method, c.policy, c.decode_ns
+                    )
+                });
                 println!(
-                    "{:<24} {:>12} {:>14} {:>14} {:>14} {:>11.1}s",
+                    "{:<24} {:>12} {:>14} {:>14} {:>14} {:>11.1}s  {compression}",
                     v.view,
                     v.memory_entities,
                     v.memory_bytes,
@@ -751,11 +764,52 @@ fn json_column(
     })
 }
 
+fn ratio(plain: u64, stored: u64) -> f64 {
+    if stored == 0 {
+        1.0
+    } else {
+        plain as f64 / stored as f64
+    }
+}
+
+/// One line per snapshot file in `dir` (or in its `snapshots/`): the per-view ratios.
+fn inspect_dir(dir: &std::path::Path) -> Result<(), String> {
+    let sub = dir.join(quiver_engine::SNAPSHOT_DIR);
+    let dir = if sub.is_dir() { sub } else { dir.to_path_buf() };
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .map_err(|e| format!("{}: {e}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|x| x == "qsnap"))
+        .collect();
+    files.sort();
+    println!(
+        "{:<24} {:>10} {:>14} {:>14} {:>7} {:>13}  file",
+        "view", "entities", "stored bytes", "plain bytes", "ratio", "method"
+    );
+    for f in files {
+        let s = Snapshot::open(&f).map_err(|e| e.to_string())?;
+        let (plain, stored) = s.record_sizes();
+        println!(
+            "{:<24} {:>10} {:>14} {:>14} {:>6.2}x {:>13}  {}",
+            s.info().view,
+            s.len(),
+            stored,
+            plain,
+            ratio(plain, stored),
+            s.codec_info().map_or("none", |c| c.method.name()),
+            f.display()
+        );
+    }
+    Ok(())
+}
+
 fn snapshot(cmd: SnapshotCommand) -> Result<(), String> {
     match cmd {
+        SnapshotCommand::Inspect { file } if file.is_dir() => inspect_dir(&file),
         SnapshotCommand::Inspect { file } => {
             let s = Snapshot::open(&file).map_err(|e| e.to_string())?;
             let i = s.info();
+            let (plain, stored) = s.record_sizes();
             println!("file            {}", file.display());
             println!("format version  {}", i.format_version);
             println!("view            {}", i.view);
@@ -770,6 +824,15 @@ fn snapshot(cmd: SnapshotCommand) -> Result<(), String> {
                 i.max_event_ts.map_or("-".into(), |t| format!("{t} µs"))
             );
             println!("schema          {:#018x}", i.schema_fingerprint);
+            println!(
+                "records         {stored} bytes stored, {plain} plain ({:.2}x, {:.1} B per entity)",
+                ratio(plain, stored),
+                stored as f64 / i.entities.max(1) as f64
+            );
+            match s.codec_info() {
+                Some(c) => println!("compression     {c}"),
+                None => println!("compression     none (written before compression existed)"),
+            }
             Ok(())
         }
         SnapshotCommand::Verify { file } => {

@@ -366,6 +366,16 @@ impl pb::feature_store_server::FeatureStore for FeatureStoreService {
                         } else {
                             now - v.newest_event_ts
                         },
+                        compression: v.compression.as_ref().map(|c| pb::SnapshotCompression {
+                            policy: c.policy.name().into(),
+                            method: c.method.name().into(),
+                            level: c.level,
+                            dictionary_bytes: c.dict_bytes,
+                            sample_records: c.sample_records,
+                            sample_plain_bytes: c.sample_plain_bytes,
+                            sample_packed_bytes: c.sample_packed_bytes,
+                            decode_ns: c.decode_ns,
+                        }),
                     })
                     .collect(),
                 wal: Some(pb::WalStats {

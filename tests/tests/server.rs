@@ -2717,6 +2717,32 @@ async fn cli_client_talks_to_the_server() {
     let (code, out, err) = quiver_cli(common(&["checkpoint"])).await;
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains("checkpoint at sequence"), "{out}");
+    // The checkpoint's snapshot says how its records are stored: two rows are too few to
+    // pay for compression, so `auto` (the default) keeps them plain and says what it tried.
+    let (code, out, err) = quiver_cli(common(&["stats"])).await;
+    assert_eq!(code, Some(0), "{err}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("user_stats"))
+        .unwrap_or_default();
+    assert!(line.contains("none (auto: best saves"), "{out}");
+    let (code, out, err) = quiver_cli(vec![
+        "snapshot".into(),
+        "inspect".into(),
+        dir.path().join("data").display().to_string(),
+    ])
+    .await;
+    assert_eq!(code, Some(0), "{err}");
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("user_stats"))
+        .unwrap_or_default();
+    let cols: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!(
+        cols.get(1..6),
+        Some(&["2", cols[2], cols[2], "1.00x", "none"][..]),
+        "{out}"
+    );
 
     // Refusals: exit code 2 and the server's message.
     let (code, _, err) = quiver_cli(common(&[

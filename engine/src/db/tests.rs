@@ -7,6 +7,7 @@ use rand::{Rng, SeedableRng};
 use super::*;
 use crate::clock::ManualClock;
 use crate::key::KeyPart;
+use crate::registry::CompressionPolicy;
 use crate::value::{Status, Value};
 use crate::wal::FsyncPolicy;
 
@@ -613,9 +614,21 @@ fn model_key(id: i64) -> Vec<u8> {
     k
 }
 
-fn model_config(dir: &Path, fsync: FsyncPolicy) -> DbConfig {
+/// The model schema, with every view's records compressed (`zstd`) or left to `auto`.
+fn model_schema(zstd: bool) -> String {
+    if zstd {
+        MODEL_SCHEMA.replace(
+            "entity = \"u\"\n",
+            "entity = \"u\"\ncompression = \"zstd\"\n",
+        )
+    } else {
+        MODEL_SCHEMA.to_owned()
+    }
+}
+
+fn model_config(dir: &Path, fsync: FsyncPolicy, zstd: bool) -> DbConfig {
     let mut c = DbConfig::new(dir);
-    c.registry = Some(Registry::from_toml(MODEL_SCHEMA).unwrap());
+    c.registry = Some(Registry::from_toml(&model_schema(zstd)).unwrap());
     c.store.shards = 4;
     c.wal.fsync = fsync;
     c.wal.segment_size = 16 << 10;
@@ -741,9 +754,19 @@ fn run_durable_model(seed: u64, steps: usize, fsync: FsyncPolicy) {
     let mut rng = SmallRng::seed_from_u64(seed);
     let mut now = T0;
     let clock = ManualClock::new(now);
-    let reg = Registry::from_toml(MODEL_SCHEMA).unwrap();
+    // Seeds 2 and 3 mod 4 compress every snapshot (both fsync policies get both).
+    let zstd = seed % 4 >= 2;
+    let reg = Registry::from_toml(&model_schema(zstd)).unwrap();
+    assert_eq!(
+        reg.views()[0].compression.policy,
+        if zstd {
+            CompressionPolicy::Zstd
+        } else {
+            CompressionPolicy::Auto
+        }
+    );
     let mut model = Model::new(reg.clone());
-    let mut db = Db::open(model_config(&d.0, fsync), Arc::new(clock.clone()))
+    let mut db = Db::open(model_config(&d.0, fsync, zstd), Arc::new(clock.clone()))
         .unwrap()
         .0;
     let mut counts = [0usize; 8];
@@ -869,7 +892,7 @@ fn run_durable_model(seed: u64, steps: usize, fsync: FsyncPolicy) {
                     db.close().unwrap();
                 }
                 let (next, report) =
-                    Db::open(model_config(&d.0, fsync), Arc::new(clock.clone())).unwrap();
+                    Db::open(model_config(&d.0, fsync, zstd), Arc::new(clock.clone())).unwrap();
                 db = next;
                 assert_eq!(
                     report.wal.replayed,
