@@ -184,8 +184,26 @@ fn assert_all_statuses(statuses: [usize; 5]) {
 
 #[test]
 fn materialize_then_read_online_equals_the_point_in_time_join() {
-    let reg = registry();
-    let dir = TempDir::new("parity");
+    materialize_then_read_online(registry(), "parity");
+}
+
+/// The same with every view's snapshots compressed: training and serving still agree.
+#[test]
+fn parity_holds_with_compressed_snapshots() {
+    let toml = REGISTRY.replace(
+        "[[feature_view]]\n",
+        "[[feature_view]]\ncompression = \"zstd\"\ncompression_level = 5\n",
+    );
+    let reg = Registry::from_toml(&toml).expect("registry");
+    assert!(reg
+        .views()
+        .iter()
+        .all(|v| v.compression.policy == quiver_engine::CompressionPolicy::Zstd));
+    materialize_then_read_online(reg, "parity-zstd");
+}
+
+fn materialize_then_read_online(reg: Registry, tag: &str) {
+    let dir = TempDir::new(tag);
     let hist = write_histories(&reg, dir.path(), 42);
     assert!(open(&reg, dir.path(), "a").row_groups() > 10);
 
@@ -206,6 +224,13 @@ fn materialize_then_read_online_equals_the_point_in_time_join() {
     let s =
         materialize_snapshot(&reg, &open(&reg, dir.path(), "a"), &snap, &opts).expect("snapshot");
     assert!(s.bytes > 0, "{s}");
+    let file = quiver_engine::Snapshot::open(&snap).expect("open");
+    let (plain, stored) = file.record_sizes();
+    if reg.view("a").expect("a").compression.policy == quiver_engine::CompressionPolicy::Zstd {
+        assert!(stored < plain, "a compressed snapshot: {stored} of {plain} bytes");
+        eprintln!("view a, zstd: {stored} of {plain} record bytes stored");
+    }
+    drop(file);
     let (db, _) =
         Db::open(DbConfig::new(&db_dir), Arc::new(ManualClock::new(T * SEC))).expect("db");
     db.load_snapshot("a", &snap).expect("load");

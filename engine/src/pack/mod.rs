@@ -66,8 +66,8 @@ const TRAIN_DICT_LEN: usize = 16 << 10;
 pub(crate) const SAMPLE_RECORDS: usize = 4096;
 pub(crate) const SAMPLE_BYTES: usize = 1 << 20;
 /// zstd cannot train on less; below it records are compressed without a dictionary.
-const MIN_TRAIN_BYTES: usize = 8 << 10;
-const MIN_TRAIN_RECORDS: usize = 32;
+const MIN_TRAIN_BYTES: usize = 2 << 10;
+const MIN_TRAIN_RECORDS: usize = 16;
 /// `auto` compresses only when it saves at least this share of the bytes ...
 const AUTO_MIN_SAVING: f64 = 0.20;
 /// ... and a record decodes within this budget (a batch of 100 then pays at most a few
