@@ -227,7 +227,10 @@ fn materialize_then_read_online(reg: Registry, tag: &str) {
     let file = quiver_engine::Snapshot::open(&snap).expect("open");
     let (plain, stored) = file.record_sizes();
     if reg.view("a").expect("a").compression.policy == quiver_engine::CompressionPolicy::Zstd {
-        assert!(stored < plain, "a compressed snapshot: {stored} of {plain} bytes");
+        assert!(
+            stored < plain,
+            "a compressed snapshot: {stored} of {plain} bytes"
+        );
         eprintln!("view a, zstd: {stored} of {plain} record bytes stored");
     }
     drop(file);

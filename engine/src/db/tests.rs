@@ -705,8 +705,9 @@ fn check_everything(db: &Db, model: &Model, now: i64, ctx: &str) {
     }
 }
 
-/// The snapshot directory holds exactly the files the manifest names.
-fn check_snapshot_files(dir: &Path, ctx: &str) {
+/// The snapshot directory holds exactly the files the manifest names. Returns how many of
+/// their records are compressed.
+fn check_snapshot_files(dir: &Path, ctx: &str) -> usize {
     let manifest = Manifest::load(dir).unwrap().unwrap();
     let mut named: Vec<String> = manifest.snapshots.iter().map(|s| s.file.clone()).collect();
     let mut present: Vec<String> = fs::read_dir(dir.join(SNAPSHOT_DIR))
@@ -719,6 +720,15 @@ fn check_snapshot_files(dir: &Path, ctx: &str) {
     named.sort();
     present.sort();
     assert_eq!(present, named, "{ctx}: snapshot files vs manifest");
+    named
+        .iter()
+        .map(|f| {
+            let snap = crate::Snapshot::open(dir.join(f)).unwrap();
+            snap.iter()
+                .filter(|(_, r)| crate::pack::is_packed(r))
+                .count()
+        })
+        .sum()
 }
 
 #[test]
@@ -770,6 +780,7 @@ fn run_durable_model(seed: u64, steps: usize, fsync: FsyncPolicy) {
         .unwrap()
         .0;
     let mut counts = [0usize; 8];
+    let mut packed_seen = 0;
     for step in 0..steps {
         let ctx = format!("seed {seed} step {step}");
         let op = rng.random_range(0..100);
@@ -851,7 +862,7 @@ fn run_durable_model(seed: u64, steps: usize, fsync: FsyncPolicy) {
                 assert_eq!(st.values_expired, dropped, "{ctx}: values expired");
                 assert_eq!(st.views, views, "{ctx}: views written");
                 check_everything(&db, &model, now, &ctx);
-                check_snapshot_files(&d.0, &ctx);
+                packed_seen += check_snapshot_files(&d.0, &ctx);
             }
             90..=93 => {
                 counts[5] += 1;
@@ -878,7 +889,7 @@ fn run_durable_model(seed: u64, steps: usize, fsync: FsyncPolicy) {
                 assert_eq!(loaded, k as u64, "{ctx}: entities loaded");
                 model.load(v, &rows);
                 check_everything(&db, &model, now, &ctx);
-                check_snapshot_files(&d.0, &ctx);
+                packed_seen += check_snapshot_files(&d.0, &ctx);
             }
             _ => {
                 let crash = rng.random();
@@ -912,12 +923,19 @@ fn run_durable_model(seed: u64, steps: usize, fsync: FsyncPolicy) {
                 assert_eq!(snapshots, expect, "{ctx}: snapshots opened");
                 model.reopen();
                 check_everything(&db, &model, now, &ctx);
-                check_snapshot_files(&d.0, &ctx);
+                packed_seen += check_snapshot_files(&d.0, &ctx);
             }
         }
     }
     check_everything(&db, &model, now, &format!("seed {seed} end"));
     db.close().unwrap();
+    // The compressing seeds really read compressed records back (the default `auto` seeds
+    // keep these small records plain).
+    assert_eq!(
+        packed_seen > 0,
+        zstd,
+        "seed {seed}: {packed_seen} packed records seen"
+    );
     println!(
         "seed {seed}: {counts:?} (writes, reads, clock moves, reclaims, checkpoints, loads, \
          reopens, crash reopens)"
