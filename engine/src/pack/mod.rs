@@ -390,6 +390,24 @@ pub(crate) fn unpack<'a>(
     Ok(&out[..])
 }
 
+/// [`unpack`] with this thread's decoder: the server builds a fresh result per request, and
+/// a zstd decoder is a ~100 KB allocation, so it lives with the (long-lived) worker thread.
+pub(crate) fn unpack_here<'a>(
+    codec: Option<&Codec>,
+    rec: &[u8],
+    bound: usize,
+    out: &'a mut Vec<u8>,
+) -> Result<&'a [u8], Malformed> {
+    thread_local! {
+        static DCTX: std::cell::RefCell<Dctx> = std::cell::RefCell::new(Dctx::default());
+    }
+    DCTX.with(|d| match d.try_borrow_mut() {
+        Ok(mut d) => unpack(codec, rec, bound, &mut d, out),
+        // Only reachable re-entrantly, which nothing does; stay correct regardless.
+        Err(_) => unpack(codec, rec, bound, &mut Dctx::default(), out),
+    })
+}
+
 /// The plain length a packed record claims, without decompressing it.
 pub(crate) fn packed_raw_len(rec: &[u8]) -> Option<u64> {
     if !is_packed(rec) {

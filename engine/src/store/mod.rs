@@ -19,7 +19,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::clock::{Clock, Micros};
 use crate::key::{decode_key, KeyBatch, MAX_KEY_LEN};
-use crate::pack::{self, Codec, CodecInfo, Dctx, MAX_PACKED_RAW};
+use crate::pack::{self, Codec, CodecInfo, MAX_PACKED_RAW};
 use crate::record::{self, Cell, CellState, Layout, Malformed, NO_CREATED};
 use crate::registry::{Entity, FeatureRef, Registry};
 use crate::value::{FeatureColumn, Status, Value, ValueType};
@@ -247,10 +247,9 @@ pub struct GetResult {
     wanted: Vec<(usize, usize)>,
     cells: [Vec<Cell>; 3],
     min_ts: Vec<i64>,
-    /// Decompressed records of the key being decoded (one per source layer), and the
-    /// decoder: reused, so reading compressed records allocates nothing in steady state.
+    /// Decompressed records of the key being decoded (one per source layer): reused, so
+    /// reading compressed records allocates nothing per key.
     unpacked: [Vec<u8>; 3],
-    dctx: Dctx,
 }
 
 impl GetResult {
@@ -517,7 +516,7 @@ impl Store {
                 let mut srcs = found[k];
                 for (rec, buf) in srcs.iter_mut().zip(out.unpacked.iter_mut()).take(nsrc) {
                     if pack::is_packed(rec) {
-                        *rec = pack::unpack(codec, rec, bound, &mut out.dctx, buf)
+                        *rec = pack::unpack_here(codec, rec, bound, buf)
                             .map_err(|m| view.corrupt(m))?;
                     }
                 }
