@@ -10,6 +10,9 @@
 //! [`KeyBatch`] plus [`Store::get`] into a reused [`GetResult`] (values, statuses and event
 //! times, TTL checked); for the baseline, the hash lookups and the copies. Choosing keys is not
 //! timed.
+//!
+//! With `--compression`, the view is served from a base snapshot instead (issue 7); see
+//! `crate::packed`.
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hasher};
@@ -42,6 +45,38 @@ pub enum DistArg {
     Both,
 }
 
+/// Which view `--compression` measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ViewArg {
+    /// `user_stats`: 20 mixed features (counters, ratios, amounts, a code, flags).
+    #[value(name = "user_stats")]
+    UserStats,
+    /// `user_embedding`: one `vector<64>` of float32 per entity (`--features 1`).
+    Embedding,
+}
+
+/// The view's snapshot compression policy for `--compression` (registry `compression`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum CompressionArg {
+    /// Plain records.
+    None,
+    /// zstd with a trained dictionary (byte-shuffled where floats dominate).
+    Zstd,
+    /// zstd only where the sample saves at least 20 % and decodes fast enough.
+    Auto,
+}
+
+impl CompressionArg {
+    /// Registry spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::None => "none",
+            Self::Zstd => "zstd",
+            Self::Auto => "auto",
+        }
+    }
+}
+
 /// Flags of `quiver-bench engine`.
 #[derive(Debug, Clone, Args)]
 pub struct EngineArgs {
@@ -72,6 +107,21 @@ pub struct EngineArgs {
     /// Rows per `Store::write` call while loading.
     #[arg(long, default_value_t = 1000)]
     pub load_batch: usize,
+    /// Serve the view from a base snapshot built by `SnapshotBuilder` with this registry
+    /// compression policy, instead of writing it into the in-memory delta (issue 7).
+    #[arg(long, value_enum)]
+    pub compression: Option<CompressionArg>,
+    /// The view `--compression` measures (`embedding` reads its one feature: `--features 1`).
+    #[arg(long, value_enum, default_value_t = ViewArg::UserStats)]
+    pub view: ViewArg,
+    /// Registry `compression_level` (zstd level, 1 to 19) with `--compression`
+    /// [default: the registry's, 3].
+    #[arg(long)]
+    pub compression_level: Option<i32>,
+    /// Parent of the scratch directory holding the snapshot with `--compression` (default:
+    /// the system temporary directory).
+    #[arg(long)]
+    pub dir: Option<std::path::PathBuf>,
 }
 
 /// How a measurement runs: batch size, time and batch budget, seed of the key streams.
@@ -88,7 +138,7 @@ pub(crate) struct Plan {
 }
 
 impl EngineArgs {
-    fn plan(&self) -> Plan {
+    pub(crate) fn plan(&self) -> Plan {
         Plan {
             batch: self.batch,
             duration: self.duration,
@@ -122,6 +172,9 @@ const MAX_WARMUP: Duration = Duration::from_secs(1);
 /// Runs the engine micro benchmark and prints its report (table, then a JSON line) on stdout.
 pub fn run_engine(args: &EngineArgs) -> Result<()> {
     validate_args(args)?;
+    if let Some(policy) = args.compression {
+        return crate::packed::run_packed(args, policy);
+    }
     let registry = Registry::from_toml(REGISTRY_TOML)?;
     check_registry(&registry)?;
     let store = Store::new(
@@ -230,12 +283,36 @@ fn validate_args(args: &EngineArgs) -> Result<()> {
             args.batch
         ));
     }
-    if args.features == 0 || args.features > USER_STATS.len() {
+    if args.view == ViewArg::Embedding {
+        if args.compression.is_none() {
+            return bad(
+                "--view embedding needs --compression (the in-memory path measures user_stats)"
+                    .into(),
+            );
+        }
+        if args.features != 1 {
+            return bad(format!(
+                "--view embedding reads its one feature: pass --features 1, got {}",
+                args.features
+            ));
+        }
+    } else if args.features == 0 || args.features > USER_STATS.len() {
         return bad(format!(
             "--features must be between 1 and {}, got {}",
             USER_STATS.len(),
             args.features
         ));
+    }
+    if let Some(level) = args.compression_level {
+        if args.compression.is_none() {
+            return bad("--compression-level needs --compression".into());
+        }
+        if !(1..=quiver_engine::Compression::MAX_LEVEL).contains(&level) {
+            return bad(format!(
+                "--compression-level must be between 1 and {}, got {level}",
+                quiver_engine::Compression::MAX_LEVEL
+            ));
+        }
     }
     if !(args.duration.is_finite() && args.duration > 0.0 && args.duration <= 3600.0) {
         return bad(format!(
@@ -308,10 +385,10 @@ pub(crate) fn to_row(entity: &Entity, r: EntityRow) -> Result<Row> {
 /// The baseline's hash for `u64` keys: one folded 64×64→128-bit multiply (the core of
 /// foldhash, which the engine uses), so the baseline is not slowed down by SipHash.
 #[derive(Debug, Clone, Copy, Default)]
-struct FoldBuild;
+pub(crate) struct FoldBuild;
 
 #[derive(Debug, Clone, Copy, Default)]
-struct FoldHasher(u64);
+pub(crate) struct FoldHasher(u64);
 
 impl BuildHasher for FoldBuild {
     type Hasher = FoldHasher;
@@ -337,10 +414,10 @@ impl Hasher for FoldHasher {
     }
 }
 
-type BaselineMap = HashMap<u64, Vec<f32>, FoldBuild>;
+pub(crate) type BaselineMap = HashMap<u64, Vec<f32>, FoldBuild>;
 
 /// Every entity's 20 values as `f32`, keyed by user id.
-fn baseline_map(dataset: &Dataset) -> BaselineMap {
+pub(crate) fn baseline_map(dataset: &Dataset) -> BaselineMap {
     let n = dataset.entities();
     let mut map = HashMap::with_capacity_and_hasher(n as usize, FoldBuild);
     for i in 0..n {
@@ -423,6 +500,18 @@ pub(crate) fn check_columns(
     out: &GetResult,
     ids: &[i64],
     features: usize,
+    expect: impl FnMut(i64) -> Option<EntityRow>,
+) -> Result<()> {
+    check_named_columns(who, out, ids, features, |j| USER_STATS[j].name, expect)
+}
+
+/// [`check_columns`] for any view: `name(j)` names column `j` in error messages.
+pub(crate) fn check_named_columns(
+    who: &str,
+    out: &GetResult,
+    ids: &[i64],
+    features: usize,
+    name: impl Fn(usize) -> &'static str,
     mut expect: impl FnMut(i64) -> Option<EntityRow>,
 ) -> Result<()> {
     let cols = &out.columns;
@@ -439,7 +528,7 @@ pub(crate) fn check_columns(
         {
             return Err(BenchError::WrongAnswer(format!(
                 "{who}: column {} has {} rows for {} keys",
-                USER_STATS[j].name,
+                name(j),
                 col.statuses.len(),
                 ids.len()
             )));
@@ -454,7 +543,8 @@ pub(crate) fn check_columns(
             {
                 return Err(BenchError::WrongAnswer(format!(
                     "{who}: unknown user {id}, feature {}: status {:?}, expected NotFound",
-                    USER_STATS[j].name, c.statuses[row]
+                    name(j),
+                    c.statuses[row]
                 )));
             }
             continue;
@@ -469,7 +559,10 @@ pub(crate) fn check_columns(
                 return Err(BenchError::WrongAnswer(format!(
                     "{who}: user {id}, feature {}: got {got:?} ({:?}, event time {}), \
                      expected {want:?} (Present, event time {})",
-                    USER_STATS[j].name, col.statuses[row], col.event_ts[row], expected.event_ts
+                    name(j),
+                    col.statuses[row],
+                    col.event_ts[row],
+                    expected.event_ts
                 )));
             }
         }
@@ -478,10 +571,10 @@ pub(crate) fn check_columns(
 }
 
 /// The raw baseline: a hash map lookup and a copy of `features` values per entity.
-struct BaselineSystem<'a> {
-    map: &'a BaselineMap,
-    features: usize,
-    out: Vec<f32>,
+pub(crate) struct BaselineSystem<'a> {
+    pub(crate) map: &'a BaselineMap,
+    pub(crate) features: usize,
+    pub(crate) out: Vec<f32>,
 }
 
 impl System for BaselineSystem<'_> {
@@ -825,7 +918,7 @@ impl Figures<'_> {
 }
 
 /// Inserts `{prefix}p50_us` .. `{prefix}batches`, null when the distribution was not measured.
-fn put_summary(m: &mut Map<String, Json>, prefix: &str, s: Option<&Summary>) {
+pub(crate) fn put_summary(m: &mut Map<String, Json>, prefix: &str, s: Option<&Summary>) {
     type Field = (&'static str, fn(&Summary) -> Json);
     let fields: [Field; 6] = [
         ("p50_us", |s| num(s.p50_us)),

@@ -5,6 +5,8 @@
 //! - `dataset`: the `user_stats` bench dataset, generated per entity from a seed.
 //! - `keys`: which entities a workload asks for: uniform or Zipf-distributed key choice.
 //! - `engine`: the in-process engine micro benchmark against a raw `HashMap` baseline.
+//! - `packed`: the same benchmark against a base snapshot built with a compression policy
+//!   (`engine --compression`, issue 7).
 //! - `restart`: open → ready of a data directory holding a snapshot and a WAL (W7).
 //! - `load`: building a snapshot, bulk-loading it into a running store (W5), and the
 //!   snapshot read path against the in-memory delta.
@@ -30,6 +32,7 @@ mod keys;
 mod load;
 mod mem;
 mod offline;
+mod packed;
 mod report;
 mod restart;
 mod scratch;
@@ -40,7 +43,7 @@ pub use dataset::{
     baseline_value, check_registry, Dataset, EntityRow, FeatureSpec, MAX_AGE_SECS, REGISTRY_TOML,
     USER_STATS, VIEW,
 };
-pub use engine::{run_engine, DistArg, EngineArgs};
+pub use engine::{run_engine, CompressionArg, DistArg, EngineArgs, ViewArg};
 pub use error::{BenchError, Result};
 pub use grpc::{run_grpc, GrpcArgs};
 pub use keys::{Dist, KeyChooser, KeySpace, Zipf, ZIPF_THETA};
