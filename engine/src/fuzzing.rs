@@ -48,12 +48,12 @@ pub fn batch(data: &[u8]) {
     }
 }
 
-/// A codec for view `view` of `registry` whose dictionary was trained on records like the
-/// ones the store writes (for the packed-record target; build once, it trains a dictionary).
+/// Codecs for view `view` of `registry`: a zstd one whose dictionary was trained on a sample
+/// of its records, and the decimal one (for the packed-record target; build once, it trains
+/// a dictionary).
 pub struct PackedTarget {
     layout: Layout,
-    codec: crate::pack::Codec,
-    packer: crate::pack::Packer,
+    methods: Vec<(crate::pack::Codec, crate::pack::Packer)>,
 }
 
 impl std::fmt::Debug for PackedTarget {
@@ -63,26 +63,23 @@ impl std::fmt::Debug for PackedTarget {
 }
 
 impl PackedTarget {
-    /// Trains on `samples` (plain records of `view`); `None` if the view is unknown or
-    /// nothing was worth a dictionary.
+    /// Trains on `samples` (records of `view`); `None` if the view is unknown.
     pub fn new(registry: &Registry, view: &str, samples: &[&[u8]]) -> Option<Self> {
         let layout = Layout::new(registry.view(view)?);
-        let compression = crate::registry::Compression {
-            policy: crate::registry::CompressionPolicy::Zstd,
-            level: 3,
-        };
-        let plan = crate::pack::plan(compression, &layout, samples);
-        let codec = crate::pack::Codec::from_section(&plan.section).ok()?;
-        Some(Self {
-            layout,
-            codec,
-            packer: plan.packer?,
-        })
+        let methods = [
+            crate::pack::PackMethod::Zstd,
+            crate::pack::PackMethod::Decimal,
+        ]
+        .into_iter()
+        .filter_map(|m| crate::pack::forced(m, &layout, samples))
+        .collect();
+        Some(Self { layout, methods })
     }
 
-    /// Decodes `data` as a packed record: no panic, and output never beyond the schema's
-    /// bound. What decodes is then parsed as a record. Plain `data` that packs must unpack
-    /// to itself.
+    /// Decodes `data` as a packed record with every codec: no panic, and output never beyond
+    /// the schema's bound. Then, structure-aware: packs the tail of `data` as a plain record,
+    /// damages the packed form where the head says, and decodes that (undamaged, it must
+    /// round-trip).
     pub fn run(&mut self, data: &[u8]) {
         let bound = self
             .layout
@@ -90,27 +87,30 @@ impl PackedTarget {
             .unwrap_or(crate::pack::MAX_PACKED_RAW);
         let mut dctx = crate::pack::Dctx::default();
         let mut out = Vec::new();
-        if let Ok(plain) = self.codec.unpack(data, bound, &mut dctx, &mut out) {
-            assert!(plain.len() <= bound, "decoded past the schema's bound");
-            let mut cells = Vec::new();
-            let _ = record::parse(&self.layout, plain, &mut cells);
+        let layout = Some(&self.layout);
+        for (codec, _) in &self.methods {
+            if let Ok(plain) = codec.unpack(data, layout, &mut dctx, &mut out) {
+                assert!(plain.len() <= bound, "decoded past the schema's bound");
+                let mut cells = Vec::new();
+                let _ = record::parse(&self.layout, plain, &mut cells);
+            }
         }
-        // Structure-aware: pack the tail of `data` as a plain record, then damage the packed
-        // form at the places the head says, so the decoder sees near-valid frames too.
         let Some((&n, rest)) = data.split_first() else {
             return;
         };
         let edits = usize::from(n % 5);
-        if rest.len() < 2 * edits {
+        if rest.len() < 2 * edits || self.methods.is_empty() {
             return;
         }
         let (head, plain) = rest.split_at(2 * edits);
+        let which = usize::from(n / 5) % self.methods.len();
+        let (codec, packer) = &mut self.methods[which];
         let mut packed = Vec::new();
-        if plain.is_empty() || !self.packer.pack(&self.layout, plain, &mut packed) {
+        if plain.is_empty() || !packer.pack(&self.layout, plain, &mut packed) {
             return;
         }
         if edits == 0 {
-            let back = self.codec.unpack(&packed, usize::MAX, &mut dctx, &mut out);
+            let back = codec.unpack(&packed, layout, &mut dctx, &mut out);
             assert_eq!(back.ok(), Some(plain), "a packed record did not round-trip");
             return;
         }
@@ -118,7 +118,7 @@ impl PackedTarget {
             let at = usize::from(e[0]) % packed.len();
             packed[at] ^= e[1];
         }
-        if let Ok(got) = self.codec.unpack(&packed, bound, &mut dctx, &mut out) {
+        if let Ok(got) = codec.unpack(&packed, layout, &mut dctx, &mut out) {
             assert!(got.len() <= bound, "decoded past the schema's bound");
         }
     }

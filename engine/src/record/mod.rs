@@ -28,8 +28,11 @@
 //! A whole-row write costs one timestamp. Reading feature `i` walks the header and skips the
 //! values before it by their lengths without decoding them.
 
+mod decimal;
 #[cfg(test)]
 mod tests;
+
+pub(crate) use decimal::{decimal_pack, decimal_unpack};
 
 use crate::codec::{get_varint, put_varint, skip_varint, take, unzigzag, zigzag};
 use crate::registry::FeatureView;
@@ -162,6 +165,17 @@ impl Layout {
         Some(len)
     }
 
+    /// Whether the schema has scalar float32/float64 features (which decimal coding may
+    /// shorten).
+    pub(crate) fn has_scalar_floats(&self) -> bool {
+        self.types.iter().any(|t| {
+            matches!(
+                t,
+                ValueType::Scalar(ScalarType::Float32 | ScalarType::Float64)
+            )
+        })
+    }
+
     /// The byte width of the fixed-width floats that make up most of this schema's value
     /// bytes (2 for half-precision vectors, 4 for float32, 8 for float64), or `None` when they
     /// do not dominate. Byte-shuffling records at that width groups the floats' exponent
@@ -261,6 +275,43 @@ pub(crate) fn parse_upto(
     cells: &mut Vec<Cell>,
     upto: usize,
 ) -> Result<(), Malformed> {
+    let head = parse_head(layout, rec, cells)?;
+    let (mut pos, nfeat) = (head.values, head.nfeat);
+    let last = nfeat.min(upto);
+    for (i, cell) in cells.iter_mut().enumerate().take(last) {
+        if cell.state != CellState::Present {
+            continue;
+        }
+        if layout.skip[i] == Skip::None {
+            cell.flag = bit(head.bools, layout.bool_slot[i] as usize);
+            continue;
+        }
+        let start = pos;
+        step(layout, i, rec, &mut pos)?;
+        cell.start = start as u32;
+        cell.len = (pos - start) as u32;
+    }
+    if last == nfeat && pos != rec.len() {
+        return Err(Malformed("trailing bytes after the last value"));
+    }
+    Ok(())
+}
+
+/// What [`parse_head`] found: where the values start, how many features the record covers,
+/// and its bool bitmap.
+pub(crate) struct Head<'a> {
+    pub(crate) values: usize,
+    pub(crate) nfeat: usize,
+    bools: &'a [u8],
+}
+
+/// Parses everything before the values (flags, bitmaps, timestamps) into `cells`: states and
+/// timestamps for every feature, no value spans.
+pub(crate) fn parse_head<'a>(
+    layout: &Layout,
+    rec: &'a [u8],
+    cells: &mut Vec<Cell>,
+) -> Result<Head<'a>, Malformed> {
     cells.clear();
     cells.resize(layout.len(), Cell::default());
     let mut pos = 0;
@@ -322,33 +373,28 @@ pub(crate) fn parse_upto(
             }
         }
     }
-    let last = nfeat.min(upto);
-    for (i, cell) in cells.iter_mut().enumerate().take(last) {
-        if cell.state != CellState::Present {
-            continue;
+    Ok(Head {
+        values: pos,
+        nfeat,
+        bools,
+    })
+}
+
+/// Advances `pos` over feature `i`'s value bytes (none for scalar bools).
+#[inline]
+fn step(layout: &Layout, i: usize, rec: &[u8], pos: &mut usize) -> Result<(), Malformed> {
+    match layout.skip[i] {
+        Skip::None => {}
+        Skip::Fixed(w) => {
+            *pos = pos
+                .checked_add(w)
+                .filter(|&end| end <= rec.len())
+                .ok_or(Malformed("truncated value"))?;
         }
-        let start = pos;
-        match layout.skip[i] {
-            Skip::None => {
-                cell.flag = bit(bools, layout.bool_slot[i] as usize);
-                continue;
-            }
-            Skip::Fixed(w) => {
-                pos = pos
-                    .checked_add(w)
-                    .filter(|&end| end <= rec.len())
-                    .ok_or(Malformed("truncated value"))?;
-            }
-            Skip::Varint => skip_varint(rec, &mut pos).ok_or(Malformed("truncated value"))?,
-            Skip::Prefixed | Skip::List(_) => {
-                skip_value(layout.types[i], rec, &mut pos).ok_or(Malformed("truncated value"))?
-            }
+        Skip::Varint => skip_varint(rec, pos).ok_or(Malformed("truncated value"))?,
+        Skip::Prefixed | Skip::List(_) => {
+            skip_value(layout.types[i], rec, pos).ok_or(Malformed("truncated value"))?
         }
-        cell.start = start as u32;
-        cell.len = (pos - start) as u32;
-    }
-    if last == nfeat && pos != rec.len() {
-        return Err(Malformed("trailing bytes after the last value"));
     }
     Ok(())
 }

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use super::shard::{hash_key, shard_of_key};
 use super::{read_lock, write_lock, BaseRecords, Delta, Layers, RecordVisitor, Store, ViewStore};
-use crate::pack::{is_packed, unpack, Dctx, MAX_PACKED_RAW};
+use crate::pack::{is_packed, unpack, Dctx};
 use crate::record::{self, Cell, CellState, Layout};
 use crate::{EngineError, Result};
 
@@ -96,7 +96,6 @@ impl Store {
         // Base records may be compressed: they are emitted plain, for the new snapshot's
         // writer to compress with its own dictionary.
         let codec = layers.base.as_ref().and_then(|b| b.codec());
-        let bound = layout.max_record_len().unwrap_or(MAX_PACKED_RAW);
         let (mut dctx, mut plain) = (Dctx::default(), Vec::new());
         if let Some(frozen) = &layers.frozen {
             for lock in frozen.shards.iter() {
@@ -107,7 +106,7 @@ impl Store {
                     let base_rec = match &layers.base {
                         Some(base) => match base.record(key)? {
                             Some(r) if is_packed(r) => Some(
-                                unpack(codec, r, bound, &mut dctx, &mut plain)
+                                unpack(codec, r, Some(layout), &mut dctx, &mut plain)
                                     .map_err(|m| vs.corrupt(m))?,
                             ),
                             other => other,
@@ -138,7 +137,8 @@ impl Store {
                     }
                 }
                 let rec = if is_packed(rec) {
-                    unpack(codec, rec, bound, &mut dctx, &mut plain).map_err(|m| vs.corrupt(m))?
+                    unpack(codec, rec, Some(layout), &mut dctx, &mut plain)
+                        .map_err(|m| vs.corrupt(m))?
                 } else {
                     rec
                 };

@@ -19,7 +19,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::clock::{Clock, Micros};
 use crate::key::{decode_key, KeyBatch, MAX_KEY_LEN};
-use crate::pack::{self, Codec, CodecInfo, MAX_PACKED_RAW};
+use crate::pack::{self, Codec, CodecInfo};
 use crate::record::{self, Cell, CellState, Layout, Malformed, NO_CREATED};
 use crate::registry::{Entity, FeatureRef, Registry};
 use crate::value::{FeatureColumn, Status, Value, ValueType};
@@ -506,7 +506,6 @@ impl Store {
             out.wanted.extend(feats.iter().map(|&(col, fi)| (fi, col)));
             out.wanted.sort_unstable();
             let codec = layers.base.as_ref().and_then(|b| b.codec());
-            let bound = view.layout.max_record_len().unwrap_or(MAX_PACKED_RAW);
             for k in 0..n {
                 let nsrc = nfound[k] as usize;
                 if nsrc == 0 {
@@ -516,7 +515,7 @@ impl Store {
                 let mut srcs = found[k];
                 for (rec, buf) in srcs.iter_mut().zip(out.unpacked.iter_mut()).take(nsrc) {
                     if pack::is_packed(rec) {
-                        *rec = pack::unpack_here(codec, rec, bound, buf)
+                        *rec = pack::unpack_here(codec, rec, &view.layout, buf)
                             .map_err(|m| view.corrupt(m))?;
                     }
                 }
