@@ -18,8 +18,10 @@
 //! floats that are not short decimals stay raw); decoding computes `m as f64 / 10^k` (then
 //! rounds to f32 for float32 features), with `|m| <= 2^53`.
 
-use super::{bit, parse_head, set_bit, step, Cell, CellState, Layout, Malformed};
-use crate::codec::{get_varint, put_varint, unzigzag, zigzag};
+use super::{
+    bit, parse_head, set_bit, step, Cell, CellState, Layout, Malformed, Skip, NO_FLOAT, TS_SECS,
+};
+use crate::codec::{get_varint, put_varint, skip_varint, unzigzag, zigzag};
 use crate::value::{ScalarType, ValueType};
 
 const POW10: [f64; 8] = [1.0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7];
@@ -27,11 +29,14 @@ const POW10: [f64; 8] = [1.0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7];
 const MAX_MANTISSA: f64 = 9_007_199_254_740_992.0;
 
 /// The width of feature `i`'s value if it is a scalar float.
+#[inline]
 fn float_width(layout: &Layout, i: usize) -> Option<usize> {
+    if layout.float_slot[i] == NO_FLOAT {
+        return None;
+    }
     match layout.types[i] {
         ValueType::Scalar(ScalarType::Float32) => Some(4),
-        ValueType::Scalar(ScalarType::Float64) => Some(8),
-        _ => None,
+        _ => Some(8),
     }
 }
 
@@ -84,9 +89,7 @@ pub(crate) fn decimal_pack(
 ) -> Result<usize, Malformed> {
     let head = parse_head(layout, rec, cells)?;
     out.extend_from_slice(&rec[..head.values]);
-    let floats = (0..head.nfeat)
-        .filter(|&i| float_width(layout, i).is_some())
-        .count();
+    let floats = layout.floats_before[head.nfeat] as usize;
     let bitmap_at = out.len();
     out.resize(bitmap_at + floats.div_ceil(8), 0);
     let (mut pos, mut j, mut coded) = (head.values, 0, 0);
@@ -129,11 +132,12 @@ pub(crate) fn decimal_unpack(
     out: &mut Vec<u8>,
 ) -> Result<(), Malformed> {
     out.clear();
+    if let Some(done) = unpack_simple(layout, body, bound, out) {
+        return done;
+    }
     let head = parse_head(layout, body, cells)?;
     out.extend_from_slice(&body[..head.values]);
-    let floats = (0..head.nfeat)
-        .filter(|&i| float_width(layout, i).is_some())
-        .count();
+    let floats = layout.floats_before[head.nfeat] as usize;
     let mut pos = head.values;
     let bitmap = body
         .get(pos..pos + floats.div_ceil(8))
@@ -167,6 +171,64 @@ pub(crate) fn decimal_unpack(
         return Err(Malformed("trailing bytes after the last value"));
     }
     Ok(())
+}
+
+/// [`decimal_unpack`] for the common shape (every feature written, no nulls, one timestamp,
+/// no created time), walking the values straight from the layout without parsing cells.
+/// `None` when the record has another shape.
+#[inline]
+fn unpack_simple(
+    layout: &Layout,
+    body: &[u8],
+    bound: usize,
+    out: &mut Vec<u8>,
+) -> Option<Result<(), Malformed>> {
+    let n = layout.len();
+    let &flags = body.first()?;
+    if flags & !TS_SECS != 0 || body.get(1).map(|&b| usize::from(b)) != Some(n) || n >= 0x80 {
+        return None;
+    }
+    Some((|| {
+        let truncated = Malformed("truncated value");
+        let mut pos = 2 + (layout.bools_before[n] as usize).div_ceil(8);
+        skip_varint(body, &mut pos).ok_or(Malformed("truncated timestamp"))?;
+        let head = body.get(..pos).ok_or(truncated)?;
+        out.extend_from_slice(head);
+        let bm = (layout.floats_before[n] as usize).div_ceil(8);
+        let bitmap = body.get(pos..pos + bm).ok_or(truncated)?;
+        pos += bm;
+        for i in 0..n {
+            let start = pos;
+            match layout.skip[i] {
+                Skip::None => continue,
+                Skip::Fixed(w) if layout.float_slot[i] != NO_FLOAT => {
+                    if bit(bitmap, layout.float_slot[i] as usize) {
+                        let code = get_varint(body, &mut pos).ok_or(truncated)?;
+                        let bytes = decode(code, w).ok_or(Malformed("decimal out of range"))?;
+                        out.extend_from_slice(&bytes[..w]);
+                        if out.len() > bound {
+                            return Err(Malformed("decoded record exceeds its view's bound"));
+                        }
+                        continue;
+                    }
+                    pos = pos
+                        .checked_add(w)
+                        .filter(|&e| e <= body.len())
+                        .ok_or(truncated)?;
+                }
+                Skip::Varint => skip_varint(body, &mut pos).ok_or(truncated)?,
+                _ => step(layout, i, body, &mut pos)?,
+            }
+            out.extend_from_slice(&body[start..pos]);
+            if out.len() > bound {
+                return Err(Malformed("decoded record exceeds its view's bound"));
+            }
+        }
+        if pos != body.len() {
+            return Err(Malformed("trailing bytes after the last value"));
+        }
+        Ok(())
+    })())
 }
 
 #[cfg(test)]

@@ -67,7 +67,13 @@ pub(crate) struct Layout {
     storage: Vec<VectorStorage>,
     /// See [`Layout::max_record_len`].
     max_len: Option<usize>,
+    /// Per feature: its index among the scalar float features, or `NO_FLOAT`.
+    float_slot: Vec<u32>,
+    /// Scalar float features before feature i (i = 0..=len).
+    floats_before: Vec<u32>,
 }
+
+const NO_FLOAT: u32 = u32::MAX;
 
 /// The shape of a feature's value bytes in a record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -125,6 +131,20 @@ impl Layout {
             .zip(&storage)
             .map(|(t, s)| Skip::of(*t, *s))
             .collect();
+        let (mut float_slot, mut floats_before, mut f) = (Vec::new(), Vec::new(), 0u32);
+        for t in &types {
+            floats_before.push(f);
+            if matches!(
+                t,
+                ValueType::Scalar(ScalarType::Float32 | ScalarType::Float64)
+            ) {
+                float_slot.push(f);
+                f += 1;
+            } else {
+                float_slot.push(NO_FLOAT);
+            }
+        }
+        floats_before.push(f);
         let mut layout = Self {
             types,
             ttl_micros,
@@ -133,6 +153,8 @@ impl Layout {
             skip,
             storage,
             max_len: None,
+            float_slot,
+            floats_before,
         };
         layout.max_len = layout.compute_max_len();
         layout
@@ -168,12 +190,7 @@ impl Layout {
     /// Whether the schema has scalar float32/float64 features (which decimal coding may
     /// shorten).
     pub(crate) fn has_scalar_floats(&self) -> bool {
-        self.types.iter().any(|t| {
-            matches!(
-                t,
-                ValueType::Scalar(ScalarType::Float32 | ScalarType::Float64)
-            )
-        })
+        self.floats_before[self.len()] > 0
     }
 
     /// The byte width of the fixed-width floats that make up most of this schema's value
