@@ -593,7 +593,8 @@ mod tests {
             let built = build(&dir.join("s.qsnap"), &reg, &data, view).unwrap();
             assert!(built.stored_record_bytes <= built.plain_record_bytes);
             assert!(built.file_bytes > built.stored_record_bytes);
-            assert!(built.codec.sample_records > 1000);
+            // A quarter of the sample is held out and measured.
+            assert!(built.codec.sample_records > 250, "{}", built.codec);
         }
     }
 }

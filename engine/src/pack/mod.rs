@@ -31,10 +31,10 @@
 //! 4   1  zstd level, i8
 //! 5   1  dictionary tag (0 = no dictionary)
 //! 6   2  reserved, zero
-//! 8   4  sample records u32
-//! 12  4  decode ns per sampled record u32
-//! 16  8  sample plain bytes u64
-//! 24  8  sample packed bytes u64 (with the best method tried, even when not used)
+//! 8   4  records measured u32 (the sample's held-out part; 0 with policy none)
+//! 12  4  decode ns per measured record u32
+//! 16  8  their plain bytes u64
+//! 24  8  their packed bytes u64 (method used, or the best tried when auto declined)
 //! 32  4  dictionary length D u32 (<= MAX_DICT_LEN)
 //! 36  D  dictionary (zstd format)
 //! ```
@@ -130,7 +130,8 @@ pub struct CodecInfo {
     pub dict_tag: u8,
     /// Dictionary size in bytes.
     pub dict_bytes: u32,
-    /// Records in the sample.
+    /// Sampled records the methods were measured on (held out from dictionary training
+    /// once the sample is large enough; 0 with policy `none`).
     pub sample_records: u32,
     /// Their plain size.
     pub sample_plain_bytes: u64,
@@ -194,7 +195,7 @@ impl fmt::Display for CodecInfo {
         if self.sample_records > 0 {
             write!(
                 f,
-                "; sample of {} records: {} -> {} bytes ({:.1} % saved), {} ns to decode one",
+                "; {} held-out records: {} -> {} bytes ({:.1} % saved), {} ns to decode one",
                 self.sample_records,
                 self.sample_plain_bytes,
                 self.sample_packed_bytes,
