@@ -576,6 +576,17 @@ fn diff(old: &Registry, new: &Registry) -> Vec<String> {
                 if o.description != v.description || o.owner != v.owner || o.tags != v.tags {
                     out.push(format!("change metadata of {}", v.name));
                 }
+                if o.compression != v.compression {
+                    out.push(format!(
+                        "change compression of {} from {} (level {}) to {} (level {}); \
+                         takes effect at the next checkpoint or load",
+                        v.name,
+                        o.compression.policy.name(),
+                        o.compression.level,
+                        v.compression.policy.name(),
+                        v.compression.level
+                    ));
+                }
             }
         }
     }

@@ -2668,6 +2668,21 @@ async fn cli_client_talks_to_the_server() {
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains("applied (registry version"), "{out}");
 
+    // A compression change is allowed at any time and shows in the diff.
+    let v3 = dir.path().join("registry-v3.toml");
+    let text = registry_v2().replace(
+        "name = \"user_stats\"\nentity = \"user\"\n",
+        "name = \"user_stats\"\nentity = \"user\"\ncompression = \"zstd\"\ncompression_level = 9\n",
+    );
+    std::fs::write(&v3, text).unwrap();
+    let (code, out, err) =
+        quiver_cli(common(&["apply", &v3.display().to_string(), "--dry-run"])).await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(
+        out.contains("change compression of user_stats from auto (level 3) to zstd (level 9)"),
+        "{out}"
+    );
+
     let rows = dir.path().join("rows.jsonl");
     let now = now_micros() / SEC;
     std::fs::write(
