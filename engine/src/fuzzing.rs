@@ -95,6 +95,27 @@ impl PackedTarget {
                 let _ = record::parse(&self.layout, plain, &mut cells);
             }
         }
+        // The read path's single-pass decoder of decimal bodies, on the same bytes.
+        let n = self.layout.len();
+        let mut columns: Vec<FeatureColumn> = self
+            .layout
+            .types
+            .iter()
+            .map(|&t| {
+                let mut c = FeatureColumn::new(t);
+                c.reset(1);
+                c
+            })
+            .collect();
+        let wanted: Vec<(usize, usize)> = (0..n).map(|i| (i, i)).collect();
+        let _ = record::decode_simple_decimal(
+            &self.layout,
+            data,
+            &wanted,
+            &vec![i64::MIN; n],
+            &mut columns,
+            0,
+        );
         let Some((&n, rest)) = data.split_first() else {
             return;
         };

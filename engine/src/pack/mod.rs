@@ -448,6 +448,18 @@ pub(crate) fn is_decimal(rec: &[u8]) -> bool {
     rec.first() == Some(&(PACKED | DECIMAL))
 }
 
+/// The decimal-coded body of `rec` if it is a decimal-coded record (after its marker and
+/// plain length), for readers that decode it without unpacking.
+#[inline]
+pub(crate) fn decimal_body(rec: &[u8]) -> Option<&[u8]> {
+    if !is_decimal(rec) {
+        return None;
+    }
+    let mut pos = 1;
+    get_varint(rec, &mut pos)?;
+    rec.get(pos..)
+}
+
 /// The plain length a packed record claims, without decompressing it (`None` for a plain
 /// record).
 pub(crate) fn packed_raw_len(rec: &[u8]) -> Option<u64> {

@@ -56,6 +56,29 @@ fn decode(code: u64, width: usize) -> Option<[u8; 8]> {
     Some(out)
 }
 
+/// Writes the float coded by varint `v` into row `row` of a float32 or float64 column.
+pub(crate) fn decode_into(
+    v: &[u8],
+    col: &mut crate::value::ColumnData,
+    row: usize,
+) -> Result<(), Malformed> {
+    use crate::value::ColumnData;
+    let mut pos = 0;
+    let code = get_varint(v, &mut pos).ok_or(Malformed("truncated value"))?;
+    let width = match col {
+        ColumnData::Float32(_) => 4,
+        ColumnData::Float64(_) => 8,
+        _ => return Err(Malformed("column does not match the feature type")),
+    };
+    let b = decode(code, width).ok_or(Malformed("decimal out of range"))?;
+    match col {
+        ColumnData::Float32(c) => c[row] = f32::from_le_bytes([b[0], b[1], b[2], b[3]]),
+        ColumnData::Float64(c) => c[row] = f64::from_le_bytes(b),
+        _ => {}
+    }
+    Ok(())
+}
+
 /// The code of the float whose little-endian bytes are `raw`, if it is a short decimal.
 fn encode(raw: &[u8]) -> Option<u64> {
     let x = match raw.len() {

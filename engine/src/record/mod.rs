@@ -495,6 +495,34 @@ pub(crate) fn decode_simple(
     columns: &mut [crate::value::FeatureColumn],
     row: usize,
 ) -> Result<bool, Malformed> {
+    decode_simple_as(layout, rec, false, wanted, min_ts, columns, row)
+}
+
+/// [`decode_simple`] for the body of a decimal-coded record (see `decimal`): the same walk,
+/// reading coded floats from their varints. Saves decoding the record back to plain bytes
+/// and parsing it again.
+#[inline]
+pub(crate) fn decode_simple_decimal(
+    layout: &Layout,
+    body: &[u8],
+    wanted: &[(usize, usize)],
+    min_ts: &[i64],
+    columns: &mut [crate::value::FeatureColumn],
+    row: usize,
+) -> Result<bool, Malformed> {
+    decode_simple_as(layout, body, true, wanted, min_ts, columns, row)
+}
+
+#[inline]
+fn decode_simple_as(
+    layout: &Layout,
+    rec: &[u8],
+    decimal: bool,
+    wanted: &[(usize, usize)],
+    min_ts: &[i64],
+    columns: &mut [crate::value::FeatureColumn],
+    row: usize,
+) -> Result<bool, Malformed> {
     let Some(&flags) = rec.first() else {
         return Err(Malformed("empty record"));
     };
@@ -509,14 +537,24 @@ pub(crate) fn decode_simple(
     let bools = take(rec, &mut pos, nbool.div_ceil(8)).ok_or(Malformed("truncated bools"))?;
     let scale = if flags & TS_SECS != 0 { MICROS } else { 1 };
     let ts = read_ts(rec, &mut pos, scale)?;
+    let coded: &[u8] = if decimal {
+        let n = (layout.floats_before[layout.len()] as usize).div_ceil(8);
+        take(rec, &mut pos, n).ok_or(Malformed("truncated float bitmap"))?
+    } else {
+        &[]
+    };
     let mut w = 0;
     for i in 0..layout.len() {
         if w == wanted.len() {
             break;
         }
         let start = pos;
+        let is_coded = decimal
+            && layout.float_slot[i] != NO_FLOAT
+            && bit(coded, layout.float_slot[i] as usize);
         match layout.skip[i] {
             Skip::None => {}
+            _ if is_coded => skip_varint(rec, &mut pos).ok_or(Malformed("truncated value"))?,
             Skip::Fixed(n) => {
                 pos = pos
                     .checked_add(n)
@@ -541,6 +579,8 @@ pub(crate) fn decode_simple(
                 if let ColumnData::Bool(c) = &mut column.values {
                     c[row] = bit(bools, layout.bool_slot[i] as usize);
                 }
+            } else if is_coded {
+                decimal::decode_into(&rec[start..pos], &mut column.values, row)?;
             } else {
                 decode_feature(layout, i, &rec[start..pos], &mut column.values, row)?;
             }

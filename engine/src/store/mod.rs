@@ -511,6 +511,24 @@ impl Store {
                 if nsrc == 0 {
                     continue;
                 }
+                // A whole-row decimal-coded record (the common case of a view `auto` codes)
+                // decodes straight into the columns.
+                if nsrc == 1 {
+                    if let Some(body) = pack::decimal_body(found[k][0]) {
+                        if record::decode_simple_decimal(
+                            &view.layout,
+                            body,
+                            &out.wanted,
+                            &out.min_ts,
+                            &mut out.columns,
+                            k,
+                        )
+                        .map_err(|m| view.corrupt(m))?
+                        {
+                            continue;
+                        }
+                    }
+                }
                 // Each compressed record is decompressed once, whatever the features asked.
                 let mut srcs = found[k];
                 for (rec, buf) in srcs.iter_mut().zip(out.unpacked.iter_mut()).take(nsrc) {
