@@ -13,7 +13,7 @@ use quiver_server::proto::feast::serving::serving_service_client::ServingService
 use quiver_server::proto::quiver::v1::feature_store_client::FeatureStoreClient;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
@@ -79,6 +79,8 @@ pub struct ServerSpec {
     pub config: String,
     /// Extra command-line arguments.
     pub args: Vec<String>,
+    /// The CA certificate (PEM file) clients trust, when the server speaks TLS.
+    pub tls_ca: Option<PathBuf>,
 }
 
 impl ServerSpec {
@@ -96,6 +98,17 @@ impl ServerSpec {
         self.config.push_str(lines);
         self.config.push('\n');
         self
+    }
+
+    /// Serves TLS only, with `cert`/`key`; the harness's clients trust `ca`.
+    pub fn tls(self, cert: &Path, key: &Path, ca: &Path) -> Self {
+        let mut spec = self.config(&format!(
+            "tls_cert = {:?}\ntls_key = {:?}",
+            cert.display().to_string(),
+            key.display().to_string()
+        ));
+        spec.tls_ca = Some(ca.to_path_buf());
+        spec
     }
 
     /// Adds command-line arguments.
@@ -118,6 +131,8 @@ pub struct Server {
     /// The metrics address.
     pub metrics: SocketAddr,
     log: PathBuf,
+    /// PEM of the CA to trust, when the server speaks TLS.
+    tls_ca: Option<Vec<u8>>,
 }
 
 /// A free loopback port (free when probed; the caller retries if it is taken meanwhile).
@@ -167,6 +182,10 @@ impl Server {
                 grpc,
                 metrics,
                 log: log.clone(),
+                tls_ca: spec
+                    .tls_ca
+                    .as_ref()
+                    .map(|ca| std::fs::read(ca).expect("read the test CA")),
             };
             match server.wait_serving().await {
                 Ok(()) => return server,
@@ -201,7 +220,8 @@ impl Server {
 
     /// The health status of `service` ("" = the whole server), if the server answers.
     pub async fn health(&self, service: &str) -> Result<Option<ServingStatus>, tonic::Status> {
-        let channel = Endpoint::from_shared(self.url())
+        let channel = self
+            .endpoint()
             .map_err(|e| tonic::Status::unavailable(e.to_string()))?
             .connect_timeout(Duration::from_secs(1))
             .timeout(Duration::from_secs(2))
@@ -216,14 +236,32 @@ impl Server {
         Ok(ServingStatus::try_from(r.into_inner().status).ok())
     }
 
-    /// `http://host:port` of the gRPC listener.
+    /// `http://host:port` (or `https://` with TLS) of the gRPC listener.
     pub fn url(&self) -> String {
-        format!("http://{}", self.grpc)
+        let scheme = if self.tls_ca.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        format!("{scheme}://{}", self.grpc)
+    }
+
+    /// An endpoint for the gRPC listener, trusting the test CA when the server speaks TLS.
+    fn endpoint(&self) -> Result<Endpoint, tonic::transport::Error> {
+        let endpoint = Endpoint::from_shared(self.url())?;
+        match &self.tls_ca {
+            Some(ca) => endpoint.tls_config(
+                ClientTlsConfig::new()
+                    .ca_certificate(Certificate::from_pem(ca))
+                    .domain_name("localhost"),
+            ),
+            None => Ok(endpoint),
+        }
     }
 
     /// A new HTTP/2 connection to the server (requests time out after 20 s).
     pub async fn channel(&self) -> Channel {
-        Endpoint::from_shared(self.url())
+        self.endpoint()
             .expect("valid url")
             .connect_timeout(Duration::from_secs(5))
             .timeout(Duration::from_secs(20))

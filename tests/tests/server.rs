@@ -2779,3 +2779,63 @@ async fn cli_client_talks_to_the_server() {
     assert_eq!(code, Some(2));
     assert!(err.contains("Unauthenticated"), "{err}");
 }
+
+/// TLS from the config file (`tls_cert`, `tls_key`): readiness, the native client and the CLI
+/// (`--ca-cert`) connect over TLS trusting the test CA (`tests/fixtures/tls`); a plaintext
+/// client and a client that does not trust the CA get nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_serves_tls_clients_only() {
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/tls");
+    let dir = TempDir::new("e2e-tls");
+    let registry = dir.path().join("registry.toml");
+    std::fs::write(&registry, REGISTRY).unwrap();
+    let ca = fixtures.join("ca.pem");
+    let spec = ServerSpec::new(dir.path().join("data"), Some(&registry)).tls(
+        &fixtures.join("server.pem"),
+        &fixtures.join("server.key"),
+        &ca,
+    );
+    // `start` waits for health SERVING, asked over TLS.
+    let server = Server::start(&spec).await;
+    assert!(server.url().starts_with("https://"));
+    let mut c = server.native(None).await;
+    let stats = ok(
+        c.get_stats(pb::GetStatsRequest::default()).await,
+        "GetStats over TLS",
+    );
+    assert!(stats.views.iter().any(|v| v.view == "user_stats"));
+
+    // Plaintext HTTP/2 to the TLS port: no answer.
+    let plain = tonic::transport::Endpoint::from_shared(format!("http://{}", server.grpc))
+        .unwrap()
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(5))
+        .connect()
+        .await;
+    let answered = match plain {
+        Err(_) => false,
+        Ok(channel) => pb::feature_store_client::FeatureStoreClient::new(channel)
+            .get_stats(pb::GetStatsRequest::default())
+            .await
+            .is_ok(),
+    };
+    assert!(!answered, "a plaintext client was answered by a TLS server");
+
+    // The CLI: trusting the CA works; without it, it fails with exit code 2 and a message.
+    let url = server.url();
+    let ca = ca.display().to_string();
+    let (code, out, err) = quiver_cli(vec![
+        "stats".into(),
+        "--server".into(),
+        url.clone(),
+        "--ca-cert".into(),
+        ca,
+    ])
+    .await;
+    assert_eq!(code, Some(0), "{err}");
+    assert!(out.contains("user_stats"), "{out}");
+    let (code, _, err) = quiver_cli(vec!["stats".into(), "--server".into(), url]).await;
+    assert_eq!(code, Some(2), "{err}");
+    assert!(!err.is_empty());
+    server.terminate().await;
+}
