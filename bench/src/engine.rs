@@ -231,28 +231,14 @@ pub fn run_engine(args: &EngineArgs) -> Result<()> {
     let validated =
         validate([&mut engine, &mut baseline], &dataset, &space, &plan)? * args.features as u64;
 
-    let dists: &[Dist] = match args.dist {
-        DistArg::Uniform => &[Dist::Uniform],
-        DistArg::Zipf => &[Dist::Zipf],
-        DistArg::Both => &[Dist::Uniform, Dist::Zipf],
-    };
-    let mut results = Vec::new();
-    for &dist in dists {
-        eprintln!(
-            "measuring {} keys: {:.1} s per system",
-            dist.name(),
-            args.duration
-        );
-        let (e, b) = measure(
-            [&mut engine, &mut baseline],
-            ["engine", "baseline"],
-            &dataset,
-            &space,
-            dist,
-            &plan,
-        )?;
-        results.push((dist, e, b));
-    }
+    let results = measure_each(
+        args,
+        [&mut engine, &mut baseline],
+        ["engine", "baseline"],
+        &dataset,
+        &space,
+        &plan,
+    )?;
 
     let figures = Figures {
         args,
@@ -802,37 +788,7 @@ impl Figures<'_> {
 
     fn table(&self) -> String {
         let a = self.args;
-        let mut t = Table::new([
-            "keys",
-            "system",
-            "p50 µs",
-            "p99 µs",
-            "p99.9 µs",
-            "max µs",
-            "mean µs",
-            "batches",
-            "p50 ×base",
-            "p99 ×base",
-            "p99.9 ×base",
-        ]);
-        let f = |x: f64| format!("{x:.2}");
-        for (dist, e, b) in &self.results {
-            for (name, s) in [("engine", e), ("baseline", b)] {
-                t.row([
-                    dist.name().to_owned(),
-                    name.to_owned(),
-                    f(s.p50_us),
-                    f(s.p99_us),
-                    f(s.p999_us),
-                    f(s.max_us),
-                    f(s.mean_us),
-                    s.count.to_string(),
-                    f(ratio(s.p50_us, b.p50_us)),
-                    f(ratio(s.p99_us, b.p99_us)),
-                    f(ratio(s.p999_us, b.p999_us)),
-                ]);
-            }
-        }
+        let t = latency_table(&self.results, "engine");
         format!(
             "Quiver engine micro benchmark: view {VIEW}, {} entities, batch {}, {} features, \
              {} shards, seed {}, {} s per measurement\n\n{}\n\n\
@@ -902,18 +858,91 @@ impl Figures<'_> {
             num(a.entities as f64 / self.load.seconds),
         );
         m.insert("validated_values".into(), json!(self.validated));
-        for (dist, prefix) in [(Dist::Uniform, ""), (Dist::Zipf, "zipf_")] {
-            let found = self.results.iter().find(|r| r.0 == dist);
-            put_summary(&mut m, &format!("{prefix}engine_"), found.map(|r| &r.1));
-            put_summary(&mut m, &format!("{prefix}baseline_"), found.map(|r| &r.2));
-            let ratio_of = |get: fn(&Summary) -> f64| {
-                found.map_or(Json::Null, |(_, e, b)| num(ratio(get(e), get(b))))
-            };
-            m.insert(format!("{prefix}ratio"), ratio_of(|s| s.p50_us));
-            m.insert(format!("{prefix}p99_ratio"), ratio_of(|s| s.p99_us));
-            m.insert(format!("{prefix}p999_ratio"), ratio_of(|s| s.p999_us));
-        }
+        put_results(&mut m, &self.results);
         Json::Object(m).to_string()
+    }
+}
+
+/// Per key distribution: (distribution, engine summary, baseline summary).
+pub(crate) type Results = Vec<(Dist, Summary, Summary)>;
+
+/// Measures the two systems alternately for each key distribution `args` asks for.
+pub(crate) fn measure_each(
+    args: &EngineArgs,
+    mut systems: [&mut dyn System; 2],
+    names: [&str; 2],
+    dataset: &Dataset,
+    space: &KeySpace,
+    plan: &Plan,
+) -> Result<Results> {
+    let dists: &[Dist] = match args.dist {
+        DistArg::Uniform => &[Dist::Uniform],
+        DistArg::Zipf => &[Dist::Zipf],
+        DistArg::Both => &[Dist::Uniform, Dist::Zipf],
+    };
+    let mut results = Vec::new();
+    for &dist in dists {
+        eprintln!(
+            "measuring {} keys: {:.1} s per system",
+            dist.name(),
+            args.duration
+        );
+        let [a, b] = &mut systems;
+        let (e, base) = measure([&mut **a, &mut **b], names, dataset, space, dist, plan)?;
+        results.push((dist, e, base));
+    }
+    Ok(results)
+}
+
+/// The latency table of `results`, the engine's rows labelled `engine`.
+pub(crate) fn latency_table(results: &Results, engine: &str) -> Table {
+    let mut t = Table::new([
+        "keys",
+        "system",
+        "p50 µs",
+        "p99 µs",
+        "p99.9 µs",
+        "max µs",
+        "mean µs",
+        "batches",
+        "p50 ×base",
+        "p99 ×base",
+        "p99.9 ×base",
+    ]);
+    let f = |x: f64| format!("{x:.2}");
+    for (dist, e, b) in results {
+        for (name, s) in [(engine, e), ("baseline", b)] {
+            t.row([
+                dist.name().to_owned(),
+                name.to_owned(),
+                f(s.p50_us),
+                f(s.p99_us),
+                f(s.p999_us),
+                f(s.max_us),
+                f(s.mean_us),
+                s.count.to_string(),
+                f(ratio(s.p50_us, b.p50_us)),
+                f(ratio(s.p99_us, b.p99_us)),
+                f(ratio(s.p999_us, b.p999_us)),
+            ]);
+        }
+    }
+    t
+}
+
+/// The JSON fields of `results`: `engine_*`, `baseline_*` and the ratios, with `zipf_` twins
+/// (null when a distribution was not measured).
+pub(crate) fn put_results(m: &mut Map<String, Json>, results: &Results) {
+    for (dist, prefix) in [(Dist::Uniform, ""), (Dist::Zipf, "zipf_")] {
+        let found = results.iter().find(|r| r.0 == dist);
+        put_summary(m, &format!("{prefix}engine_"), found.map(|r| &r.1));
+        put_summary(m, &format!("{prefix}baseline_"), found.map(|r| &r.2));
+        let ratio_of = |get: fn(&Summary) -> f64| {
+            found.map_or(Json::Null, |(_, e, b)| num(ratio(get(e), get(b))))
+        };
+        m.insert(format!("{prefix}ratio"), ratio_of(|s| s.p50_us));
+        m.insert(format!("{prefix}p99_ratio"), ratio_of(|s| s.p99_us));
+        m.insert(format!("{prefix}p999_ratio"), ratio_of(|s| s.p999_us));
     }
 }
 

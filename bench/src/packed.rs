@@ -14,7 +14,7 @@
 //!    [`Db::load_snapshot`], so every entity is in the base layer and none in the delta.
 //!    The file was just written: its pages are in the page cache.
 //! 4. **Measure**: the same validation and alternating-slice measurement as the in-memory
-//!    path ([`validate`], [`measure`]), against the same kind of raw `HashMap<u64, Vec<f32>>`
+//!    path ([`validate`], [`measure_each`]), against the same kind of raw `HashMap<u64, Vec<f32>>`
 //!    baseline holding the same values (`user_stats`: the first `--features` values as `f32`,
 //!    as the in-memory path; `user_embedding`: the 64 components). The engine's timed work
 //!    is encoding the keys plus [`Db::get`] (values, statuses, event times, TTL checked), which
@@ -36,11 +36,11 @@ use crate::compare::data::{Data, EMBEDDING_DIM, EMBEDDING_FEATURE, EMBEDDING_VIE
 use crate::dataset::{check_registry, Dataset, EntityRow, REGISTRY_TOML, USER_STATS, VIEW};
 use crate::durable::{db_config, now_micros, now_secs};
 use crate::engine::{
-    baseline_map, check_named_columns, measure, put_summary, to_row, validate, BaselineMap,
-    BaselineSystem, CompressionArg, EngineArgs, FoldBuild, System, ViewArg,
+    baseline_map, check_named_columns, latency_table, measure_each, put_results, to_row, validate,
+    BaselineMap, BaselineSystem, CompressionArg, EngineArgs, FoldBuild, Results, System, ViewArg,
 };
-use crate::keys::{Dist, KeySpace};
-use crate::report::{num, ratio, Summary, Table};
+use crate::keys::KeySpace;
+use crate::report::{num, ratio};
 use crate::scratch::ScratchDir;
 use crate::{BenchError, Result};
 
@@ -374,28 +374,14 @@ pub(crate) fn run_packed(args: &EngineArgs, policy: CompressionArg) -> Result<()
     let plan = args.plan();
     let space = KeySpace::new(args.entities, args.seed ^ SALT_PERMUTATION)?;
     let checked = validate([&mut engine, &mut *baseline], &data.stats, &space, &plan)?;
-    let dists: &[Dist] = match args.dist {
-        crate::engine::DistArg::Uniform => &[Dist::Uniform],
-        crate::engine::DistArg::Zipf => &[Dist::Zipf],
-        crate::engine::DistArg::Both => &[Dist::Uniform, Dist::Zipf],
-    };
-    let mut results = Vec::new();
-    for &dist in dists {
-        eprintln!(
-            "measuring {} keys: {:.1} s per system",
-            dist.name(),
-            args.duration
-        );
-        let (e, b) = measure(
-            [&mut engine, &mut *baseline],
-            ["engine (base)", "baseline"],
-            &data.stats,
-            &space,
-            dist,
-            &plan,
-        )?;
-        results.push((dist, e, b));
-    }
+    let results = measure_each(
+        args,
+        [&mut engine, &mut *baseline],
+        ["engine (base)", "baseline"],
+        &data.stats,
+        &space,
+        &plan,
+    )?;
     drop(engine);
     db.close()?;
 
@@ -421,7 +407,7 @@ struct Figures<'a> {
     level: i32,
     built: Built,
     checked: u64,
-    results: Vec<(Dist, Summary, Summary)>,
+    results: Results,
 }
 
 impl Figures<'_> {
@@ -440,35 +426,7 @@ impl Figures<'_> {
         let a = self.args;
         let b = &self.built;
         let c = &b.codec;
-        let mut t = Table::new([
-            "keys",
-            "system",
-            "p50 µs",
-            "p99 µs",
-            "p99.9 µs",
-            "max µs",
-            "mean µs",
-            "batches",
-            "p50 ×base",
-            "p99 ×base",
-        ]);
-        let f = |x: f64| format!("{x:.2}");
-        for (dist, e, base) in &self.results {
-            for (name, s) in [("engine (base)", e), ("baseline", base)] {
-                t.row([
-                    dist.name().to_owned(),
-                    name.to_owned(),
-                    f(s.p50_us),
-                    f(s.p99_us),
-                    f(s.p999_us),
-                    f(s.max_us),
-                    f(s.mean_us),
-                    s.count.to_string(),
-                    f(ratio(s.p50_us, base.p50_us)),
-                    f(ratio(s.p99_us, base.p99_us)),
-                ]);
-            }
-        }
+        let t = latency_table(&self.results, "engine (base)");
         format!(
             "Quiver engine micro benchmark, base snapshot: view {}, compression {} (level {}), \
              {} entities, batch {}, {} features, {} shards, seed {}, {} s per measurement\n\n\
@@ -545,16 +503,7 @@ impl Figures<'_> {
         m.insert("build_s".into(), num(b.build_s));
         m.insert("validated_entities".into(), json!(self.checked));
         m.insert("page_cache".into(), json!("warm"));
-        for (dist, prefix) in [(Dist::Uniform, ""), (Dist::Zipf, "zipf_")] {
-            let found = self.results.iter().find(|r| r.0 == dist);
-            put_summary(&mut m, &format!("{prefix}engine_"), found.map(|r| &r.1));
-            put_summary(&mut m, &format!("{prefix}baseline_"), found.map(|r| &r.2));
-            let ratio_of = |get: fn(&Summary) -> f64| {
-                found.map_or(Json::Null, |(_, e, b)| num(ratio(get(e), get(b))))
-            };
-            m.insert(format!("{prefix}ratio"), ratio_of(|s| s.p50_us));
-            m.insert(format!("{prefix}p99_ratio"), ratio_of(|s| s.p99_us));
-        }
+        put_results(&mut m, &self.results);
         Json::Object(m).to_string()
     }
 }
