@@ -455,20 +455,40 @@ impl<F> EngineSystem<F> {
     }
 }
 
+/// The timed work of an engine batch: encoding the keys of `ids` and one batched get.
+pub(crate) fn timed_get<G>(
+    entity: &Entity,
+    ids: &[i64],
+    keys: &mut KeyBatch,
+    get: &mut G,
+    out: &mut GetResult,
+) -> Result<Duration>
+where
+    G: FnMut(&KeyBatch, &mut GetResult) -> quiver_engine::Result<()>,
+{
+    let start = Instant::now();
+    keys.clear();
+    for &id in ids {
+        keys.push(entity, &[KeyPart::Int64(id)])?;
+    }
+    get(keys, out)?;
+    let took = start.elapsed();
+    black_box(&*out);
+    Ok(took)
+}
+
 impl<F> System for EngineSystem<F>
 where
     F: FnMut(&KeyBatch, &mut GetResult) -> quiver_engine::Result<()>,
 {
     fn batch(&mut self, ids: &[i64]) -> Result<Duration> {
-        let start = Instant::now();
-        self.keys.clear();
-        for &id in ids {
-            self.keys.push(&self.entity, &[KeyPart::Int64(id)])?;
-        }
-        (self.get)(&self.keys, &mut self.out)?;
-        let took = start.elapsed();
-        black_box(&self.out);
-        Ok(took)
+        timed_get(
+            &self.entity,
+            ids,
+            &mut self.keys,
+            &mut self.get,
+            &mut self.out,
+        )
     }
 
     fn check(&self, ids: &[i64], dataset: &Dataset) -> Result<()> {

@@ -36,8 +36,9 @@ use crate::compare::data::{Data, EMBEDDING_DIM, EMBEDDING_FEATURE, EMBEDDING_VIE
 use crate::dataset::{check_registry, Dataset, EntityRow, REGISTRY_TOML, USER_STATS, VIEW};
 use crate::durable::{db_config, now_micros, now_secs};
 use crate::engine::{
-    baseline_map, check_named_columns, latency_table, measure_each, put_results, to_row, validate,
-    BaselineMap, BaselineSystem, CompressionArg, EngineArgs, FoldBuild, Results, System, ViewArg,
+    baseline_map, check_named_columns, latency_table, measure_each, put_results, timed_get, to_row,
+    validate, BaselineMap, BaselineSystem, CompressionArg, EngineArgs, FoldBuild, Results, System,
+    ViewArg,
 };
 use crate::keys::KeySpace;
 use crate::report::{num, ratio};
@@ -202,15 +203,13 @@ where
     G: FnMut(&KeyBatch, &mut GetResult) -> quiver_engine::Result<()>,
 {
     fn batch(&mut self, ids: &[i64]) -> Result<Duration> {
-        let start = Instant::now();
-        self.keys.clear();
-        for &id in ids {
-            self.keys.push(&self.entity, &[KeyPart::Int64(id)])?;
-        }
-        (self.get)(&self.keys, &mut self.out)?;
-        let took = start.elapsed();
-        std::hint::black_box(&self.out);
-        Ok(took)
+        timed_get(
+            &self.entity,
+            ids,
+            &mut self.keys,
+            &mut self.get,
+            &mut self.out,
+        )
     }
 
     fn check(&self, ids: &[i64], _: &Dataset) -> Result<()> {
