@@ -815,7 +815,10 @@ fn snapshot(cmd: SnapshotCommand) -> Result<(), String> {
             println!("view            {}", i.view);
             println!("entities        {}", i.entities);
             println!("file bytes      {}", i.file_size);
-            println!("record region   {} bytes (keys and records)", i.record_bytes);
+            println!(
+                "record region   {} bytes (keys and records)",
+                i.record_bytes
+            );
             println!("index slots     {}", i.index_slots);
             println!("wal sequence    {}", i.sequence);
             println!("created at      {} µs", i.created_at);

@@ -72,6 +72,7 @@ impl Db {
                     .store
                     .merged_records(&view.name, now, &mut |k, r| writer.add(k, r))?;
                 stats.values_expired += merged.values_expired;
+                writer.note_event_ts(merged.max_event_ts);
                 if writer.len() == 0 {
                     // Dropping an unfinished writer removes its temp file.
                     drop(writer);

@@ -449,4 +449,8 @@ impl crate::store::BaseRecords for Snapshot {
     fn codec(&self) -> Option<&crate::pack::Codec> {
         Snapshot::codec(self)
     }
+
+    fn max_event_ts(&self) -> Option<crate::Micros> {
+        self.info().max_event_ts
+    }
 }

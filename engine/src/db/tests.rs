@@ -151,6 +151,46 @@ fn checkpoint_moves_data_to_snapshots_and_trims_the_wal() {
     assert_eq!(snaps.len(), 1, "old snapshot files are deleted");
 }
 
+/// A view's freshness survives a checkpoint and a restart with nothing left to replay: the
+/// checkpoint notes its newest event time in the snapshot, and installing a base raises the
+/// view's newest event time to it (as a bulk load does).
+#[test]
+fn freshness_survives_checkpoints_restarts_and_loads() {
+    let d = TempDir::new("fresh");
+    let clock = ManualClock::new(T0 + H);
+    let db = open(&d.0, &clock);
+    db.write("v", &[row(1, T0 + 5, 1, "a"), row(2, T0 + 9, 2, "b")])
+        .unwrap();
+    db.checkpoint().unwrap();
+    let newest = |db: &Db| db.store().stats()[0].newest_event_ts;
+    assert_eq!(newest(&db), T0 + 9);
+    db.close().unwrap();
+    let (db, report) = Db::open(config(&d.0), Arc::new(clock.clone())).unwrap();
+    assert_eq!(report.wal.replayed, 0);
+    assert_eq!(
+        newest(&db),
+        T0 + 9,
+        "after a restart from the snapshot alone"
+    );
+    let file = fs::read_dir(d.0.join(SNAPSHOT_DIR))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let snap = crate::Snapshot::open(&file).unwrap();
+    assert_eq!(snap.info().max_event_ts, Some(T0 + 9));
+    drop(snap);
+    // A bulk load of a newer snapshot raises it.
+    let load = d.0.join("load.qsnap");
+    let reg = Registry::from_toml(SCHEMA).unwrap();
+    let mut b = SnapshotBuilder::create(&load, &reg, "v", T0).unwrap();
+    b.add(&row(3, T0 + 20, 3, "c")).unwrap();
+    b.finish().unwrap();
+    db.load_snapshot("v", &load).unwrap();
+    assert_eq!(newest(&db), T0 + 20);
+}
+
 #[test]
 fn registry_changes_persist_through_wal_and_checkpoint() {
     let d = TempDir::new("reg");

@@ -1,6 +1,7 @@
 //! Moving records between layers: freezing the delta for a checkpoint, streaming the merged
 //! frozen + base records into a new snapshot, installing it, and bulk-loading a base.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::shard::{hash_key, shard_of_key};
@@ -16,6 +17,18 @@ pub struct MergeStats {
     pub entities: u64,
     /// Expired values dropped.
     pub values_expired: u64,
+    /// Newest event timestamp among the values emitted (`i64::MIN` if none).
+    pub max_event_ts: i64,
+}
+
+/// The newest event timestamp of the written cells (`i64::MIN` if none).
+fn newest(cells: &[Cell]) -> i64 {
+    cells
+        .iter()
+        .filter(|c| c.state != CellState::Unwritten)
+        .map(|c| c.ts)
+        .max()
+        .unwrap_or(i64::MIN)
 }
 
 /// Merges `b` into `a` per feature: the newer (event, created) wins, `a` on ties. Cells taken
@@ -91,7 +104,10 @@ impl Store {
         let vs = self.view_store(view)?;
         let layers = vs.layers();
         let layout = &vs.layout;
-        let mut stats = MergeStats::default();
+        let mut stats = MergeStats {
+            max_event_ts: i64::MIN,
+            ..MergeStats::default()
+        };
         let (mut a, mut b, mut encoded) = (Vec::new(), Vec::new(), Vec::new());
         // Base records may be compressed: they are emitted plain, for the new snapshot's
         // writer to compress with its own dictionary.
@@ -124,6 +140,7 @@ impl Store {
                     record::encode(layout, &a, rec, base_rec.unwrap_or(&[]), &mut encoded);
                     emit(key, &encoded)?;
                     stats.entities += 1;
+                    stats.max_event_ts = stats.max_event_ts.max(newest(&a));
                 }
             }
         }
@@ -149,6 +166,7 @@ impl Store {
                     return Ok(());
                 }
                 stats.entities += 1;
+                stats.max_event_ts = stats.max_event_ts.max(newest(&a));
                 if expired == 0 {
                     return emit(key, rec);
                 }
@@ -167,6 +185,9 @@ impl Store {
         base: Option<Arc<dyn BaseRecords>>,
     ) -> Result<()> {
         let vs = self.view_store(view)?;
+        if let Some(ts) = base.as_ref().and_then(|b| b.max_event_ts()) {
+            vs.newest_event_ts.fetch_max(ts, Ordering::Relaxed);
+        }
         Self::swap_layers(&vs, |l| Layers {
             active: l.active.clone(),
             frozen: None,
@@ -222,6 +243,11 @@ impl Store {
     /// that are newer than the snapshot's keep winning (last write wins by event time).
     pub(crate) fn replace_base(&self, view: &str, base: Arc<dyn BaseRecords>) -> Result<()> {
         let vs = self.view_store(view)?;
+        // A loaded (or recovered) snapshot is as fresh as its newest value: the view's
+        // freshness figures must not read "empty" until the next write.
+        if let Some(ts) = base.max_event_ts() {
+            vs.newest_event_ts.fetch_max(ts, Ordering::Relaxed);
+        }
         Self::swap_layers(&vs, |l| Layers {
             active: l.active.clone(),
             frozen: l.frozen.clone(),

@@ -109,6 +109,10 @@ pub(crate) trait BaseRecords: Send + Sync + std::fmt::Debug {
     fn codec(&self) -> Option<&Codec> {
         None
     }
+    /// The newest event timestamp in the base, if known.
+    fn max_event_ts(&self) -> Option<Micros> {
+        None
+    }
 }
 
 /// One generation of in-memory records: N shards.
