@@ -133,6 +133,8 @@ pub struct Server {
     log: PathBuf,
     /// PEM of the CA to trust, when the server speaks TLS.
     tls_ca: Option<Vec<u8>>,
+    /// Whether health answered NOT_SERVING while `start` waited (recovery was observed).
+    pub saw_not_serving: bool,
 }
 
 /// A free loopback port (free when probed; the caller retries if it is taken meanwhile).
@@ -186,6 +188,7 @@ impl Server {
                     .tls_ca
                     .as_ref()
                     .map(|ca| std::fs::read(ca).expect("read the test CA")),
+                saw_not_serving: false,
             };
             match server.wait_serving().await {
                 Ok(()) => return server,
@@ -211,8 +214,10 @@ impl Server {
             if Instant::now() > deadline {
                 return Err(format!("not SERVING after {START_TIMEOUT:?}"));
             }
-            if let Ok(Some(ServingStatus::Serving)) = self.health("").await {
-                return Ok(());
+            match self.health("").await {
+                Ok(Some(ServingStatus::Serving)) => return Ok(()),
+                Ok(Some(ServingStatus::NotServing)) => self.saw_not_serving = true,
+                _ => {}
             }
             tokio::time::sleep(Duration::from_millis(25)).await;
         }
