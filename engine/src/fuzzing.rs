@@ -81,10 +81,7 @@ impl PackedTarget {
     /// damages the packed form where the head says, and decodes that (undamaged, it must
     /// round-trip).
     pub fn run(&mut self, data: &[u8]) {
-        let bound = self
-            .layout
-            .max_record_len()
-            .unwrap_or(crate::pack::MAX_PACKED_RAW);
+        let bound = crate::pack::packed_bound(Some(&self.layout));
         let mut dctx = crate::pack::Dctx::default();
         let mut out = Vec::new();
         let layout = Some(&self.layout);

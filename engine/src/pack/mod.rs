@@ -65,6 +65,16 @@ const DECIMAL: u8 = 0x20;
 /// Largest plain record a packed record may claim to expand to when the schema itself does
 /// not bound records (strings, bytes, lists). Longer records are stored plain.
 pub(crate) const MAX_PACKED_RAW: usize = 256 << 10;
+/// The most bytes a packed record of a view with schema `layout` may expand to: the schema's
+/// own bound when every feature has a fixed maximum size, and never more than
+/// [`MAX_PACKED_RAW`] (also the bound when the schema is not known).
+pub(crate) fn packed_bound(layout: Option<&Layout>) -> usize {
+    layout
+        .and_then(Layout::max_record_len)
+        .unwrap_or(MAX_PACKED_RAW)
+        .min(MAX_PACKED_RAW)
+}
+
 /// Largest dictionary a codec section may hold.
 pub(crate) const MAX_DICT_LEN: usize = 112 << 10;
 /// Largest dictionary trained. Records are small; a bigger dictionary mostly costs cache.
@@ -146,10 +156,7 @@ pub struct CodecInfo {
 impl CodecInfo {
     /// Share of the sample's bytes the best method tried saves (0 when nothing was tried).
     pub fn sample_saving(&self) -> f64 {
-        if self.sample_plain_bytes == 0 {
-            return 0.0;
-        }
-        1.0 - self.sample_packed_bytes as f64 / self.sample_plain_bytes as f64
+        saving(self.sample_plain_bytes, self.sample_packed_bytes)
     }
 
     fn encode(&self, dict: &[u8]) -> Vec<u8> {
@@ -340,10 +347,7 @@ pub(crate) fn unpack<'a>(
     dctx: &mut Dctx,
     out: &'a mut Vec<u8>,
 ) -> Result<&'a [u8], Malformed> {
-    let bound = layout
-        .and_then(Layout::max_record_len)
-        .unwrap_or(MAX_PACKED_RAW)
-        .min(MAX_PACKED_RAW);
+    let bound = packed_bound(layout);
     let (&marker, rest) = rec.split_first().ok_or(Malformed("empty record"))?;
     if marker == PACKED | DECIMAL {
         let layout = layout.ok_or(Malformed("a decimal-coded record needs its view's schema"))?;
@@ -367,7 +371,7 @@ pub(crate) fn unpack<'a>(
     let &tag = rest.first().ok_or(Malformed("truncated packed record"))?;
     pos += 1;
     let raw_len = get_varint(rec, &mut pos).ok_or(Malformed("truncated packed record"))?;
-    if raw_len == 0 || raw_len > bound.min(MAX_PACKED_RAW) as u64 {
+    if raw_len == 0 || raw_len > bound as u64 {
         return Err(Malformed(
             "packed record claims a length its view cannot have",
         ));
@@ -594,8 +598,8 @@ impl Packer {
         let mut marker = PACKED;
         let mut shuffle_at = None;
         let src = if self.method == PackMethod::ZstdShuffled {
-            match record::values_start(layout, raw, &mut self.cells) {
-                Some(at) if raw.len() - at >= 2 * self.width => {
+            match record::parse_head(layout, raw, &mut self.cells).map(|h| h.values) {
+                Ok(at) if raw.len() - at >= 2 * self.width => {
                     self.shuffled.clear();
                     self.shuffled.extend_from_slice(&raw[..at]);
                     shuffle_into(&raw[at..], self.width, &mut self.shuffled);
@@ -645,13 +649,12 @@ struct Trial {
     decode_ns: u32,
 }
 
-impl Trial {
-    fn saving(&self) -> f64 {
-        if self.plain_bytes == 0 {
-            0.0
-        } else {
-            1.0 - self.packed_bytes as f64 / self.plain_bytes as f64
-        }
+/// The share of `plain` bytes that packing to `packed` bytes saves (0 for nothing).
+fn saving(plain: u64, packed: u64) -> f64 {
+    if plain == 0 {
+        0.0
+    } else {
+        1.0 - packed as f64 / plain as f64
     }
 }
 
@@ -682,12 +685,8 @@ fn split<'s>(sample: &[&'s [u8]]) -> (Vec<&'s [u8]>, Vec<&'s [u8]>) {
 /// [`AUTO_MIN_SAVING`] of the held-out records' bytes within the decode budget, and of
 /// those takes the fastest to decode among the ones within 5 % of the smallest output.
 pub(crate) fn plan(compression: Compression, layout: &Layout, sample: &[&[u8]]) -> Plan {
-    let bound = layout
-        .max_record_len()
-        .unwrap_or(MAX_PACKED_RAW)
-        .min(MAX_PACKED_RAW);
-    let (train, eval) = split(sample);
-    let plain_bytes: u64 = eval.iter().map(|r| r.len() as u64).sum();
+    let bound = packed_bound(Some(layout));
+    // Until something is measured, the figures are zero.
     let mut info = CodecInfo {
         policy: compression.policy,
         method: PackMethod::None,
@@ -695,9 +694,9 @@ pub(crate) fn plan(compression: Compression, layout: &Layout, sample: &[&[u8]]) 
         shuffle_width: 0,
         dict_tag: 0,
         dict_bytes: 0,
-        sample_records: eval.len() as u32,
-        sample_plain_bytes: plain_bytes,
-        sample_packed_bytes: plain_bytes,
+        sample_records: 0,
+        sample_plain_bytes: 0,
+        sample_packed_bytes: 0,
         decode_ns: 0,
     };
     let plain = |info: CodecInfo| Plan {
@@ -706,12 +705,12 @@ pub(crate) fn plan(compression: Compression, layout: &Layout, sample: &[&[u8]]) 
         info,
     };
     if compression.policy == CompressionPolicy::None || sample.is_empty() {
-        // Nothing is measured.
-        info.sample_records = 0;
-        info.sample_plain_bytes = 0;
-        info.sample_packed_bytes = 0;
         return plain(info);
     }
+    let (train, eval) = split(sample);
+    info.sample_records = eval.len() as u32;
+    info.sample_plain_bytes = eval.iter().map(|r| r.len() as u64).sum();
+    info.sample_packed_bytes = info.sample_plain_bytes;
     let level = compression.level;
     let mut trials = Vec::new();
     let mut try_method = |method, width| {
@@ -730,7 +729,10 @@ pub(crate) fn plan(compression: Compression, layout: &Layout, sample: &[&[u8]]) 
         CompressionPolicy::Auto => {
             let eligible: Vec<&Trial> = trials
                 .iter()
-                .filter(|t| t.saving() >= AUTO_MIN_SAVING && t.decode_ns <= AUTO_MAX_DECODE_NS)
+                .filter(|t| {
+                    saving(t.plain_bytes, t.packed_bytes) >= AUTO_MIN_SAVING
+                        && t.decode_ns <= AUTO_MAX_DECODE_NS
+                })
                 .collect();
             let smallest = eligible.iter().map(|t| t.packed_bytes).min();
             eligible
@@ -774,10 +776,7 @@ pub(crate) fn forced(
         PackMethod::ZstdShuffled => layout.float_width()?,
         _ => 0,
     };
-    let bound = layout
-        .max_record_len()
-        .unwrap_or(MAX_PACKED_RAW)
-        .min(MAX_PACKED_RAW);
+    let bound = packed_bound(Some(layout));
     let t = trial(method, width, 3, layout, bound, sample, &[])?;
     let packer = Packer::new(method, width, &t.dict, 3, bound)?;
     let info = CodecInfo {
@@ -813,8 +812,8 @@ fn trial(
     if method != PackMethod::Decimal {
         for rec in train {
             let start = concat.len();
-            match record::values_start(layout, rec, &mut cells) {
-                Some(at) if method == PackMethod::ZstdShuffled => {
+            match record::parse_head(layout, rec, &mut cells).map(|h| h.values) {
+                Ok(at) if method == PackMethod::ZstdShuffled => {
                     concat.extend_from_slice(&rec[..at]);
                     shuffle_into(&rec[at..], width, &mut concat);
                 }

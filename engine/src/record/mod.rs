@@ -427,17 +427,6 @@ fn add_delta(base: i64, delta: u64, scale: i64) -> Result<i64, Malformed> {
     i64::try_from(v).map_err(|_| Malformed("timestamp out of range"))
 }
 
-/// Where `rec`'s value bytes begin (after its flags, bitmaps and timestamps), or `None` if it
-/// holds no value bytes. `cells` is scratch.
-pub(crate) fn values_start(layout: &Layout, rec: &[u8], cells: &mut Vec<Cell>) -> Option<usize> {
-    parse(layout, rec, cells).ok()?;
-    cells
-        .iter()
-        .filter(|c| c.state == CellState::Present && c.len > 0)
-        .map(|c| c.start as usize)
-        .min()
-}
-
 /// Advances `pos` over one encoded value of type `ty` (for codecs that embed values).
 pub(crate) fn skip_value_pub(ty: ValueType, buf: &[u8], pos: &mut usize) -> Option<()> {
     skip_value(ty, buf, pos)
