@@ -21,10 +21,9 @@ use quiver_engine::{
 };
 
 use crate::error::{OfflineError, Result};
-use crate::history::History;
-use crate::keys::KeyColumns;
+use crate::history::{History, KeyTime};
 use crate::parallel::{default_threads, for_each_item, Progress};
-use crate::types::{timestamps, value_at};
+use crate::types::value_at;
 
 /// Winners whose values are read back at a time.
 pub const FETCH_CHUNK: usize = 256 * 1024;
@@ -193,7 +192,6 @@ pub fn latest_rows(
     let entity = history.entity().clone();
     let units = history.units();
     let cols = history.key_time_columns();
-    let nk = history.key_cols.len();
     progress.phase(
         format!("{}: scanning history", history.view()),
         units.len() as u64,
@@ -210,16 +208,7 @@ pub fn latest_rows(
             }
             let mut offset = unit.first_row;
             history.scan(unit, &cols, None, |arrays| {
-                let keys = KeyColumns::new(&entity, &arrays[..nk])
-                    .map_err(|e| history.data_err(unit, &history.key_cols[0], e))?;
-                let ts = timestamps(&arrays[nk], history.epoch)
-                    .map_err(|e| history.data_err(unit, &history.ts_col, e))?;
-                let created = match arrays.get(nk + 1) {
-                    Some(a) => Some(timestamps(a, history.epoch).map_err(|e| {
-                        history.data_err(unit, history.created_col.as_deref().unwrap_or(""), e)
-                    })?),
-                    None => None,
-                };
+                let KeyTime { keys, ts, created } = history.decode_key_time(unit, arrays)?;
                 let in_range =
                     |r: usize| ts.is_valid(r) && (opts.start..=opts.end).contains(&ts.value(r));
                 let cand = |r: usize| Cand {

@@ -9,7 +9,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use arrow_array::{ArrayRef, RecordBatch, UInt32Array};
+use arrow_array::{ArrayRef, Int64Array, RecordBatch, UInt32Array};
 use arrow_schema::Schema;
 use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
 use parquet::arrow::arrow_reader::{
@@ -19,6 +19,7 @@ use parquet::arrow::ProjectionMask;
 use quiver_engine::{Entity, Registry, ValueType};
 
 use crate::error::{io_err, parquet_err, OfflineError, Result};
+use crate::keys::KeyColumns;
 use crate::types::{accepts, accepts_key, accepts_timestamp, expected, timestamps, EpochUnit};
 
 /// Rows per decoded batch.
@@ -57,6 +58,13 @@ struct ParquetFile {
 enum Backend {
     Files(Vec<ParquetFile>),
     Memory(Vec<RecordBatch>),
+}
+
+/// One scanned batch's keys, event times and created times (see [`History::decode_key_time`]).
+pub(crate) struct KeyTime {
+    pub(crate) keys: KeyColumns,
+    pub(crate) ts: Int64Array,
+    pub(crate) created: Option<Int64Array>,
 }
 
 /// The validated history of one feature view.
@@ -288,6 +296,24 @@ impl History {
             cols.push(c);
         }
         cols
+    }
+
+    /// Decodes a batch of `unit` scanned with [`Self::key_time_columns`] into its keys, event
+    /// times and created times; an error names the column that does not decode.
+    pub(crate) fn decode_key_time(&self, unit: &Unit, arrays: &[ArrayRef]) -> Result<KeyTime> {
+        let nk = self.key_cols.len();
+        let keys = KeyColumns::new(&self.entity, &arrays[..nk])
+            .map_err(|e| self.data_err(unit, &self.key_cols[0], e))?;
+        let ts = timestamps(&arrays[nk], self.epoch)
+            .map_err(|e| self.data_err(unit, &self.ts_col, e))?;
+        let created =
+            match arrays.get(nk + 1) {
+                Some(a) => Some(timestamps(a, self.epoch).map_err(|e| {
+                    self.data_err(unit, self.created_col.as_deref().unwrap_or(""), e)
+                })?),
+                None => None,
+            };
+        Ok(KeyTime { keys, ts, created })
     }
 
     /// The readable units in dataset order.

@@ -44,7 +44,7 @@ use parquet::file::properties::WriterProperties;
 use quiver_engine::{FeatureRef, Registry, ValueType, MICROS_PER_SEC};
 
 use crate::error::{io_err, parquet_err, OfflineError, Result};
-use crate::history::History;
+use crate::history::{History, KeyTime};
 use crate::keys::KeyColumns;
 use crate::parallel::{default_threads, for_each_item, Progress};
 use crate::types::{accepts_key, accepts_timestamp, arrow_type, as_stored, timestamps, EpochUnit};
@@ -361,7 +361,6 @@ fn join_view(
     // 2. Scan keys and times in parallel; best row per slot per thread.
     let units = hist.units();
     let cols = hist.key_time_columns();
-    let nk = hist.key_cols.len();
     progress.phase(
         format!("{}: scanning history", hist.view()),
         units.len() as u64,
@@ -378,16 +377,11 @@ fn join_view(
             }
             let mut offset = unit.first_row;
             hist.scan(unit, &cols, None, |arrays| {
-                let hk = KeyColumns::new(&entity, &arrays[..nk])
-                    .map_err(|e| hist.data_err(unit, &hist.key_cols[0], e))?;
-                let ts = timestamps(&arrays[nk], hist.epoch)
-                    .map_err(|e| hist.data_err(unit, &hist.ts_col, e))?;
-                let created = match arrays.get(nk + 1) {
-                    Some(a) => Some(timestamps(a, hist.epoch).map_err(|e| {
-                        hist.data_err(unit, hist.created_col.as_deref().unwrap_or(""), e)
-                    })?),
-                    None => None,
-                };
+                let KeyTime {
+                    keys: hk,
+                    ts,
+                    created,
+                } = hist.decode_key_time(unit, arrays)?;
                 slots.offer_batch(
                     &entity,
                     &hk,
