@@ -19,7 +19,7 @@
 //! rounds to f32 for float32 features), with `|m| <= 2^53`.
 
 use super::{
-    bit, parse_head, set_bit, step, Cell, CellState, Layout, Malformed, Skip, NO_FLOAT, TS_SECS,
+    bit, parse_head, set_bit, simple_head, step, Cell, CellState, Layout, Malformed, Skip, NO_FLOAT,
 };
 use crate::codec::{get_varint, put_varint, skip_varint, unzigzag, zigzag};
 use crate::value::{ScalarType, ValueType};
@@ -206,21 +206,16 @@ fn unpack_simple(
     bound: usize,
     out: &mut Vec<u8>,
 ) -> Option<Result<(), Malformed>> {
-    let n = layout.len();
-    let &flags = body.first()?;
-    if flags & !TS_SECS != 0 || body.get(1).map(|&b| usize::from(b)) != Some(n) || n >= 0x80 {
-        return None;
-    }
+    let head = match simple_head(layout, body, true) {
+        Ok(Some(head)) => head,
+        Ok(None) => return None,
+        Err(e) => return Some(Err(e)),
+    };
     Some((|| {
         let truncated = Malformed("truncated value");
-        let mut pos = 2 + (layout.bools_before[n] as usize).div_ceil(8);
-        skip_varint(body, &mut pos).ok_or(Malformed("truncated timestamp"))?;
-        let head = body.get(..pos).ok_or(truncated)?;
-        out.extend_from_slice(head);
-        let bm = (layout.floats_before[n] as usize).div_ceil(8);
-        let bitmap = body.get(pos..pos + bm).ok_or(truncated)?;
-        pos += bm;
-        for i in 0..n {
+        out.extend_from_slice(&body[..head.end]);
+        let (bitmap, mut pos) = (head.coded, head.values);
+        for i in 0..layout.len() {
             let start = pos;
             match layout.skip[i] {
                 Skip::None => continue,

@@ -502,6 +502,55 @@ pub(crate) fn decode_simple_decimal(
     decode_simple_as(layout, body, true, wanted, min_ts, columns, row)
 }
 
+/// The head of a whole-row record: every feature of the current schema written, no nulls,
+/// one timestamp, no created time (the shape most records have).
+pub(crate) struct SimpleHead<'a> {
+    /// Where the record's own head ends (before the float bitmap of a decimal-coded body).
+    pub(crate) end: usize,
+    pub(crate) bools: &'a [u8],
+    pub(crate) ts: i64,
+    /// A decimal-coded body's float bitmap (empty for a plain record).
+    pub(crate) coded: &'a [u8],
+    /// Where the values start.
+    pub(crate) values: usize,
+}
+
+/// Parses the head of `rec` (a decimal-coded body if `decimal`) if it has the whole-row
+/// shape; `Ok(None)` when it has another one.
+#[inline]
+pub(crate) fn simple_head<'a>(
+    layout: &Layout,
+    rec: &'a [u8],
+    decimal: bool,
+) -> Result<Option<SimpleHead<'a>>, Malformed> {
+    let n = layout.len();
+    let Some(&flags) = rec.first() else {
+        return Err(Malformed("empty record"));
+    };
+    if flags & !TS_SECS != 0 || rec.get(1).map(|&b| usize::from(b)) != Some(n) || n >= 0x80 {
+        return Ok(None);
+    }
+    let mut pos = 2;
+    let nbool = layout.bools_before[n] as usize;
+    let bools = take(rec, &mut pos, nbool.div_ceil(8)).ok_or(Malformed("truncated bools"))?;
+    let scale = if flags & TS_SECS != 0 { MICROS } else { 1 };
+    let ts = read_ts(rec, &mut pos, scale)?;
+    let end = pos;
+    let coded: &[u8] = if decimal {
+        let bm = (layout.floats_before[n] as usize).div_ceil(8);
+        take(rec, &mut pos, bm).ok_or(Malformed("truncated float bitmap"))?
+    } else {
+        &[]
+    };
+    Ok(Some(SimpleHead {
+        end,
+        bools,
+        ts,
+        coded,
+        values: pos,
+    }))
+}
+
 #[inline]
 fn decode_simple_as(
     layout: &Layout,
@@ -512,25 +561,15 @@ fn decode_simple_as(
     columns: &mut [crate::value::FeatureColumn],
     row: usize,
 ) -> Result<bool, Malformed> {
-    let Some(&flags) = rec.first() else {
-        return Err(Malformed("empty record"));
-    };
-    if flags & !TS_SECS != 0
-        || rec.get(1).map(|&n| n as usize) != Some(layout.len())
-        || layout.len() >= 0x80
-    {
+    let Some(SimpleHead {
+        bools,
+        ts,
+        coded,
+        values: mut pos,
+        ..
+    }) = simple_head(layout, rec, decimal)?
+    else {
         return Ok(false);
-    }
-    let mut pos = 2;
-    let nbool = layout.bools_before[layout.len()] as usize;
-    let bools = take(rec, &mut pos, nbool.div_ceil(8)).ok_or(Malformed("truncated bools"))?;
-    let scale = if flags & TS_SECS != 0 { MICROS } else { 1 };
-    let ts = read_ts(rec, &mut pos, scale)?;
-    let coded: &[u8] = if decimal {
-        let n = (layout.floats_before[layout.len()] as usize).div_ceil(8);
-        take(rec, &mut pos, n).ok_or(Malformed("truncated float bitmap"))?
-    } else {
-        &[]
     };
     let mut w = 0;
     for i in 0..layout.len() {
