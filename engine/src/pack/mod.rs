@@ -530,7 +530,8 @@ fn unshuffle_into(planes: &[u8], width: usize, out: &mut Vec<u8>) {
 
 /// The write side: compresses plain records for one snapshot.
 pub(crate) struct Packer {
-    cctx: CCtx<'static>,
+    /// The zstd compressor (none for the decimal method, which does not use zstd).
+    cctx: Option<CCtx<'static>>,
     method: PackMethod,
     width: usize,
     tag: u8,
@@ -557,19 +558,24 @@ impl Packer {
         level: i32,
         bound: usize,
     ) -> Option<Self> {
-        let mut cctx = CCtx::try_create()?;
-        for p in [
-            CParameter::CompressionLevel(level),
-            CParameter::Format(FrameFormat::Magicless),
-            CParameter::ContentSizeFlag(false),
-            CParameter::ChecksumFlag(false),
-            CParameter::DictIdFlag(false),
-        ] {
-            cctx.set_parameter(p).ok()?;
-        }
-        if !dict.is_empty() {
-            cctx.load_dictionary(dict).ok()?;
-        }
+        let cctx = if method == PackMethod::Decimal {
+            None
+        } else {
+            let mut cctx = CCtx::try_create()?;
+            for p in [
+                CParameter::CompressionLevel(level),
+                CParameter::Format(FrameFormat::Magicless),
+                CParameter::ContentSizeFlag(false),
+                CParameter::ChecksumFlag(false),
+                CParameter::DictIdFlag(false),
+            ] {
+                cctx.set_parameter(p).ok()?;
+            }
+            if !dict.is_empty() {
+                cctx.load_dictionary(dict).ok()?;
+            }
+            Some(cctx)
+        };
         Some(Self {
             cctx,
             method,
@@ -614,7 +620,10 @@ impl Packer {
         };
         self.frame.clear();
         self.frame.reserve(zstd_safe::compress_bound(src.len()));
-        if self.cctx.compress2(&mut self.frame, src).is_err() {
+        let Some(cctx) = self.cctx.as_mut() else {
+            return false;
+        };
+        if cctx.compress2(&mut self.frame, src).is_err() {
             return false;
         }
         out.clear();

@@ -525,7 +525,7 @@ fn envelope(marker: u8, tag: u8, raw_len: u64, frame: &[u8]) -> Vec<u8> {
 fn frame_of(data: &[u8]) -> Vec<u8> {
     let mut p = Packer::new(PackMethod::Zstd, 0, &[], 3, usize::MAX).unwrap();
     let mut f = Vec::with_capacity(zstd_safe::compress_bound(data.len()));
-    p.cctx.compress2(&mut f, data).unwrap();
+    p.cctx.as_mut().unwrap().compress2(&mut f, data).unwrap();
     f
 }
 
