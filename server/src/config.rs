@@ -26,6 +26,18 @@ pub struct ServerConfig {
     pub shards: usize,
     /// Most entity rows in one read or write request.
     pub max_entities_per_request: usize,
+    /// Most feature references in one read.
+    pub max_features_per_request: usize,
+    /// Most values (entity rows × features) one read may answer.
+    pub max_values_per_request: usize,
+    /// Largest response a read may build, bytes, as estimated from the schema before reading
+    /// and held while the values are gathered.
+    pub max_response_bytes: usize,
+    /// Largest single stored value (a string, bytes or a list) a write may carry, bytes.
+    pub max_value_bytes: usize,
+    /// How far ahead of the server clock an event or created time may be, seconds: a time
+    /// further out (nanoseconds sent as microseconds, say) would win last-write-wins forever.
+    pub max_event_time_skew_secs: u64,
     /// Largest decoded Feast request (reads only), bytes.
     pub max_read_message_bytes: usize,
     /// Largest decoded native request (writes and upload chunks share it), bytes.
@@ -63,6 +75,11 @@ impl Default for ServerConfig {
             fsync: "always".into(),
             shards: 64,
             max_entities_per_request: 10_000,
+            max_features_per_request: 1_000,
+            max_values_per_request: 1_000_000,
+            max_response_bytes: 32 << 20,
+            max_value_bytes: 1 << 20,
+            max_event_time_skew_secs: 86_400,
             max_read_message_bytes: 4 << 20,
             max_write_message_bytes: 64 << 20,
             max_upload_bytes: 64 << 30,
@@ -154,6 +171,10 @@ impl ServerConfig {
         let positive = [
             ("shards", self.shards),
             ("max_entities_per_request", self.max_entities_per_request),
+            ("max_features_per_request", self.max_features_per_request),
+            ("max_values_per_request", self.max_values_per_request),
+            ("max_response_bytes", self.max_response_bytes),
+            ("max_value_bytes", self.max_value_bytes),
             ("max_read_message_bytes", self.max_read_message_bytes),
             ("max_write_message_bytes", self.max_write_message_bytes),
             ("max_concurrent_requests", self.max_concurrent_requests),

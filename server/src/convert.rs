@@ -9,6 +9,7 @@ use quiver_engine::{
 };
 use tonic::Status;
 
+use crate::limits::WriteLimits;
 use crate::proto::quiver::v1 as pb;
 use pb::column::Data;
 use pb::key_column::Values as KeyValues;
@@ -207,10 +208,12 @@ pub(crate) fn rows_from_write(
     view: &FeatureView,
     entity: &Entity,
     req: &pb::WriteFeaturesRequest,
-    max_rows: usize,
+    limits: &WriteLimits,
+    now: i64,
 ) -> Result<Vec<Row>, Status> {
+    let max_value_bytes = limits.max_value_bytes;
     let mut keys = KeyBatch::new();
-    let n = keys_from_columns(entity, &req.keys, max_rows, &mut keys)?;
+    let n = keys_from_columns(entity, &req.keys, limits.max_rows, &mut keys)?;
     if req.event_timestamps.len() != n {
         return Err(Status::invalid_argument(format!(
             "event_timestamps: {} values for {n} rows",
@@ -227,6 +230,12 @@ pub(crate) fn rows_from_write(
         return Err(Status::invalid_argument(
             "features: no feature columns to write",
         ));
+    }
+    for (i, &t) in req.event_timestamps.iter().enumerate() {
+        limits.check_time(&format!("event_timestamps[{i}]"), t, now)?;
+    }
+    for (i, &t) in req.created_timestamps.iter().enumerate() {
+        limits.check_time(&format!("created_timestamps[{i}]"), t, now)?;
     }
     let mut rows: Vec<Row> = (0..n)
         .map(|i| Row {
@@ -267,12 +276,42 @@ pub(crate) fn rows_from_write(
             .and_then(|c| c.data.as_ref())
             .ok_or_else(|| Status::invalid_argument(format!("{what}: no values")))?;
         let values = values_of(col, ty, n, &what)?;
+        if let Some((i, len)) = values
+            .iter()
+            .map(value_bytes)
+            .enumerate()
+            .find(|&(_, len)| len > max_value_bytes)
+        {
+            return Err(Status::invalid_argument(format!(
+                "{what}: row {i} holds a {len}-byte value, above max_value_bytes = \
+                 {max_value_bytes}"
+            )));
+        }
         for (i, (row, v)) in rows.iter_mut().zip(values).enumerate() {
             let null = !nulls.is_empty() && nulls[i / 8] & (1 << (i % 8)) != 0;
             row.values.push((fi, if null { Value::Null } else { v }));
         }
     }
     Ok(rows)
+}
+
+/// The bytes a value's contents take (what `max_value_bytes` bounds).
+fn value_bytes(v: &Value) -> usize {
+    fn sum<T>(items: &[T], each: impl Fn(&T) -> usize) -> usize {
+        items.iter().map(each).sum()
+    }
+    match v {
+        Value::String(s) => s.len(),
+        Value::Bytes(b) => b.len(),
+        Value::Vector(f) | Value::Float32List(f) => f.len() * 4,
+        Value::BoolList(l) => l.len(),
+        Value::Int32List(l) => l.len() * 4,
+        Value::Int64List(l) | Value::TimestampList(l) => l.len() * 8,
+        Value::Float64List(l) => l.len() * 8,
+        Value::StringList(l) => sum(l, |s| s.len() + 4),
+        Value::BytesList(l) => sum(l, |b| b.len() + 4),
+        _ => 8,
+    }
 }
 
 /// Splits a column into `n` owned values of type `ty`.

@@ -15,6 +15,7 @@ use quiver_engine::{
 use tonic::{Request, Response, Status};
 
 use crate::error::{status_of, Origin};
+use crate::limits::Api;
 use crate::metrics::Rpc;
 use crate::proto::feast::serving as fs;
 use crate::proto::feast::types as ft;
@@ -79,6 +80,8 @@ impl FeastService {
         if refs.is_empty() {
             return Err(Status::invalid_argument("features: no features requested"));
         }
+        let limits = &self.state.read_limits;
+        limits.check_refs(&refs)?;
         if req.entities.is_empty() {
             return Err(Status::invalid_argument("entities: no entity columns"));
         }
@@ -113,6 +116,11 @@ impl FeastService {
                     .map_err(|e| status_of(&e.into(), Origin::Server))?,
             );
         }
+        let types: Vec<_> = resolved
+            .iter()
+            .map(|fr| registry.views()[fr.view].features[fr.feature].ty)
+            .collect();
+        let mut budget = limits.budget(rows, &types, Api::Feast)?;
         let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
         for (i, fr) in resolved.iter().enumerate() {
             let entity = &registry.views()[fr.view].entity;
@@ -124,7 +132,6 @@ impl FeastService {
         let mut feature_names = vec![String::new(); refs.len()];
         let mut feature_vectors: Vec<Option<fs::get_online_features_response::FeatureVector>> =
             (0..refs.len()).map(|_| None).collect();
-        let opts = ReadOptions::default();
         let mut join_keys_used: Vec<String> = Vec::new();
         for (entity_name, idxs) in &groups {
             let entity = registry
@@ -142,8 +149,21 @@ impl FeastService {
                 .map_err(|e| status_of(&e, Origin::Server))?;
             let names = sel.names(req.full_feature_names);
             let mut out = GetResult::new();
-            db.get(&sel, &keys, &opts, &mut out)
-                .map_err(|e| status_of(&e, Origin::Server))?;
+            let opts = ReadOptions {
+                max_variable_bytes: Some(budget),
+                ..ReadOptions::default()
+            };
+            db.get(&sel, &keys, &opts, &mut out).map_err(|e| {
+                limits
+                    .gathered(e)
+                    .unwrap_or_else(|e| status_of(&e, Origin::Server))
+            })?;
+            let gathered: usize = out
+                .columns
+                .iter()
+                .filter_map(|c| c.values.variable_bytes())
+                .sum();
+            budget = budget.saturating_sub(gathered);
             for ((col, &i), name) in out.columns.iter().zip(idxs).zip(names) {
                 self.state.metrics.count_statuses(&col.statuses);
                 feature_names[i] = name;
@@ -244,16 +264,25 @@ fn feature_vector(col: &FeatureColumn) -> fs::get_online_features_response::Feat
         } else {
             empty()
         });
-        let ts = col.event_ts[i];
-        event_timestamps.push(prost_types::Timestamp {
-            seconds: ts.div_euclid(1_000_000),
-            nanos: (ts.rem_euclid(1_000_000) * 1000) as i32,
-        });
+        event_timestamps.push(timestamp(col.event_ts[i]));
     }
     fs::get_online_features_response::FeatureVector {
         values,
         statuses,
         event_timestamps,
+    }
+}
+
+/// `google.protobuf.Timestamp` is only valid from 0001-01-01 to 9999-12-31 (inclusive); a
+/// stored time outside that range is sent as the nearest valid one.
+const TIMESTAMP_MICROS: std::ops::RangeInclusive<i64> =
+    -62_135_596_800_000_000..=253_402_300_799_999_999;
+
+fn timestamp(micros: i64) -> prost_types::Timestamp {
+    let ts = micros.clamp(*TIMESTAMP_MICROS.start(), *TIMESTAMP_MICROS.end());
+    prost_types::Timestamp {
+        seconds: ts.div_euclid(1_000_000),
+        nanos: (ts.rem_euclid(1_000_000) * 1000) as i32,
     }
 }
 

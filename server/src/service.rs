@@ -11,6 +11,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::convert::{column_to_proto, keys_from_columns, rows_from_write, type_to_proto};
 use crate::error::{status_of, Origin};
+use crate::limits::Api;
 use crate::metrics::Rpc;
 use crate::proto::quiver::v1 as pb;
 use crate::state::{blocking, AppState};
@@ -93,6 +94,8 @@ impl FeatureStoreService {
         if refs.is_empty() {
             return Err(Status::invalid_argument("features: no features requested"));
         }
+        let limits = &self.state.read_limits;
+        limits.check_refs(&refs)?;
         let sel = db.select(&refs).map_err(server_err)?;
         let names = output_names(&sel, req.full_feature_names)?;
         let mut keys = KeyBatch::new();
@@ -102,12 +105,15 @@ impl FeatureStoreService {
             self.state.config.max_entities_per_request,
             &mut keys,
         )?;
+        let budget = limits.budget(rows, &sel.types(), Api::Native)?;
         let opts = ReadOptions {
             max_age: max_age_micros(req.max_age.as_ref())?,
             now: None,
+            max_variable_bytes: Some(budget),
         };
         let mut out = GetResult::new();
-        db.get(&sel, &keys, &opts, &mut out).map_err(server_err)?;
+        db.get(&sel, &keys, &opts, &mut out)
+            .map_err(|e| limits.gathered(e).unwrap_or_else(server_err))?;
         for c in &out.columns {
             self.state.metrics.count_statuses(&c.statuses);
         }
@@ -131,7 +137,8 @@ impl FeatureStoreService {
             view,
             entity,
             &req,
-            self.state.config.max_entities_per_request,
+            &self.state.write_limits,
+            db.store().clock().now_micros(),
         )?;
         let n = rows.len() as u64;
         let name = req.view;

@@ -8,6 +8,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
 
 use crate::config::ServerConfig;
+use crate::limits::{ReadLimits, WriteLimits};
 use crate::metrics::{Metrics, Rpc};
 
 /// Shared server state.
@@ -17,6 +18,8 @@ pub(crate) struct AppState {
     pub(crate) db: Arc<OnceLock<Arc<Db>>>,
     pub(crate) config: ServerConfig,
     pub(crate) metrics: Arc<Metrics>,
+    pub(crate) read_limits: ReadLimits,
+    pub(crate) write_limits: WriteLimits,
     admission: Arc<Semaphore>,
 }
 
@@ -43,6 +46,8 @@ impl AppState {
         Self {
             db: Arc::new(OnceLock::new()),
             admission: Arc::new(Semaphore::new(config.max_concurrent_requests)),
+            read_limits: ReadLimits::new(&config),
+            write_limits: WriteLimits::new(&config),
             config,
             metrics,
         }

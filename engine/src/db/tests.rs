@@ -855,6 +855,7 @@ fn run_durable_model(seed: u64, steps: usize, fsync: FsyncPolicy) {
                     now: rng
                         .random_ratio(1, 8)
                         .then(|| now + rng.random_range(-60..60) * MIN),
+                    max_variable_bytes: None,
                 };
                 check_read(&db, &model, v, &ids, &feats, opts, now, &ctx);
             }

@@ -59,6 +59,10 @@ pub struct ReadOptions {
     pub max_age: Option<Micros>,
     /// Read as of this time instead of the store's clock.
     pub now: Option<Micros>,
+    /// Most bytes of variable-length values (strings, bytes, list items) the read may gather
+    /// across all its columns; past it the read stops with [`EngineError::CapacityExceeded`].
+    /// Checked after every key, so a read overshoots by at most one entity's values.
+    pub max_variable_bytes: Option<usize>,
 }
 
 /// Size and freshness of one view.
@@ -251,6 +255,8 @@ pub struct GetResult {
     wanted: Vec<(usize, usize)>,
     cells: [Vec<Cell>; 3],
     min_ts: Vec<i64>,
+    /// Columns holding variable-length values, when the read is bounded.
+    variable: Vec<usize>,
     /// Decompressed records of the key being decoded (one per source layer): reused, so
     /// reading compressed records allocates nothing per key.
     unpacked: [Vec<u8>; 3],
@@ -260,6 +266,22 @@ impl GetResult {
     /// An empty result.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Stops a bounded read whose variable-length values have outgrown `limit`.
+    fn check_variable_bytes(&self, limit: Option<usize>) -> Result<()> {
+        let Some(limit) = limit else { return Ok(()) };
+        let used: usize = self
+            .variable
+            .iter()
+            .filter_map(|&c| self.columns[c].values.variable_bytes())
+            .sum();
+        if used > limit {
+            return Err(EngineError::CapacityExceeded(format!(
+                "the read gathered more than {limit} bytes of variable-length values"
+            )));
+        }
+        Ok(())
     }
 }
 
@@ -462,6 +484,12 @@ impl Store {
         }
         let max_feature =
             |feats: &[(usize, usize)]| feats.iter().map(|f| f.1 + 1).max().unwrap_or(0);
+        out.variable.clear();
+        if opts.max_variable_bytes.is_some() {
+            let variable = (0..out.columns.len())
+                .filter(|&c| out.columns[c].values.variable_bytes().is_some());
+            out.variable.extend(variable);
+        }
 
         for (view_idx, feats) in &sel.groups {
             let view = &sel.catalog.views[*view_idx];
@@ -511,6 +539,7 @@ impl Store {
             out.wanted.sort_unstable();
             let codec = layers.base.as_ref().and_then(|b| b.codec());
             for k in 0..n {
+                out.check_variable_bytes(opts.max_variable_bytes)?;
                 let nsrc = nfound[k] as usize;
                 if nsrc == 0 {
                     continue;
@@ -590,7 +619,7 @@ impl Store {
                 }
             }
         }
-        Ok(())
+        out.check_variable_bytes(opts.max_variable_bytes)
     }
 
     /// Convenience: resolves `refs` and reads them for `keys` in a fresh result.

@@ -183,6 +183,7 @@ fn ttl_is_per_feature_and_max_age_is_stricter() {
     let strict = ReadOptions {
         max_age: Some(MIN),
         now: None,
+        max_variable_bytes: None,
     };
     assert_eq!(
         statuses(strict),
@@ -548,7 +549,10 @@ fn run_model(seed: u64, steps: usize) {
                     .random_ratio(1, 4)
                     .then(|| rng.random_range(0..120) * MIN);
                 let sel = s.select(&refs).unwrap();
-                let opts = ReadOptions { max_age, now: None };
+                let opts = ReadOptions {
+                    max_age,
+                    ..Default::default()
+                };
                 s.get(&sel, &keys(&s, &ids), &opts, &mut out).unwrap();
                 for (c, f) in feats.iter().enumerate() {
                     let ttl = view.feature_ttl_secs(*f) as i64 * 1_000_000;
@@ -656,6 +660,7 @@ fn concurrent_writers_and_readers_agree_with_last_write_wins() {
                         &ReadOptions {
                             max_age: None,
                             now: Some(T0),
+                            max_variable_bytes: None,
                         },
                         &mut out,
                     )
@@ -684,6 +689,7 @@ fn concurrent_writers_and_readers_agree_with_last_write_wins() {
             &ReadOptions {
                 max_age: None,
                 now: Some(T0),
+                max_variable_bytes: None,
             },
         )
         .unwrap();
@@ -796,4 +802,46 @@ fn quantized_vectors_round_trip_within_bounds_and_save_memory() {
     );
     let e = Registry::from_toml(&schema("float8")).unwrap_err();
     assert!(e.to_string().contains("unknown storage \"float8\""), "{e}");
+}
+
+#[test]
+fn a_bounded_read_stops_once_its_variable_length_values_outgrow_the_limit() {
+    let (s, _) = store(4);
+    // 10 users with a 1 KiB name and a 100-item list each.
+    let rows: Vec<Row> = (0..10)
+        .map(|i| {
+            row(
+                &s,
+                i,
+                T0 - 1,
+                vec![
+                    (3, Value::String("n".repeat(1024))),
+                    (4, Value::Int32List(vec![7; 100])),
+                ],
+            )
+        })
+        .collect();
+    s.write("v", &rows).unwrap();
+    let ids: Vec<i64> = (0..10).collect();
+    let sel = s.select(&["v:name", "v:hist", "v:count"]).unwrap();
+    let bounded = |limit| ReadOptions {
+        max_variable_bytes: Some(limit),
+        ..Default::default()
+    };
+    let mut out = GetResult::new();
+    // 10 × (1024 + 400) bytes gathered in all: a limit just above passes, just below stops.
+    s.get(&sel, &keys(&s, &ids), &bounded(14_240), &mut out)
+        .unwrap();
+    assert_eq!(out.columns[0].statuses, vec![Status::Present; 10]);
+    let err = s
+        .get(&sel, &keys(&s, &ids), &bounded(14_239), &mut out)
+        .unwrap_err();
+    assert!(
+        matches!(&err, EngineError::CapacityExceeded(m) if m.contains("14239")),
+        "{err}"
+    );
+    // Fixed-width features alone are never stopped: their size is known before the read.
+    let fixed = s.select(&["v:count", "v:ratio"]).unwrap();
+    s.get(&fixed, &keys(&s, &ids), &bounded(0), &mut out)
+        .unwrap();
 }

@@ -176,6 +176,30 @@ impl ColumnData {
         self.len() == 0
     }
 
+    /// Bytes of variable-length values gathered so far (string and bytes data, list items);
+    /// `None` for fixed-width columns, whose size follows from the row count alone.
+    pub fn variable_bytes(&self) -> Option<usize> {
+        match self {
+            Self::String(v) | Self::Bytes(v) => Some(v.data.len()),
+            Self::List { items, .. } => Some(items.item_bytes()),
+            _ => None,
+        }
+    }
+
+    /// Bytes held by a list's item column.
+    fn item_bytes(&self) -> usize {
+        match self {
+            Self::Bool(v) => v.len(),
+            Self::Int32(v) => v.len() * 4,
+            Self::Int64(v) | Self::Timestamp(v) => v.len() * 8,
+            Self::Float32(v) => v.len() * 4,
+            Self::Float64(v) => v.len() * 8,
+            Self::String(v) | Self::Bytes(v) => v.data.len() + v.spans.len() * 8,
+            Self::Vector { data, .. } => data.len() * 4,
+            Self::List { spans, items } => spans.len() * 8 + items.item_bytes(),
+        }
+    }
+
     /// Row `i` as an owned [`Value`] (for tests and slow paths; the server reads the arrays).
     pub fn value_at(&self, i: usize) -> Value {
         match self {

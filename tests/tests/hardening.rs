@@ -1,0 +1,352 @@
+//! End-to-end tests of the server's defences against careless and hostile clients: the work a
+//! read may ask for is bounded before it is done, writes that would poison a key are refused,
+//! and every refusal names the limit and its configured value.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+
+use quiver_server::proto::feast::serving as fs;
+use quiver_server::proto::feast::types as ft;
+use quiver_tests::req::*;
+use quiver_tests::server::{now_micros, Server, ServerSpec, TempDir};
+use tonic::Code;
+
+const REGISTRY: &str = r#"
+project = "hardening"
+
+[[entity]]
+name = "user"
+join_keys = [{ name = "user_id", type = "int64" }]
+
+[[feature_view]]
+name = "user_stats"
+entity = "user"
+ttl = "0"
+  [[feature_view.feature]]
+  name = "clicks"
+  type = "int64"
+  [[feature_view.feature]]
+  name = "country"
+  type = "string"
+  [[feature_view.feature]]
+  name = "blob"
+  type = "bytes"
+  [[feature_view.feature]]
+  name = "tags"
+  type = "list<string>"
+"#;
+
+const SEC: i64 = 1_000_000;
+
+async fn start(tag: &str, config: &str) -> (TempDir, Server) {
+    let dir = TempDir::new(tag);
+    let registry = dir.path().join("registry.toml");
+    std::fs::write(&registry, REGISTRY).unwrap();
+    let spec = ServerSpec::new(dir.path().join("data"), Some(&registry)).config(config);
+    let server = Server::start(&spec).await;
+    (dir, server)
+}
+
+/// Asserts `r` failed with `code` and a message containing every one of `needles`.
+#[track_caller]
+fn refused<T: std::fmt::Debug>(r: Result<T, tonic::Status>, code: Code, needles: &[&str]) {
+    match r {
+        Ok(v) => panic!("accepted, wanted {code:?} naming {needles:?}: {v:?}"),
+        Err(s) => {
+            assert_eq!(s.code(), code, "{}", s.message());
+            for n in needles {
+                assert!(s.message().contains(n), "{:?} lacks {n:?}", s.message());
+            }
+        }
+    }
+}
+
+fn feast_get(features: &[&str], users: &[i64]) -> fs::GetOnlineFeaturesRequest {
+    let ids = users
+        .iter()
+        .map(|u| ft::Value {
+            val: Some(ft::value::Val::Int64Val(*u)),
+        })
+        .collect();
+    fs::GetOnlineFeaturesRequest {
+        kind: Some(fs::get_online_features_request::Kind::Features(
+            fs::FeatureList {
+                val: features.iter().map(|s| (*s).to_owned()).collect(),
+            },
+        )),
+        entities: HashMap::from([("user_id".to_owned(), ft::RepeatedValue { val: ids })]),
+        full_feature_names: false,
+        request_context: HashMap::new(),
+    }
+}
+
+/// A read is bounded before it runs: feature references, rows × features, the response's
+/// fixed-width bytes estimated from the schema, and the strings/bytes/lists it gathers (held
+/// while reading, so a read of huge stored values stops at the limit instead of building
+/// them); duplicate references are refused. Both APIs. Single stored values are bounded at
+/// write time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reads_are_bounded_before_they_are_built() {
+    let (_dir, server) = start(
+        "bounded-reads",
+        "max_features_per_request = 3\nmax_values_per_request = 2000\n\
+         max_response_bytes = 1048576\nmax_value_bytes = 2097152\n\
+         max_entities_per_request = 5000",
+    )
+    .await;
+    let mut c = server.native(None).await;
+    let mut f = server.feast(None).await;
+    let t = now_micros() - 10 * SEC;
+
+    // User 1 holds a 1.5 MiB blob, users 2..=1000 a click count and a short country.
+    let blob = vec![7u8; 1536 << 10];
+    c.write_features(write(
+        "user_stats",
+        vec![int_keys("user_id", &[1])],
+        &[t],
+        vec![feature("blob", bytes(&[&blob]))],
+    ))
+    .await
+    .unwrap();
+    let users: Vec<i64> = (2..=1000).collect();
+    let clicks: Vec<i64> = users.iter().map(|u| u * 10).collect();
+    let countries: Vec<&str> = users.iter().map(|_| "NL").collect();
+    c.write_features(write(
+        "user_stats",
+        vec![int_keys("user_id", &users)],
+        &vec![t; users.len()],
+        vec![
+            feature("clicks", i64s(&clicks)),
+            feature("country", strings(&countries)),
+        ],
+    ))
+    .await
+    .unwrap();
+
+    // A value above max_value_bytes is refused at write time, naming the row and the limit.
+    let huge = vec![0u8; (2 << 20) + 1];
+    refused(
+        c.write_features(write(
+            "user_stats",
+            vec![int_keys("user_id", &[5, 6])],
+            &[t, t],
+            vec![feature("blob", bytes(&[b"small", &huge]))],
+        ))
+        .await,
+        Code::InvalidArgument,
+        &["\"blob\"", "row 1", "max_value_bytes = 2097152"],
+    );
+    let r = c
+        .get_online_features(get(&["user_stats:blob"], vec![int_keys("user_id", &[5])]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        r.columns[0].statuses,
+        [3],
+        "the refused batch wrote nothing"
+    );
+
+    // The stored blob is larger than the response limit: refused, not built.
+    refused(
+        c.get_online_features(get(&["user_stats:blob"], vec![int_keys("user_id", &[1])]))
+            .await,
+        Code::ResourceExhausted,
+        &["max_response_bytes = 1048576"],
+    );
+    refused(
+        f.get_online_features(feast_get(&["user_stats:blob"], &[1]))
+            .await,
+        Code::ResourceExhausted,
+        &["max_response_bytes = 1048576"],
+    );
+
+    // The same reference twice is refused (it would only repeat the same bytes).
+    refused(
+        c.get_online_features(get(
+            &["user_stats:clicks", "user_stats:clicks"],
+            vec![int_keys("user_id", &[2])],
+        ))
+        .await,
+        Code::InvalidArgument,
+        &["user_stats:clicks", "twice"],
+    );
+    refused(
+        f.get_online_features(feast_get(&["user_stats:clicks", "user_stats:clicks"], &[2]))
+            .await,
+        Code::InvalidArgument,
+        &["twice"],
+    );
+
+    // More references than max_features_per_request.
+    let four = [
+        "user_stats:clicks",
+        "user_stats:country",
+        "user_stats:blob",
+        "user_stats:tags",
+    ];
+    refused(
+        c.get_online_features(get(&four, vec![int_keys("user_id", &[2])]))
+            .await,
+        Code::InvalidArgument,
+        &["max_features_per_request = 3"],
+    );
+    refused(
+        f.get_online_features(feast_get(&four, &[2])).await,
+        Code::InvalidArgument,
+        &["max_features_per_request = 3"],
+    );
+
+    // Rows × features over max_values_per_request (999 × 3 > 2000), within the row limit.
+    let three = &four[..3];
+    refused(
+        c.get_online_features(get(three, vec![int_keys("user_id", &users)]))
+            .await,
+        Code::InvalidArgument,
+        &["max_values_per_request = 2000"],
+    );
+    refused(
+        f.get_online_features(feast_get(three, &users)).await,
+        Code::InvalidArgument,
+        &["max_values_per_request = 2000"],
+    );
+
+    // What fits is answered, both APIs, and the server is unharmed.
+    let r = c
+        .get_online_features(get(
+            &["user_stats:clicks", "user_stats:country"],
+            vec![int_keys("user_id", &users)],
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(as_i64(&r.columns[0]), clicks.as_slice());
+    let r = f
+        .get_online_features(feast_get(&["user_stats:clicks"], &users))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.results[1].values.len(), users.len());
+}
+
+/// The fixed-width part of a response is estimated from the schema before any key is looked
+/// up: a read that could only be too large is refused even when nothing is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_response_estimate_refuses_before_reading() {
+    let (_dir, server) = start("estimate", "max_response_bytes = 65536").await;
+    let mut c = server.native(None).await;
+    let mut f = server.feast(None).await;
+    // 5,000 unknown users × one int64: ~105 KB of native response at most.
+    let users: Vec<i64> = (1..=5000).collect();
+    refused(
+        c.get_online_features(get(
+            &["user_stats:clicks"],
+            vec![int_keys("user_id", &users)],
+        ))
+        .await,
+        Code::ResourceExhausted,
+        &["max_response_bytes = 65536", "fixed-width"],
+    );
+    refused(
+        f.get_online_features(feast_get(&["user_stats:clicks"], &users))
+            .await,
+        Code::ResourceExhausted,
+        &["max_response_bytes = 65536"],
+    );
+    let r = c
+        .get_online_features(get(
+            &["user_stats:clicks"],
+            vec![int_keys("user_id", &users[..1000])],
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.row_count, 1000);
+}
+
+/// An event time far beyond the server clock (nanoseconds sent as microseconds) is refused
+/// naming the row and the likely unit, so it cannot win last-write-wins forever; the correct
+/// write that follows is served.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn event_times_from_the_future_are_refused() {
+    let (_dir, server) = start("future", "max_event_time_skew_secs = 3600").await;
+    let mut c = server.native(None).await;
+    let now = now_micros();
+    refused(
+        c.write_features(write(
+            "user_stats",
+            vec![int_keys("user_id", &[1, 2])],
+            &[now, now * 1000],
+            vec![feature("clicks", i64s(&[1, 2]))],
+        ))
+        .await,
+        Code::InvalidArgument,
+        &[
+            "event_timestamps[1]",
+            "max_event_time_skew_secs = 3600",
+            "nanoseconds",
+        ],
+    );
+    let mut late = write(
+        "user_stats",
+        vec![int_keys("user_id", &[2])],
+        &[now],
+        vec![feature("clicks", i64s(&[2]))],
+    );
+    late.created_timestamps = vec![now + 7200 * SEC];
+    refused(
+        c.write_features(late).await,
+        Code::InvalidArgument,
+        &["created_timestamps[0]"],
+    );
+    // Within the skew is fine; the correct write is what is served.
+    c.write_features(write(
+        "user_stats",
+        vec![int_keys("user_id", &[2])],
+        &[now + 60 * SEC],
+        vec![feature("clicks", i64s(&[20]))],
+    ))
+    .await
+    .unwrap();
+    c.write_features(write(
+        "user_stats",
+        vec![int_keys("user_id", &[2])],
+        &[now + 61 * SEC],
+        vec![feature("clicks", i64s(&[21]))],
+    ))
+    .await
+    .unwrap();
+    let r = c
+        .get_online_features(get(&["user_stats:clicks"], vec![int_keys("user_id", &[2])]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(as_i64(&r.columns[0]), [21]);
+}
+
+/// Feast's `Timestamp` is valid from year 1 to 9999: a stored time outside it is sent clamped
+/// to the range, never as an invalid message.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn feast_timestamps_stay_in_protobuf_range() {
+    let (_dir, server) = start("feast-range", "").await;
+    let mut c = server.native(None).await;
+    let mut f = server.feast(None).await;
+    let ancient = -100_000 * 365 * 86_400 * SEC;
+    c.write_features(write(
+        "user_stats",
+        vec![int_keys("user_id", &[1])],
+        &[ancient],
+        vec![feature("clicks", i64s(&[1]))],
+    ))
+    .await
+    .unwrap();
+    let r = f
+        .get_online_features(feast_get(&["user_stats:clicks"], &[1]))
+        .await
+        .unwrap()
+        .into_inner();
+    let ts = &r.results[1].event_timestamps[0];
+    assert_eq!(ts.seconds, -62_135_596_800, "0001-01-01T00:00:00Z");
+    assert!((0..1_000_000_000).contains(&ts.nanos));
+}
