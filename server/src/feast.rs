@@ -34,7 +34,7 @@ impl fs::serving_service_server::ServingService for FeastService {
         &self,
         _request: Request<fs::GetFeastServingInfoRequest>,
     ) -> Result<Response<fs::GetFeastServingInfoResponse>, Status> {
-        let call = self.state.admit(Rpc::FeastGetServingInfo)?;
+        let call = self.state.begin(Rpc::FeastGetServingInfo);
         call.finish(Ok(Response::new(fs::GetFeastServingInfoResponse {
             version: format!("quiver-{}", env!("CARGO_PKG_VERSION")),
         })))
@@ -44,7 +44,7 @@ impl fs::serving_service_server::ServingService for FeastService {
         &self,
         request: Request<fs::GetOnlineFeaturesRequest>,
     ) -> Result<Response<fs::GetOnlineFeaturesResponse>, Status> {
-        let call = self.state.admit(Rpc::FeastGetOnlineFeatures)?;
+        let call = self.state.begin(Rpc::FeastGetOnlineFeatures);
         call.finish(self.get(request.into_inner()).map(Response::new))
     }
 }

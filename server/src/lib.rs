@@ -6,8 +6,9 @@
 //! - `feast`: `feast.serving.ServingService`, wire-compatible with Feast.
 //! - `convert`: protobuf columns ⇄ engine keys, rows and result columns.
 //! - `error`: the single engine-error → gRPC-status mapping.
-//! - `limits`: bearer-token authentication (load shedding lives in `state`).
-//! - `state`: what handlers share: the engine once recovered, admission control, metrics.
+//! - `admission`: load shedding on the transport, before a request's body is read.
+//! - `limits`: the bounds on what one request may ask for; bearer-token authentication.
+//! - `state`: what handlers share: the engine once recovered, limits, metrics.
 //! - `metrics`: Prometheus counters and histograms and their HTTP endpoint.
 //! - `config`: the server configuration (file, environment, flags).
 //! - `cli`: the `quiver` subcommands.
@@ -15,6 +16,7 @@
 
 #![deny(unsafe_code)]
 
+mod admission;
 mod cli;
 mod config;
 mod convert;

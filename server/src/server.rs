@@ -13,6 +13,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 use tracing::{error, info, warn};
 
+use crate::admission::AdmissionLayer;
 use crate::config::{ConfigError, ServerConfig};
 use crate::feast::FeastService;
 use crate::limits::BearerAuth;
@@ -21,6 +22,11 @@ use crate::proto::feast::serving::serving_service_server::ServingServiceServer;
 use crate::proto::quiver::v1::feature_store_server::FeatureStoreServer;
 use crate::service::FeatureStoreService;
 use crate::state::AppState;
+
+/// HTTP/2 flow-control window of one request stream, bytes.
+const STREAM_WINDOW: u32 = 1 << 20;
+/// HTTP/2 flow-control window of one connection, bytes.
+const CONNECTION_WINDOW: u32 = 2 << 20;
 
 /// Where a started server listens.
 #[derive(Debug, Clone, Copy)]
@@ -213,6 +219,17 @@ pub async fn run(
     let served = builder
         .timeout(Duration::from_millis(config.request_timeout_ms))
         .tcp_nodelay(true)
+        // Request bytes a client can push before the server reads them: per stream, and per
+        // connection across its streams; admission bounds how many streams are read at all.
+        .initial_stream_window_size(Some(STREAM_WINDOW))
+        .initial_connection_window_size(Some(CONNECTION_WINDOW))
+        .max_concurrent_streams(Some(
+            u32::try_from(config.max_concurrent_requests).unwrap_or(u32::MAX),
+        ))
+        .layer(AdmissionLayer::new(
+            config.max_concurrent_requests,
+            metrics.clone(),
+        ))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

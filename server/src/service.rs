@@ -153,7 +153,7 @@ impl pb::feature_store_server::FeatureStore for FeatureStoreService {
         &self,
         request: Request<pb::GetOnlineFeaturesRequest>,
     ) -> Result<Response<pb::GetOnlineFeaturesResponse>, Status> {
-        let call = self.state.admit(Rpc::GetOnlineFeatures)?;
+        let call = self.state.begin(Rpc::GetOnlineFeatures);
         call.finish(self.get_online(request.into_inner()).map(Response::new))
     }
 
@@ -161,7 +161,7 @@ impl pb::feature_store_server::FeatureStore for FeatureStoreService {
         &self,
         request: Request<pb::WriteFeaturesRequest>,
     ) -> Result<Response<pb::WriteFeaturesResponse>, Status> {
-        let call = self.state.admit(Rpc::WriteFeatures)?;
+        let call = self.state.begin(Rpc::WriteFeatures);
         let r = self.write_batch(request.into_inner()).await;
         call.finish(r.map(|(rows, seq)| {
             Response::new(pb::WriteFeaturesResponse {
@@ -176,7 +176,7 @@ impl pb::feature_store_server::FeatureStore for FeatureStoreService {
         &self,
         request: Request<Streaming<pb::WriteFeaturesRequest>>,
     ) -> Result<Response<pb::WriteFeaturesResponse>, Status> {
-        let call = self.state.admit(Rpc::StreamWriteFeatures)?;
+        let call = self.state.begin(Rpc::StreamWriteFeatures);
         let mut stream = request.into_inner();
         let mut total = pb::WriteFeaturesResponse::default();
         let result = async {
@@ -211,7 +211,7 @@ impl pb::feature_store_server::FeatureStore for FeatureStoreService {
         &self,
         request: Request<pb::LoadSnapshotRequest>,
     ) -> Result<Response<pb::LoadSnapshotResponse>, Status> {
-        let call = self.state.admit(Rpc::LoadSnapshot)?;
+        let call = self.state.begin(Rpc::LoadSnapshot);
         let req = request.into_inner();
         let result = async {
             let db = self.state.db()?;
@@ -255,7 +255,7 @@ impl pb::feature_store_server::FeatureStore for FeatureStoreService {
         &self,
         request: Request<Streaming<pb::UploadSnapshotRequest>>,
     ) -> Result<Response<pb::UploadSnapshotResponse>, Status> {
-        let call = self.state.admit(Rpc::UploadSnapshot)?;
+        let call = self.state.begin(Rpc::UploadSnapshot);
         let result = self.upload(request.into_inner()).await;
         call.finish(result.map(Response::new))
     }
@@ -264,7 +264,7 @@ impl pb::feature_store_server::FeatureStore for FeatureStoreService {
         &self,
         _request: Request<pb::CheckpointRequest>,
     ) -> Result<Response<pb::CheckpointResponse>, Status> {
-        let call = self.state.admit(Rpc::Checkpoint)?;
+        let call = self.state.begin(Rpc::Checkpoint);
         let result = async {
             let db = self.state.db()?;
             let before = db.stats().wal.bytes;
@@ -296,7 +296,7 @@ impl pb::feature_store_server::FeatureStore for FeatureStoreService {
         &self,
         request: Request<pb::ApplyRegistryRequest>,
     ) -> Result<Response<pb::ApplyRegistryResponse>, Status> {
-        let call = self.state.admit(Rpc::ApplyRegistry)?;
+        let call = self.state.begin(Rpc::ApplyRegistry);
         let req = request.into_inner();
         let result = async {
             let db = self.state.db()?;
@@ -332,7 +332,7 @@ impl pb::feature_store_server::FeatureStore for FeatureStoreService {
         &self,
         _request: Request<pb::GetRegistryRequest>,
     ) -> Result<Response<pb::GetRegistryResponse>, Status> {
-        let call = self.state.admit(Rpc::GetRegistry)?;
+        let call = self.state.begin(Rpc::GetRegistry);
         let result = self.state.db().map(|db| {
             let reg = db.registry();
             Response::new(registry_to_proto(&reg, db.stats().registry_version))
@@ -344,7 +344,7 @@ impl pb::feature_store_server::FeatureStore for FeatureStoreService {
         &self,
         request: Request<pb::GetStatsRequest>,
     ) -> Result<Response<pb::GetStatsResponse>, Status> {
-        let call = self.state.admit(Rpc::GetStats)?;
+        let call = self.state.begin(Rpc::GetStats);
         let req = request.into_inner();
         let result = self.state.db().and_then(|db| {
             let st = db.stats();

@@ -4,7 +4,6 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use quiver_engine::Db;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tonic::Status;
 
 use crate::config::ServerConfig;
@@ -20,13 +19,12 @@ pub(crate) struct AppState {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) read_limits: ReadLimits,
     pub(crate) write_limits: WriteLimits,
-    admission: Arc<Semaphore>,
 }
 
-/// An admitted request: holds a concurrency slot and records the call's outcome when done.
+/// A request being handled (admission already happened on the transport, see
+/// `admission`): records the call's outcome and duration when done.
 #[derive(Debug)]
 pub(crate) struct Call {
-    _permit: OwnedSemaphorePermit,
     rpc: Rpc,
     started: Instant,
     metrics: Arc<Metrics>,
@@ -45,7 +43,6 @@ impl AppState {
     pub(crate) fn new(config: ServerConfig, metrics: Arc<Metrics>) -> Self {
         Self {
             db: Arc::new(OnceLock::new()),
-            admission: Arc::new(Semaphore::new(config.max_concurrent_requests)),
             read_limits: ReadLimits::new(&config),
             write_limits: WriteLimits::new(&config),
             config,
@@ -53,23 +50,12 @@ impl AppState {
         }
     }
 
-    /// Admits a request or sheds it at once: an overloaded server answers quickly instead of
-    /// queueing without bound.
-    pub(crate) fn admit(&self, rpc: Rpc) -> Result<Call, Status> {
-        match self.admission.clone().try_acquire_owned() {
-            Ok(permit) => Ok(Call {
-                _permit: permit,
-                rpc,
-                started: Instant::now(),
-                metrics: self.metrics.clone(),
-            }),
-            Err(_) => {
-                self.metrics.shed();
-                Err(Status::resource_exhausted(format!(
-                    "server is handling its limit of {} concurrent requests; retry with backoff",
-                    self.config.max_concurrent_requests
-                )))
-            }
+    /// Starts recording a call.
+    pub(crate) fn begin(&self, rpc: Rpc) -> Call {
+        Call {
+            rpc,
+            started: Instant::now(),
+            metrics: self.metrics.clone(),
         }
     }
 

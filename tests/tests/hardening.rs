@@ -350,3 +350,83 @@ async fn feast_timestamps_stay_in_protobuf_range() {
     assert_eq!(ts.seconds, -62_135_596_800, "0001-01-01T00:00:00Z");
     assert!((0..1_000_000_000).contains(&ts.nanos));
 }
+
+/// A field of `/proc/<pid>/status` in KiB (`VmHWM`, `VmRSS`).
+fn proc_kib(pid: u32, field: &str) -> u64 {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    text.lines()
+        .find_map(|l| l.strip_prefix(field)?.strip_prefix(':'))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("{field} missing from /proc/{pid}/status"))
+}
+
+/// Load shedding sheds: with `max_concurrent_requests = 4`, a burst of 200 concurrent reads
+/// whose responses are ~1 MB each is mostly answered RESOURCE_EXHAUSTED at once (a request
+/// keeps its slot until its response has been sent, so slow readers count), every answer is OK
+/// or shed, the sheds are counted, and the server's peak memory grows by a few responses, not
+/// by the burst.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_of_large_reads_is_shed_and_memory_stays_bounded() {
+    let (_dir, server) = start(
+        "shed-burst",
+        "max_concurrent_requests = 4\nmax_entities_per_request = 1000",
+    )
+    .await;
+    let mut c = server.native(None).await;
+    let users: Vec<i64> = (1..=1000).collect();
+    let country = "x".repeat(1000);
+    let countries: Vec<&str> = users.iter().map(|_| country.as_str()).collect();
+    c.write_features(write(
+        "user_stats",
+        vec![int_keys("user_id", &users)],
+        &vec![now_micros() - SEC; users.len()],
+        vec![feature("country", strings(&countries))],
+    ))
+    .await
+    .unwrap();
+    let pid = server.pid();
+    let peak_before = proc_kib(pid, "VmHWM");
+
+    let mut clients = Vec::new();
+    for _ in 0..8 {
+        clients.push(server.native(None).await);
+    }
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let mut c = clients[i % clients.len()].clone();
+            let keys = vec![int_keys("user_id", &users)];
+            tokio::spawn(async move {
+                match c
+                    .get_online_features(get(&["user_stats:country"], keys))
+                    .await
+                {
+                    Ok(r) => {
+                        assert_eq!(r.into_inner().row_count, 1000);
+                        (Code::Ok, String::new())
+                    }
+                    Err(s) => (s.code(), s.message().to_owned()),
+                }
+            })
+        })
+        .collect();
+    let mut codes = Vec::new();
+    for t in tasks {
+        let r = tokio::time::timeout(std::time::Duration::from_secs(60), t).await;
+        codes.push(r.unwrap().unwrap());
+    }
+    let shed = codes
+        .iter()
+        .filter(|(c, m)| *c == Code::ResourceExhausted && m.contains("max_concurrent_requests = 4"))
+        .count();
+    let answered = codes.iter().filter(|(c, _)| *c == Code::Ok).count();
+    assert_eq!(shed + answered, codes.len(), "{codes:?}");
+    assert!(shed > 0 && answered > 0, "shed {shed}, answered {answered}");
+    assert_eq!(
+        server.metric("quiver_shed_requests_total").await,
+        shed as f64
+    );
+    let grown_mib = proc_kib(pid, "VmHWM").saturating_sub(peak_before) / 1024;
+    eprintln!("shed {shed}, answered {answered}, peak memory grew by {grown_mib} MiB");
+    // 4 in flight × (values + protobuf copy + encoded bytes) ≈ 12 MiB; all 200 ≈ 600 MiB.
+    assert!(grown_mib < 128, "peak memory grew by {grown_mib} MiB");
+}
