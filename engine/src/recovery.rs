@@ -147,6 +147,10 @@ pub(crate) fn open(config: DbConfig, clock: Arc<dyn Clock>) -> Result<(Db, OpenR
     };
     if let (Some(wanted), false) = (db.config.registry.clone(), fresh) {
         let current = db.registry();
+        // A file that leaves out views, services or entities the directory has never removes
+        // them on start: removal is explicit, through ApplyRegistry with allow_removals.
+        report.registry_kept = current.removals(&wanted);
+        let wanted = wanted.keeping(&current);
         match current.evolve(wanted.clone()) {
             Ok(merged) if merged != *current => {
                 db.apply_registry(merged)?;

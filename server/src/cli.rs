@@ -35,6 +35,10 @@ enum Command {
         /// Only validate and show the changes.
         #[arg(long)]
         dry_run: bool,
+        /// Allow the file to leave out feature views, feature services or entities the server
+        /// has: they are removed, and a removed view's data is dropped.
+        #[arg(long)]
+        allow_removals: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -186,12 +190,17 @@ pub fn run_cli(cli: Cli) -> ExitCode {
         Command::Apply {
             registry,
             dry_run,
+            allow_removals,
             client,
         } => with_client(&client, |mut c| async move {
             let toml = std::fs::read_to_string(&registry)
                 .map_err(|e| format!("cannot read {}: {e}", registry.display()))?;
             let r = c
-                .apply_registry(pb::ApplyRegistryRequest { toml, dry_run })
+                .apply_registry(pb::ApplyRegistryRequest {
+                    toml,
+                    dry_run,
+                    allow_removals,
+                })
                 .await
                 .map_err(status_text)?
                 .into_inner();

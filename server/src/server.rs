@@ -123,6 +123,13 @@ pub async fn run(
                     for w in &report.wal.warnings {
                         warn!("recovery: {w}");
                     }
+                    for kept in &report.registry_kept {
+                        warn!(
+                            "registry: the given file leaves out what the data directory has; \
+                             kept, not removed (remove it with `quiver apply --allow-removals`): \
+                             {kept}"
+                        );
+                    }
                     info!(
                         snapshots = report.snapshots.len(),
                         wal_records = report.wal.replayed,

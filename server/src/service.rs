@@ -306,7 +306,16 @@ impl pb::feature_store_server::FeatureStore for FeatureStoreService {
             let merged = current
                 .evolve(next)
                 .map_err(|e| status_of(&e.into(), Origin::Server))?;
-            let changes = diff(&current, &merged);
+            let removals = current.removals(&merged);
+            if !removals.is_empty() && !req.allow_removals && !req.dry_run {
+                return Err(Status::failed_precondition(format!(
+                    "registry: it leaves out what the current registry has ({}); add them back, \
+                     or pass allow_removals (quiver apply --allow-removals) to remove them",
+                    removals.join("; ")
+                )));
+            }
+            let mut changes = removals;
+            changes.extend(diff(&current, &merged));
             if req.dry_run || changes.is_empty() {
                 return Ok(Response::new(pb::ApplyRegistryResponse {
                     version: db.stats().registry_version,

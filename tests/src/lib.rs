@@ -47,3 +47,23 @@ pub fn quiver_bin() -> PathBuf {
     })
     .clone()
 }
+
+/// Runs the `quiver` binary as a client (no token or server from the environment); returns
+/// its exit code, stdout and stderr.
+pub async fn quiver_cli(args: Vec<String>) -> (Option<i32>, String, String) {
+    tokio::task::spawn_blocking(move || {
+        let out = Command::new(quiver_bin())
+            .args(&args)
+            .env_remove("QUIVER_AUTH_TOKEN")
+            .env_remove("QUIVER_SERVER")
+            .output()
+            .expect("run the quiver binary");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    })
+    .await
+    .expect("the quiver client task")
+}

@@ -8,6 +8,8 @@ use std::collections::HashMap;
 
 use quiver_server::proto::feast::serving as fs;
 use quiver_server::proto::feast::types as ft;
+use quiver_server::proto::quiver::v1 as pb;
+use quiver_tests::quiver_cli;
 use quiver_tests::req::*;
 use quiver_tests::server::{now_micros, Server, ServerSpec, TempDir};
 use tonic::Code;
@@ -37,12 +39,27 @@ ttl = "0"
   type = "list<string>"
 "#;
 
+/// The second view and a feature service, which the removal test leaves out and brings back.
+const PROFILE: &str = r#"
+[[feature_view]]
+name = "user_profile"
+entity = "user"
+ttl = "0"
+  [[feature_view.feature]]
+  name = "age"
+  type = "int32"
+
+[[feature_service]]
+name = "profile_v1"
+features = ["user_profile:age"]
+"#;
+
 const SEC: i64 = 1_000_000;
 
 async fn start(tag: &str, config: &str) -> (TempDir, Server) {
     let dir = TempDir::new(tag);
     let registry = dir.path().join("registry.toml");
-    std::fs::write(&registry, REGISTRY).unwrap();
+    std::fs::write(&registry, format!("{REGISTRY}{PROFILE}")).unwrap();
     let spec = ServerSpec::new(dir.path().join("data"), Some(&registry)).config(config);
     let server = Server::start(&spec).await;
     (dir, server)
@@ -429,4 +446,134 @@ async fn a_burst_of_large_reads_is_shed_and_memory_stays_bounded() {
     eprintln!("shed {shed}, answered {answered}, peak memory grew by {grown_mib} MiB");
     // 4 in flight × (values + protobuf copy + encoded bytes) ≈ 12 MiB; all 200 ≈ 600 MiB.
     assert!(grown_mib < 128, "peak memory grew by {grown_mib} MiB");
+}
+
+async fn age_of(
+    c: &mut quiver_tests::server::Native,
+    user: i64,
+) -> Result<(i32, i32), tonic::Status> {
+    let r = c
+        .get_online_features(get(
+            &["user_profile:age"],
+            vec![int_keys("user_id", &[user])],
+        ))
+        .await?
+        .into_inner();
+    Ok((
+        r.columns[0].statuses[0],
+        as_i32(&r.columns[0]).first().copied().unwrap_or(0),
+    ))
+}
+
+/// Leaving a view or feature service out of a registry never removes it silently: ApplyRegistry
+/// refuses naming what would go, a dry run lists it, `--allow-removals` removes it (the view's
+/// data is dropped, and a view re-added later starts empty, across a checkpoint and a
+/// restart), and a `--registry` file given on start that lacks them keeps them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_a_view_is_explicit() {
+    let dir = TempDir::new("removals");
+    let full = dir.path().join("full.toml");
+    let small = dir.path().join("small.toml");
+    std::fs::write(&full, format!("{REGISTRY}{PROFILE}")).unwrap();
+    std::fs::write(&small, REGISTRY).unwrap();
+    let spec = ServerSpec::new(dir.path().join("data"), Some(&full));
+    let server = Server::start(&spec).await;
+    let mut c = server.native(None).await;
+    c.write_features(write(
+        "user_profile",
+        vec![int_keys("user_id", &[1])],
+        &[now_micros() - SEC],
+        vec![feature("age", i32s(&[41]))],
+    ))
+    .await
+    .unwrap();
+    let apply = |dry_run, allow_removals| pb::ApplyRegistryRequest {
+        toml: REGISTRY.to_owned(),
+        dry_run,
+        allow_removals,
+    };
+
+    // Refused by name, nothing changes.
+    refused(
+        c.apply_registry(apply(false, false)).await,
+        Code::FailedPrecondition,
+        &[
+            "remove feature view user_profile",
+            "remove feature service profile_v1",
+            "allow_removals",
+        ],
+    );
+    assert_eq!(age_of(&mut c, 1).await.unwrap(), (1, 41));
+    // The dry run shows the removals (and applies nothing).
+    let dry = c
+        .apply_registry(apply(true, false))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(!dry.applied);
+    assert!(
+        dry.changes
+            .iter()
+            .any(|l| l.starts_with("remove feature view user_profile")),
+        "{dry:?}"
+    );
+    let cli = |args: &[&str]| {
+        let mut v: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+        v.extend(["--server".to_owned(), server.url()]);
+        v
+    };
+    let small_path = small.display().to_string();
+    let (code, out, err) = quiver_cli(cli(&["apply", &small_path])).await;
+    assert_ne!(code, Some(0), "{out}");
+    assert!(err.contains("--allow-removals"), "{err}");
+    assert_eq!(age_of(&mut c, 1).await.unwrap(), (1, 41));
+
+    // A restart with the smaller file keeps the view and its data, with a warning.
+    server.terminate().await;
+    let restarted = ServerSpec::new(dir.path().join("data"), Some(&small));
+    let server = Server::start(&restarted).await;
+    let mut c = server.native(None).await;
+    assert_eq!(age_of(&mut c, 1).await.unwrap(), (1, 41));
+    assert!(
+        server.log().contains("kept, not removed"),
+        "{}",
+        server.log()
+    );
+
+    // Removal asked for: shown in the diff, applied, the data dropped.
+    let cli = |args: &[&str]| {
+        let mut v: Vec<String> = args.iter().map(|s| (*s).to_owned()).collect();
+        v.extend(["--server".to_owned(), server.url()]);
+        v
+    };
+    let (code, out, err) = quiver_cli(cli(&["apply", &small_path, "--allow-removals"])).await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(
+        out.contains("remove feature view user_profile") && out.contains("applied"),
+        "{out}"
+    );
+    refused(age_of(&mut c, 1).await, Code::NotFound, &["user_profile"]);
+
+    // Re-added: the view is back, empty, and stays empty across a checkpoint and a restart.
+    let back = c
+        .apply_registry(pb::ApplyRegistryRequest {
+            toml: format!("{REGISTRY}{PROFILE}"),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(back.applied);
+    assert_eq!(age_of(&mut c, 1).await.unwrap().0, 3, "NOT_FOUND");
+    c.checkpoint(pb::CheckpointRequest::default())
+        .await
+        .unwrap();
+    server.terminate().await;
+    let server = Server::start(&restarted).await;
+    let mut c = server.native(None).await;
+    assert_eq!(
+        age_of(&mut c, 1).await.unwrap().0,
+        3,
+        "NOT_FOUND after a restart"
+    );
 }

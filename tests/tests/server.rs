@@ -23,6 +23,7 @@ use quiver_engine::{KeyBatch, KeyPart, Registry, Row, SnapshotBuilder, Value};
 use quiver_server::proto::feast::serving as fs;
 use quiver_server::proto::feast::types as ft;
 use quiver_server::proto::quiver::v1 as pb;
+use quiver_tests::quiver_cli;
 use quiver_tests::req::*;
 use quiver_tests::server::{now_micros, Native, Server, ServerSpec, TempDir};
 use tokio::sync::mpsc;
@@ -499,6 +500,7 @@ async fn apply_write_read_restart() {
         c.apply_registry(pb::ApplyRegistryRequest {
             toml: v2.clone(),
             dry_run: true,
+            ..Default::default()
         })
         .await,
         "dry run",
@@ -545,6 +547,7 @@ async fn apply_write_read_restart() {
         c.apply_registry(pb::ApplyRegistryRequest {
             toml: v2.clone(),
             dry_run: false,
+            ..Default::default()
         })
         .await,
         "apply",
@@ -556,6 +559,7 @@ async fn apply_write_read_restart() {
         c.apply_registry(pb::ApplyRegistryRequest {
             toml: applied.canonical_toml.clone(),
             dry_run: false,
+            ..Default::default()
         })
         .await,
         "re-apply",
@@ -587,6 +591,7 @@ async fn apply_write_read_restart() {
                 .apply_registry(pb::ApplyRegistryRequest {
                     toml: toml.clone(),
                     dry_run,
+                    ..Default::default()
                 })
                 .await
                 .unwrap_err();
@@ -1229,6 +1234,7 @@ async fn bad_inputs_are_refused_by_name() {
         c.apply_registry(pb::ApplyRegistryRequest {
             toml: "project = \n[[entity".into(),
             dry_run: false,
+            ..Default::default()
         })
         .await,
         INVALID,
@@ -1239,6 +1245,7 @@ async fn bad_inputs_are_refused_by_name() {
         c.apply_registry(pb::ApplyRegistryRequest {
             toml: REGISTRY.replace("vector<4>", "vectr<4>"),
             dry_run: true,
+            ..Default::default()
         })
         .await,
         INVALID,
@@ -2369,6 +2376,7 @@ async fn feast_endpoint_speaks_feast() {
         c.apply_registry(pb::ApplyRegistryRequest {
             toml: v2,
             dry_run: false,
+            ..Default::default()
         })
         .await,
         "apply",
@@ -2616,25 +2624,6 @@ async fn feast_endpoint_speaks_feast() {
         ),
         "{text}"
     );
-}
-
-/// Runs the `quiver` binary as a client; returns (exit code, stdout, stderr).
-async fn quiver_cli(args: Vec<String>) -> (Option<i32>, String, String) {
-    tokio::task::spawn_blocking(move || {
-        let out = std::process::Command::new(quiver_tests::quiver_bin())
-            .args(&args)
-            .env_remove("QUIVER_AUTH_TOKEN")
-            .env_remove("QUIVER_SERVER")
-            .output()
-            .unwrap();
-        (
-            out.status.code(),
-            String::from_utf8_lossy(&out.stdout).into_owned(),
-            String::from_utf8_lossy(&out.stderr).into_owned(),
-        )
-    })
-    .await
-    .unwrap()
 }
 
 /// The `quiver` debugging client against a running server (with a token): apply, write from

@@ -96,6 +96,9 @@ pub struct OpenReport {
     pub wal: WalRecoveryReport,
     /// Whether the registry given in the config was applied as a new version.
     pub registry_applied: bool,
+    /// What the data directory's registry has and the given one left out (kept, not
+    /// removed), as change lines.
+    pub registry_kept: Vec<String>,
 }
 
 /// Applies logged records in sequence order (see the module documentation).

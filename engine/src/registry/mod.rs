@@ -341,6 +341,63 @@ impl Registry {
         Ok(FeatureRef { view, feature })
     }
 
+    /// What replacing `self` with `next` would remove: feature views (and their data), feature
+    /// services and entities, each as a change line ("remove feature view user_stats").
+    /// [`Registry::evolve`] allows removals; callers that apply a user's registry refuse them
+    /// unless the user asked for them explicitly.
+    pub fn removals(&self, next: &Registry) -> Vec<String> {
+        let mut out = Vec::new();
+        for v in &self.views {
+            if next.view(&v.name).is_none() {
+                out.push(format!(
+                    "remove feature view {} ({} features; its stored data is dropped)",
+                    v.name,
+                    v.features.len()
+                ));
+            }
+        }
+        for s in &self.services {
+            if next.service(&s.name).is_none() {
+                out.push(format!("remove feature service {}", s.name));
+            }
+        }
+        for e in &self.entities {
+            if next.entity(&e.name).is_none() {
+                out.push(format!("remove entity {}", e.name));
+            }
+        }
+        out
+    }
+
+    /// `self` with whatever `kept` has that `self` leaves out (feature views, feature services,
+    /// entities) added back: a registry given on start adds to a data directory's registry
+    /// but never removes from it.
+    pub fn keeping(self, kept: &Registry) -> Registry {
+        let Registry {
+            project,
+            mut entities,
+            mut views,
+            mut services,
+            ..
+        } = self;
+        for e in &kept.entities {
+            if !entities.iter().any(|x| x.name == e.name) {
+                entities.push(e.clone());
+            }
+        }
+        for v in &kept.views {
+            if !views.iter().any(|x| x.name == v.name) {
+                views.push(v.clone());
+            }
+        }
+        for s in &kept.services {
+            if !services.iter().any(|x| x.name == s.name) {
+                services.push(s.clone());
+            }
+        }
+        Registry::from_parts(project, entities, views, services)
+    }
+
     /// Checks that `next` can replace `self` without changing the meaning of stored data, and
     /// returns `next` with each existing view's features in their old order (new features
     /// after them), so record layouts stay valid.
