@@ -16,7 +16,7 @@ use std::task::{Context, Poll};
 
 use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tonic::Status;
+use tonic::{Code, Status};
 
 use crate::metrics::Metrics;
 
@@ -84,8 +84,10 @@ where
         if EXEMPT_PREFIXES.iter().any(|p| path.starts_with(p)) {
             return Box::pin(self.inner.call(req));
         }
+        let metrics = self.layer.metrics.clone();
         let Ok(permit) = self.layer.slots.clone().try_acquire_owned() else {
-            self.layer.metrics.shed();
+            metrics.shed();
+            metrics.refused(Code::ResourceExhausted as usize);
             let status = Status::resource_exhausted(format!(
                 "server is handling its limit of max_concurrent_requests = {} requests; retry \
                  with backoff",
@@ -95,7 +97,8 @@ where
         };
         let response = self.inner.call(req);
         Box::pin(async move {
-            let response = response.await?;
+            let mut response = response.await?;
+            refusal(response.headers_mut(), &metrics);
             Ok(response.map(|body| {
                 tonic::body::Body::new(Held {
                     body,
@@ -104,6 +107,41 @@ where
                 })
             }))
         })
+    }
+}
+
+/// Most bytes of an error message sent (percent-encoded): gRPC clients refuse response headers
+/// past their metadata limit (16 KiB by default), so a message quoting a huge input would turn
+/// the refusal itself into a transport error.
+const MAX_MESSAGE: usize = 2048;
+
+/// Counts an error answered in the response headers (a call refused before any response
+/// message: by authentication, decoding or the handler) and bounds its message.
+fn refusal(headers: &mut http::HeaderMap, metrics: &Metrics) {
+    let code = headers
+        .get("grpc-status")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    let Some(code) = code.filter(|&c| c != 0) else {
+        return;
+    };
+    metrics.refused(code);
+    let Some(message) = headers.get("grpc-message") else {
+        return;
+    };
+    let bytes = message.as_bytes();
+    if bytes.len() <= MAX_MESSAGE {
+        return;
+    }
+    // Cut before a percent escape that would be split.
+    let mut cut = MAX_MESSAGE;
+    while cut > 0 && bytes[cut.saturating_sub(2)..cut].contains(&b'%') {
+        cut -= 1;
+    }
+    let mut short = bytes[..cut].to_vec();
+    short.extend_from_slice(b"%E2%80%A6 (message cut)");
+    if let Ok(v) = http::HeaderValue::from_bytes(&short) {
+        headers.insert("grpc-message", v);
     }
 }
 

@@ -111,10 +111,10 @@ impl ServerConfig {
 
     /// Applies `QUIVER_*` environment variables.
     pub fn apply_env(&mut self) {
+        // Set but empty is kept (and refused by `validate`): an operator who exports an empty
+        // token meant to require one, and must not get an open server.
         if let Ok(t) = std::env::var("QUIVER_AUTH_TOKEN") {
-            if !t.is_empty() {
-                self.auth_token = Some(t);
-            }
+            self.auth_token = Some(t);
         }
         if let Ok(v) = std::env::var("QUIVER_LISTEN") {
             self.listen = v;
@@ -202,10 +202,18 @@ impl ServerConfig {
             }
             _ => {}
         }
-        if self.auth_token.as_ref().is_some_and(|t| t.len() < 16) {
-            return Err(ConfigError(
-                "auth_token must be at least 16 characters".into(),
-            ));
+        if let Some(t) = &self.auth_token {
+            if t.trim().len() < 16 {
+                return Err(ConfigError(
+                    "auth_token must be at least 16 characters besides spaces".into(),
+                ));
+            }
+            if t.trim() != t || t.chars().any(char::is_control) {
+                return Err(ConfigError(
+                    "auth_token must not start or end with spaces or hold control characters"
+                        .into(),
+                ));
+            }
         }
         Ok(())
     }

@@ -9,7 +9,7 @@ use quiver_engine::{
 };
 use tonic::Status;
 
-use crate::limits::WriteLimits;
+use crate::limits::{quote, WriteLimits};
 use crate::proto::quiver::v1 as pb;
 use pb::column::Data;
 use pb::key_column::Values as KeyValues;
@@ -54,8 +54,8 @@ pub(crate) fn keys_from_columns(
         .find(|c| !entity.join_keys.iter().any(|jk| jk.name == c.name))
     {
         return Err(Status::invalid_argument(format!(
-            "keys: {:?} is not a join key of entity {:?} (it needs {})",
-            extra.name,
+            "keys: {} is not a join key of entity {:?} (it needs {})",
+            quote(&extra.name),
             entity.name,
             join_key_names(entity)
         )));
@@ -249,8 +249,9 @@ pub(crate) fn rows_from_write(
     for fw in &req.features {
         let fi = view.feature_index(&fw.name).ok_or_else(|| {
             Status::not_found(format!(
-                "features: view {:?} has no feature named {:?}",
-                view.name, fw.name
+                "features: view {:?} has no feature named {}",
+                view.name,
+                quote(&fw.name)
             ))
         })?;
         if seen.contains(&fi) {
@@ -268,6 +269,13 @@ pub(crate) fn rows_from_write(
                 "{what}.null_bitmap: {} bytes for {n} rows (expected {} or none)",
                 nulls.len(),
                 n.div_ceil(8)
+            )));
+        }
+        // Bits past the last row mean nothing; a client that sets them has the rows wrong.
+        if n % 8 != 0 && nulls.last().is_some_and(|b| b >> (n % 8) != 0) {
+            return Err(Status::invalid_argument(format!(
+                "{what}.null_bitmap: bits set past row {} (the last row)",
+                n - 1
             )));
         }
         let col = fw

@@ -35,8 +35,18 @@ pub(crate) fn status_of(e: &EngineError, origin: Origin) -> Status {
         // Writes are refused until an operator restarts the server; reads still work.
         EngineError::WalPoisoned(_) => Code::Unavailable,
         EngineError::CapacityExceeded(_) => Code::ResourceExhausted,
+        // A full disk or quota is the machine's state, not a bug: retry once space is free.
+        EngineError::Io { source, .. } if is_out_of_space(source) => Code::ResourceExhausted,
         EngineError::Io { .. } => Code::Internal,
         _ => Code::Internal,
     };
     Status::new(code, e.to_string())
+}
+
+/// Whether an I/O error means the disk (or the quota) is full.
+fn is_out_of_space(e: &std::io::Error) -> bool {
+    matches!(
+        e.kind(),
+        std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded
+    )
 }

@@ -15,7 +15,7 @@ use quiver_engine::{
 use tonic::{Request, Response, Status};
 
 use crate::error::{status_of, Origin};
-use crate::limits::Api;
+use crate::limits::{quote, Api};
 use crate::metrics::Rpc;
 use crate::proto::feast::serving as fs;
 use crate::proto::feast::types as ft;
@@ -133,16 +133,30 @@ impl FeastService {
         let mut feature_vectors: Vec<Option<fs::get_online_features_response::FeatureVector>> =
             (0..refs.len()).map(|_| None).collect();
         let mut join_keys_used: Vec<String> = Vec::new();
-        for (entity_name, idxs) in &groups {
+        for (entity_name, _) in &groups {
             let entity = registry
                 .entity(entity_name)
                 .ok_or_else(|| Status::internal(format!("entity {entity_name:?} missing")))?;
-            let keys = keys_from_feast(entity, &req.entities, rows)?;
             for jk in &entity.join_keys {
                 if !join_keys_used.contains(&jk.name) {
                     join_keys_used.push(jk.name.clone());
                 }
             }
+        }
+        // Like the native API: a column no requested feature is keyed by is a mistake (a
+        // misspelt join key would otherwise be ignored).
+        if let Some(extra) = req.entities.keys().find(|k| !join_keys_used.contains(k)) {
+            return Err(Status::invalid_argument(format!(
+                "entities: {} is not a join key of the requested features (they need {})",
+                quote(extra),
+                join_keys_used.join(", ")
+            )));
+        }
+        for (entity_name, idxs) in &groups {
+            let entity = registry
+                .entity(entity_name)
+                .ok_or_else(|| Status::internal(format!("entity {entity_name:?} missing")))?;
+            let keys = keys_from_feast(entity, &req.entities, rows)?;
             let group_refs: Vec<&str> = idxs.iter().map(|&i| refs[i].as_str()).collect();
             let sel = db
                 .select(&group_refs)

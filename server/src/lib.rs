@@ -4,6 +4,7 @@
 //! - `server`: start, recover in the background, serve, shut down gracefully.
 //! - `service`: `quiver.v1.FeatureStore`, the native columnar API.
 //! - `feast`: `feast.serving.ServingService`, wire-compatible with Feast.
+//! - `codec`: the protobuf codec (bad request bytes are INVALID_ARGUMENT).
 //! - `convert`: protobuf columns ⇄ engine keys, rows and result columns.
 //! - `error`: the single engine-error → gRPC-status mapping.
 //! - `admission`: load shedding on the transport, before a request's body is read.
@@ -18,6 +19,8 @@
 
 mod admission;
 mod cli;
+#[doc(hidden)]
+pub mod codec;
 mod config;
 mod convert;
 mod demo;

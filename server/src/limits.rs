@@ -73,6 +73,12 @@ impl ReadLimits {
         let mut seen = HashSet::with_capacity(refs.len());
         for r in refs {
             let r = r.as_ref();
+            if !r.contains(':') {
+                return Err(Status::invalid_argument(format!(
+                    "features: {} is not a feature reference; write \"view:feature\"",
+                    quote(r)
+                )));
+            }
             if !seen.insert(r) {
                 return Err(Status::invalid_argument(format!(
                     "features: {} is requested twice; ask for each feature once",

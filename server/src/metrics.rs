@@ -85,7 +85,31 @@ pub(crate) struct Metrics {
     /// Values served, by status number (0..=4).
     values_by_status: [AtomicU64; 5],
     shed: AtomicU64,
+    /// Calls answered with an error, by gRPC status code (1..=16), wherever they were refused:
+    /// admission, authentication, decoding or the handler.
+    refused: [AtomicU64; 17],
 }
+
+/// gRPC status code names, by number.
+const CODE_NAMES: [&str; 17] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
 
 impl Metrics {
     /// Records one finished call.
@@ -118,6 +142,13 @@ impl Metrics {
     /// Counts a request refused by load shedding.
     pub(crate) fn shed(&self) {
         self.shed.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a call answered with gRPC status `code` (other than OK).
+    pub(crate) fn refused(&self, code: usize) {
+        if let Some(c) = self.refused.get(code).filter(|_| code > 0) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Prometheus text exposition.
@@ -189,6 +220,18 @@ impl Metrics {
                 o,
                 "quiver_values_served_total{{status=\"{name}\"}} {}",
                 self.values_by_status[i].load(Ordering::Relaxed)
+            );
+        }
+        let _ = writeln!(
+            o,
+            "# HELP quiver_refused_requests_total Calls answered with an error, by gRPC code."
+        );
+        let _ = writeln!(o, "# TYPE quiver_refused_requests_total counter");
+        for (code, name) in CODE_NAMES.iter().enumerate().skip(1) {
+            let _ = writeln!(
+                o,
+                "quiver_refused_requests_total{{code=\"{name}\"}} {}",
+                self.refused[code].load(Ordering::Relaxed)
             );
         }
         let _ = writeln!(o, "# HELP quiver_shed_requests_total Requests refused with RESOURCE_EXHAUSTED by load shedding.");

@@ -138,7 +138,10 @@ pub async fn run(
                     let db = Arc::new(db);
                     match Maintenance::start(db.clone(), Duration::from_millis(200), |r| match r {
                         Ok(st) => info!(seq = st.seq, seconds = st.seconds, "checkpoint"),
-                        Err(e) => error!("automatic checkpoint failed: {e}"),
+                        Err(e) => error!(
+                            "automatic checkpoint failed (retried after 1 s, then twice as long \
+                             each time, up to a minute): {e}"
+                        ),
                     }) {
                         Ok(m) => *maintenance.lock().unwrap_or_else(|p| p.into_inner()) = Some(m),
                         Err(e) => warn!("maintenance thread did not start: {e}"),

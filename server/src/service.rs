@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::convert::{column_to_proto, keys_from_columns, rows_from_write, type_to_proto};
 use crate::error::{status_of, Origin};
-use crate::limits::Api;
+use crate::limits::{quote, Api};
 use crate::metrics::Rpc;
 use crate::proto::quiver::v1 as pb;
 use crate::state::{blocking, AppState};
@@ -31,6 +31,12 @@ pub(crate) fn max_age_micros(d: Option<&prost_types::Duration>) -> Result<Option
     let Some(d) = d else { return Ok(None) };
     if d.seconds < 0 || d.nanos < 0 {
         return Err(Status::invalid_argument("max_age: must not be negative"));
+    }
+    if d.nanos >= 1_000_000_000 {
+        return Err(Status::invalid_argument(format!(
+            "max_age.nanos: {} is not below 1000000000 (whole seconds go in max_age.seconds)",
+            d.nanos
+        )));
     }
     Ok(Some(
         d.seconds
@@ -126,9 +132,14 @@ impl FeatureStoreService {
 
     async fn write_batch(&self, req: pb::WriteFeaturesRequest) -> Result<(u64, u64), Status> {
         let db = self.state.db()?;
+        if req.view.is_empty() {
+            return Err(Status::invalid_argument(
+                "view: empty; name the feature view to write",
+            ));
+        }
         let reg = db.registry();
         let view = reg.view(&req.view).ok_or_else(|| {
-            Status::not_found(format!("view: no feature view named {:?}", req.view))
+            Status::not_found(format!("view: no feature view named {}", quote(&req.view)))
         })?;
         let entity = reg
             .view_entity(view)
@@ -200,6 +211,11 @@ impl pb::feature_store_server::FeatureStore for FeatureStoreService {
                 total.rows += rows;
                 total.batches += 1;
                 total.wal_sequence = seq;
+            }
+            if total.batches == 0 {
+                return Err(Status::invalid_argument(
+                    "the stream ended without a batch; send at least one WriteFeaturesRequest",
+                ));
             }
             Ok(Response::new(total))
         }

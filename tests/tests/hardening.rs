@@ -577,3 +577,246 @@ async fn removing_a_view_is_explicit() {
         "NOT_FOUND after a restart"
     );
 }
+
+/// Sends raw bytes as a gRPC message (for bodies no generated client would send).
+#[derive(Debug, Default, Clone)]
+struct RawCodec;
+
+impl tonic::codec::Codec for RawCodec {
+    type Encode = Vec<u8>;
+    type Decode = Vec<u8>;
+    type Encoder = RawCodec;
+    type Decoder = RawCodec;
+    fn encoder(&mut self) -> Self::Encoder {
+        RawCodec
+    }
+    fn decoder(&mut self) -> Self::Decoder {
+        RawCodec
+    }
+}
+
+impl tonic::codec::Encoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn encode(
+        &mut self,
+        item: Vec<u8>,
+        dst: &mut tonic::codec::EncodeBuf<'_>,
+    ) -> Result<(), tonic::Status> {
+        use bytes::BufMut;
+        dst.put_slice(&item);
+        Ok(())
+    }
+}
+
+impl tonic::codec::Decoder for RawCodec {
+    type Item = Vec<u8>;
+    type Error = tonic::Status;
+    fn decode(
+        &mut self,
+        src: &mut tonic::codec::DecodeBuf<'_>,
+    ) -> Result<Option<Vec<u8>>, tonic::Status> {
+        use bytes::Buf;
+        Ok(Some(src.copy_to_bytes(src.remaining()).to_vec()))
+    }
+}
+
+async fn raw_call(server: &Server, path: &'static str, body: Vec<u8>) -> Result<(), tonic::Status> {
+    let mut grpc = tonic::client::Grpc::new(server.channel().await);
+    grpc.ready()
+        .await
+        .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+    grpc.unary(
+        tonic::Request::new(body),
+        http::uri::PathAndQuery::from_static(path),
+        RawCodec,
+    )
+    .await
+    .map(|_| ())
+}
+
+/// A column nested `depth` lists deep.
+fn nested(depth: usize) -> pb::Column {
+    let mut c = i64s(&[1]);
+    for _ in 0..depth {
+        c = lists(&[1], c);
+    }
+    pb::Column { data: Some(c) }
+}
+
+/// The small contract fixes: bad bytes and over-nested messages are INVALID_ARGUMENT (never
+/// INTERNAL); messages quote a bounded prefix of the input (a 20 KB name does not overflow the
+/// client's metadata limit); max_age nanos past a second, a reference without a colon, an
+/// empty write or stream, an unknown Feast entity column and stray null-bitmap bits are
+/// refused; every refusal is counted by code in the metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_requests_are_invalid_argument_by_name() {
+    let (_dir, server) = start("contract", "").await;
+    let mut c = server.native(None).await;
+    let mut f = server.feast(None).await;
+    let before = server
+        .metric("quiver_refused_requests_total{code=\"INVALID_ARGUMENT\"}")
+        .await;
+    let mut refusals = 0.0;
+    let check = |r: Result<(), tonic::Status>, needles: &[&str]| {
+        refused(r, Code::InvalidArgument, needles);
+        1.0
+    };
+
+    // Garbage bodies to both APIs, and a message nested past the decoder's recursion limit.
+    refusals += check(
+        raw_call(
+            &server,
+            "/quiver.v1.FeatureStore/GetOnlineFeatures",
+            vec![0xff; 32],
+        )
+        .await,
+        &["not a valid protobuf message"],
+    );
+    refusals += check(
+        raw_call(
+            &server,
+            "/feast.serving.ServingService/GetOnlineFeatures",
+            vec![0x0a, 0xff, 0x01],
+        )
+        .await,
+        &["not a valid protobuf message"],
+    );
+    let mut deep = write(
+        "user_stats",
+        vec![int_keys("user_id", &[1])],
+        &[now_micros()],
+        vec![],
+    );
+    deep.features.push(pb::FeatureWrite {
+        name: "tags".into(),
+        values: Some(nested(150)),
+        null_bitmap: vec![],
+    });
+    refusals += check(
+        c.write_features(deep).await.map(|_| ()),
+        &["not a valid protobuf message"],
+    );
+
+    // A 20 KB reference: refused by name, the message cut to a bounded prefix.
+    let long = format!("user_stats:{}", "x".repeat(20_000));
+    let err = c
+        .get_online_features(get(&[long.as_str()], vec![int_keys("user_id", &[1])]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NotFound, "{}", err.message());
+    assert!(err.message().len() < 4096, "{} bytes", err.message().len());
+    let no_colon = "x".repeat(20_000);
+    let err = c
+        .get_online_features(get(&[no_colon.as_str()], vec![int_keys("user_id", &[1])]))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+    assert!(err.message().contains("view:feature") && err.message().len() < 1024);
+    refusals += 1.0;
+
+    refusals += check(
+        c.get_online_features(get(&["clicks"], vec![int_keys("user_id", &[1])]))
+            .await
+            .map(|_| ()),
+        &["\"clicks\"", "view:feature"],
+    );
+    let mut bad_age = get(&["user_stats:clicks"], vec![int_keys("user_id", &[1])]);
+    bad_age.max_age = Some(prost_types::Duration {
+        seconds: 1,
+        nanos: 1_000_000_000,
+    });
+    refusals += check(
+        c.get_online_features(bad_age).await.map(|_| ()),
+        &["max_age.nanos"],
+    );
+    refusals += check(
+        c.write_features(pb::WriteFeaturesRequest::default())
+            .await
+            .map(|_| ()),
+        &["view: empty"],
+    );
+    refusals += check(
+        c.stream_write_features(tokio_stream::iter(Vec::<pb::WriteFeaturesRequest>::new()))
+            .await
+            .map(|_| ()),
+        &["without a batch"],
+    );
+    // Three rows, null bitmap 0b1000_0001: row 0 null, bit 7 set past the last row.
+    refusals += check(
+        c.write_features(write(
+            "user_stats",
+            vec![int_keys("user_id", &[1, 2, 3])],
+            &[now_micros(); 3],
+            vec![pb::FeatureWrite {
+                null_bitmap: vec![0b1000_0001],
+                ..feature("clicks", i64s(&[0, 2, 3]))
+            }],
+        ))
+        .await
+        .map(|_| ()),
+        &["null_bitmap", "past row 2"],
+    );
+    let mut misspelt = feast_get(&["user_stats:clicks"], &[1]);
+    let ids = misspelt.entities.remove("user_id").unwrap();
+    misspelt.entities.insert("user_id".into(), ids.clone());
+    misspelt.entities.insert("userid".into(), ids);
+    refusals += check(
+        f.get_online_features(misspelt).await.map(|_| ()),
+        &["\"userid\"", "user_id"],
+    );
+
+    let after = server
+        .metric("quiver_refused_requests_total{code=\"INVALID_ARGUMENT\"}")
+        .await;
+    assert_eq!(after - before, refusals);
+    // Nothing was written by any of them.
+    let r = c
+        .get_online_features(get(
+            &["user_stats:clicks"],
+            vec![int_keys("user_id", &[1, 2, 3])],
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(r.columns[0].statuses, [3, 3, 3]);
+}
+
+/// An empty or all-space `QUIVER_AUTH_TOKEN` is refused like `--auth-token ""`: the server
+/// does not start open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_empty_token_from_the_environment_is_refused() {
+    let dir = TempDir::new("empty-token");
+    let registry = dir.path().join("registry.toml");
+    std::fs::write(&registry, REGISTRY).unwrap();
+    for token in ["", "                    "] {
+        let mut child = std::process::Command::new(quiver_tests::quiver_bin())
+            .args(["serve", "--listen", "127.0.0.1:0", "--metrics-listen", ""])
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .arg("--registry")
+            .arg(&registry)
+            .env("QUIVER_AUTH_TOKEN", token)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break Some(s);
+            }
+            if std::time::Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                break None;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        };
+        let status = status.unwrap_or_else(|| panic!("token {token:?}: the server started"));
+        assert!(!status.success());
+        let mut err = String::new();
+        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+        assert!(err.contains("auth_token"), "{err}");
+    }
+}
