@@ -820,3 +820,116 @@ async fn an_empty_token_from_the_environment_is_refused() {
         assert!(err.contains("auth_token"), "{err}");
     }
 }
+
+/// A small tmpfs mounted for one test, unmounted on drop.
+struct SmallDisk {
+    path: std::path::PathBuf,
+    _dir: TempDir,
+}
+
+impl SmallDisk {
+    /// Mounts a tmpfs of `mib` MiB; None (with a note) where this process may not mount.
+    fn mount(tag: &str, mib: u32) -> Option<Self> {
+        let dir = TempDir::new(tag);
+        let path = dir.path().join("disk");
+        std::fs::create_dir_all(&path).unwrap();
+        let euid = std::process::Command::new("id").arg("-u").output().unwrap();
+        if String::from_utf8_lossy(&euid.stdout).trim() != "0" {
+            eprintln!("skipped: mounting a small tmpfs needs root");
+            return None;
+        }
+        let status = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={mib}m"), "tmpfs"])
+            .arg(&path)
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "mount a {mib} MiB tmpfs at {}",
+            path.display()
+        );
+        Some(Self { path, _dir: dir })
+    }
+
+    /// Fills the disk with one file until a write fails; returns the file.
+    fn fill(&self) -> std::path::PathBuf {
+        use std::io::Write;
+        let filler = self.path.join("filler");
+        let mut f = std::fs::File::create(&filler).unwrap();
+        let block = vec![0xa5u8; 64 << 10];
+        while f.write_all(&block).and_then(|()| f.sync_data()).is_ok() {}
+        filler
+    }
+}
+
+impl Drop for SmallDisk {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount")
+            .arg("-l")
+            .arg(&self.path)
+            .status();
+    }
+}
+
+/// A checkpoint on a full disk is RESOURCE_EXHAUSTED with the reason, reads keep working, the
+/// automatic checkpoint backs off instead of failing every tick, and once space is free the
+/// checkpoint succeeds.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_checkpoint_on_a_full_disk_backs_off_and_recovers() {
+    let Some(disk) = SmallDisk::mount("full-disk", 32) else {
+        return;
+    };
+    let registry = disk.path.join("registry.toml");
+    std::fs::write(&registry, REGISTRY).unwrap();
+    let spec = ServerSpec::new(disk.path.join("data"), Some(&registry))
+        .config("checkpoint_interval_secs = 1\ncheckpoint_wal_bytes = 0");
+    let server = Server::start(&spec).await;
+    let mut c = server.native(None).await;
+    let users: Vec<i64> = (1..=2000).collect();
+    c.write_features(write(
+        "user_stats",
+        vec![int_keys("user_id", &users)],
+        &vec![now_micros() - SEC; users.len()],
+        vec![feature("clicks", i64s(&users))],
+    ))
+    .await
+    .unwrap();
+    let filler = disk.fill();
+    refused(
+        c.checkpoint(pb::CheckpointRequest::default()).await,
+        Code::ResourceExhausted,
+        &["space"],
+    );
+    let failures = |log: &str| log.matches("automatic checkpoint failed").count();
+    let first = failures(&server.log());
+    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+    let later = failures(&server.log());
+    // Every tick (200 ms) would be 25 attempts; backing off from 1 s doubling is at most 4.
+    assert!(later - first <= 4, "{} failures in 5 s", later - first);
+    let r = c
+        .get_online_features(get(&["user_stats:clicks"], vec![int_keys("user_id", &[7])]))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(as_i64(&r.columns[0]), [7]);
+
+    std::fs::remove_file(filler).unwrap();
+    let cp = c
+        .checkpoint(pb::CheckpointRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(cp.checkpoint_sequence >= 1);
+    server.terminate().await;
+    let server = Server::start(&spec).await;
+    let mut c = server.native(None).await;
+    let r = c
+        .get_online_features(get(
+            &["user_stats:clicks"],
+            vec![int_keys("user_id", &[2000])],
+        ))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(as_i64(&r.columns[0]), [2000]);
+}
