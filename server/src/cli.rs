@@ -64,7 +64,9 @@ enum Command {
         /// The feature view.
         #[arg(long)]
         view: String,
-        /// JSON-lines file; event_timestamp in seconds (defaults to now).
+        /// JSON-lines file, a row per line: join keys, event_timestamp (whole seconds; now if
+        /// absent) and features; a feature a line leaves out is left untouched, null writes
+        /// a null.
         file: PathBuf,
         #[command(flatten)]
         client: ClientArgs,
@@ -598,99 +600,173 @@ async fn write(mut c: Client, view: String, file: PathBuf) -> Result<(), String>
         .ok_or_else(|| format!("entity {:?} missing", schema.entity))?;
     let text = std::fs::read_to_string(&file)
         .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-    let mut req = pb::WriteFeaturesRequest {
-        view: view.clone(),
-        ..Default::default()
-    };
-    let mut key_cols: Vec<pb::KeyColumn> = entity
-        .join_keys
-        .iter()
-        .map(|k| pb::KeyColumn {
-            name: k.name.clone(),
-            values: Some(if k.r#type == pb::KeyType::Int64 as i32 {
-                pb::key_column::Values::Int64Values(pb::Int64Values::default())
-            } else {
-                pb::key_column::Values::StringValues(pb::StringValues::default())
-            }),
-        })
-        .collect();
-    let mut feature_rows: Vec<(String, Vec<Option<serde_json::Value>>)> = schema
-        .features
-        .iter()
-        .map(|f| (f.name.clone(), Vec::new()))
-        .collect();
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0);
-    for (ln, line) in text
-        .lines()
-        .enumerate()
-        .filter(|(_, l)| !l.trim().is_empty())
-    {
-        let obj: serde_json::Map<String, serde_json::Value> = serde_json::from_str(line)
-            .map_err(|e| format!("{}:{}: {e}", file.display(), ln + 1))?;
-        for kc in &mut key_cols {
-            let v = obj
-                .get(&kc.name)
-                .ok_or_else(|| format!("line {}: missing join key {:?}", ln + 1, kc.name))?;
-            match &mut kc.values {
-                Some(pb::key_column::Values::Int64Values(c)) => {
-                    c.values.push(v.as_i64().ok_or_else(|| {
-                        format!("line {}: {:?} must be an integer", ln + 1, kc.name)
-                    })?)
-                }
-                Some(pb::key_column::Values::StringValues(c)) => c.values.push(
-                    v.as_str()
-                        .ok_or_else(|| format!("line {}: {:?} must be a string", ln + 1, kc.name))?
-                        .to_string(),
-                ),
-                None => {}
-            }
-        }
-        let ts = obj
-            .get("event_timestamp")
-            .and_then(|v| v.as_i64())
-            .unwrap_or(now);
-        req.event_timestamps.push(ts.saturating_mul(1_000_000));
-        for (name, vals) in &mut feature_rows {
-            vals.push(obj.get(name.as_str()).cloned());
-        }
+    let batches = json_batches(&text, &view, &schema, entity)
+        .map_err(|e| format!("{}: {e}", file.display()))?;
+    let (mut rows, mut seq) = (0, 0);
+    for (i, req) in batches.iter().enumerate() {
+        let r = c
+            .write_features(req.clone())
+            .await
+            .map_err(|s| {
+                format!(
+                    "batch {} of {} (after {rows} rows written): {}",
+                    i + 1,
+                    batches.len(),
+                    status_text(s)
+                )
+            })?
+            .into_inner();
+        rows += r.rows;
+        seq = r.wal_sequence;
     }
-    req.keys = key_cols;
-    for (f, (name, vals)) in schema.features.iter().zip(feature_rows) {
-        if vals.iter().all(Option::is_none) {
-            continue;
-        }
-        let ty = f.r#type.as_ref().and_then(|t| t.kind);
-        req.features.push(json_column(&name, ty, &vals)?);
-    }
-    let r = c
-        .write_features(req)
-        .await
-        .map_err(status_text)?
-        .into_inner();
     println!(
-        "wrote {} rows to {view} (wal sequence {})",
-        r.rows, r.wal_sequence
+        "wrote {rows} rows to {view} in {} batches (wal sequence {seq})",
+        batches.len()
     );
     Ok(())
 }
 
+/// Turns JSON lines into write batches for `view`. Each line is one row: its join keys,
+/// `event_timestamp` (whole seconds; now if absent) and any of the view's features. A feature
+/// a line leaves out is left untouched (consecutive lines with the same features share a
+/// batch), `null` writes a null, and an unknown field or a value of the wrong type is an error
+/// naming the line (from 1) and the field.
+fn json_batches(
+    text: &str,
+    view: &str,
+    schema: &pb::ViewSchema,
+    entity: &pb::EntitySchema,
+) -> Result<Vec<pb::WriteFeaturesRequest>, String> {
+    const EVENT_TIME: &str = "event_timestamp";
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    // (line number, the object, the indices of the features it sets) per row.
+    let mut rows = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        let ln = i + 1;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let obj: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(line).map_err(|e| format!("line {ln}: {e}"))?;
+        let mut features = Vec::new();
+        for name in obj.keys() {
+            if name == EVENT_TIME || entity.join_keys.iter().any(|k| &k.name == name) {
+                continue;
+            }
+            match schema.features.iter().position(|f| &f.name == name) {
+                Some(fi) => features.push(fi),
+                None => {
+                    let known: Vec<&str> =
+                        schema.features.iter().map(|f| f.name.as_str()).collect();
+                    return Err(format!(
+                        "line {ln}: unknown field {name:?}: view {view:?} has {}, and rows \
+                         carry {} and {EVENT_TIME:?}",
+                        known.join(", "),
+                        entity
+                            .join_keys
+                            .iter()
+                            .map(|k| format!("{:?}", k.name))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ));
+                }
+            }
+        }
+        if features.is_empty() {
+            return Err(format!("line {ln}: no feature of view {view:?} to write"));
+        }
+        features.sort_unstable();
+        rows.push((ln, obj, features));
+    }
+    if rows.is_empty() {
+        return Err("no rows".into());
+    }
+    let mut batches = Vec::new();
+    for run in rows.chunk_by(|a, b| a.2 == b.2) {
+        let mut req = pb::WriteFeaturesRequest {
+            view: view.to_owned(),
+            ..Default::default()
+        };
+        for jk in &entity.join_keys {
+            let values = if jk.r#type == pb::KeyType::Int64 as i32 {
+                let v = run.iter().map(|(ln, obj, _)| {
+                    obj.get(&jk.name)
+                        .ok_or_else(|| format!("line {ln}: missing join key {:?}", jk.name))?
+                        .as_i64()
+                        .ok_or_else(|| format!("line {ln}: {:?} must be an integer", jk.name))
+                });
+                pb::key_column::Values::Int64Values(pb::Int64Values {
+                    values: v.collect::<Result<_, _>>()?,
+                })
+            } else {
+                let v = run.iter().map(|(ln, obj, _)| {
+                    obj.get(&jk.name)
+                        .ok_or_else(|| format!("line {ln}: missing join key {:?}", jk.name))?
+                        .as_str()
+                        .map(str::to_owned)
+                        .ok_or_else(|| format!("line {ln}: {:?} must be a string", jk.name))
+                });
+                pb::key_column::Values::StringValues(pb::StringValues {
+                    values: v.collect::<Result<_, _>>()?,
+                })
+            };
+            req.keys.push(pb::KeyColumn {
+                name: jk.name.clone(),
+                values: Some(values),
+            });
+        }
+        for (ln, obj, _) in run {
+            let secs = match obj.get(EVENT_TIME) {
+                None => now,
+                Some(v) => v.as_i64().ok_or_else(|| {
+                    format!(
+                        "line {ln}: {EVENT_TIME:?} must be whole seconds since the Unix epoch \
+                         (an integer such as 1700000000), got {v}"
+                    )
+                })?,
+            };
+            req.event_timestamps.push(secs.saturating_mul(1_000_000));
+        }
+        let lines: Vec<usize> = run.iter().map(|r| r.0).collect();
+        for &fi in &run[0].2 {
+            let f = &schema.features[fi];
+            let vals: Vec<&serde_json::Value> = run
+                .iter()
+                .filter_map(|(_, obj, _)| obj.get(&f.name))
+                .collect();
+            let ty = f.r#type.as_ref().and_then(|t| t.kind);
+            req.features.push(json_column(&f.name, ty, &vals, &lines)?);
+        }
+        batches.push(req);
+    }
+    Ok(batches)
+}
+
+/// One feature's column of a batch from JSON values (one per row; `null` is a null), with
+/// errors naming the row's line.
 fn json_column(
     name: &str,
     kind: Option<pb::value_type::Kind>,
-    vals: &[Option<serde_json::Value>],
+    vals: &[&serde_json::Value],
+    lines: &[usize],
 ) -> Result<pb::FeatureWrite, String> {
     use pb::column::Data;
     let n = vals.len();
     let mut nulls = vec![0u8; n.div_ceil(8)];
     for (i, v) in vals.iter().enumerate() {
-        if v.as_ref().is_none_or(|v| v.is_null()) {
+        if v.is_null() {
             nulls[i / 8] |= 1 << (i % 8);
         }
     }
-    let bad = |i: usize| format!("row {i}: {name:?} does not fit its type");
+    let bad = |i: usize| {
+        format!(
+            "line {}: {name:?} = {} does not fit its type",
+            lines[i], vals[i]
+        )
+    };
     let scalar = match kind {
         Some(pb::value_type::Kind::Scalar(s)) => s,
         _ => {
@@ -699,7 +775,7 @@ fn json_column(
             ))
         }
     };
-    let present = |i: usize| vals[i].as_ref().filter(|v| !v.is_null());
+    let present = |i: usize| Some(vals[i]).filter(|v| !v.is_null());
     let data = match pb::ScalarType::try_from(scalar).unwrap_or(pb::ScalarType::Unspecified) {
         pb::ScalarType::Bool => Data::BoolValues(pb::BoolValues {
             values: (0..n)

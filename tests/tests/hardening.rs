@@ -933,3 +933,115 @@ async fn a_checkpoint_on_a_full_disk_backs_off_and_recovers() {
         .into_inner();
     assert_eq!(as_i64(&r.columns[0]), [2000]);
 }
+
+/// `quiver write` from JSON lines loses nothing silently: an unknown (misspelt) field or an
+/// unparsable event time is an error naming the line and the field, and nothing of the file
+/// is written; a feature a line leaves out is left untouched (not erased); `null` writes null.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quiver_write_refuses_what_it_cannot_write() {
+    let (dir, server) = start("cli-write", "").await;
+    let mut c = server.native(None).await;
+    let t = now_micros() / SEC - 100;
+    let write_file = |name: &str, lines: &[String]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, lines.join("\n")).unwrap();
+        path.display().to_string()
+    };
+    let run = |path: String| {
+        let url = server.url();
+        async move {
+            let args = ["write", "--view", "user_stats", &path, "--server", &url];
+            quiver_cli(args.iter().map(|s| (*s).to_owned()).collect()).await
+        }
+    };
+    let read = |c: &mut quiver_tests::server::Native| {
+        let mut c = c.clone();
+        async move {
+            c.get_online_features(get(
+                &["user_stats:clicks", "user_stats:country"],
+                vec![int_keys("user_id", &[1])],
+            ))
+            .await
+            .unwrap()
+            .into_inner()
+        }
+    };
+
+    let first = write_file(
+        "first.jsonl",
+        &[format!(
+            r#"{{"user_id": 1, "event_timestamp": {t}, "clicks": 5, "country": "NL"}}"#
+        )],
+    );
+    let (code, out, err) = run(first).await;
+    assert_eq!(code, Some(0), "{out}{err}");
+
+    // A misspelt field: refused by line and name, and the good line before it is not sent.
+    let misspelt = write_file(
+        "misspelt.jsonl",
+        &[
+            format!(
+                r#"{{"user_id": 1, "event_timestamp": {}, "clicks": 50}}"#,
+                t + 1
+            ),
+            format!(
+                r#"{{"user_id": 1, "event_timestamp": {}, "countryy": "DE"}}"#,
+                t + 2
+            ),
+        ],
+    );
+    let (code, out, err) = run(misspelt).await;
+    assert_ne!(code, Some(0), "{out}");
+    assert!(
+        err.contains("line 2") && err.contains("\"countryy\""),
+        "{err}"
+    );
+    let r = read(&mut c).await;
+    assert_eq!(as_i64(&r.columns[0]), [5]);
+
+    // An event time that is not whole seconds.
+    let dated = write_file(
+        "dated.jsonl",
+        &[r#"{"user_id": 1, "event_timestamp": "2026-01-01", "clicks": 7}"#.to_owned()],
+    );
+    let (code, _, err) = run(dated).await;
+    assert_ne!(code, Some(0));
+    assert!(
+        err.contains("line 1") && err.contains("event_timestamp"),
+        "{err}"
+    );
+
+    // The second line lacks "country": it keeps "NL"; clicks takes the newer value.
+    let partial = write_file(
+        "partial.jsonl",
+        &[
+            format!(
+                r#"{{"user_id": 1, "event_timestamp": {}, "clicks": 6, "country": "NL"}}"#,
+                t + 3
+            ),
+            format!(
+                r#"{{"user_id": 1, "event_timestamp": {}, "clicks": 8}}"#,
+                t + 4
+            ),
+        ],
+    );
+    let (code, out, err) = run(partial).await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    let r = read(&mut c).await;
+    assert_eq!(as_i64(&r.columns[0]), [8]);
+    assert_eq!(r.columns[1].statuses, [1], "country untouched");
+    assert_eq!(as_str(&r.columns[1]), ["NL"]);
+
+    // An explicit null erases.
+    let nulled = write_file(
+        "null.jsonl",
+        &[format!(
+            r#"{{"user_id": 1, "event_timestamp": {}, "country": null}}"#,
+            t + 5
+        )],
+    );
+    let (code, out, err) = run(nulled).await;
+    assert_eq!(code, Some(0), "{out}{err}");
+    let r = read(&mut c).await;
+    assert_eq!(r.columns[1].statuses, [2], "NULL_VALUE");
+}
