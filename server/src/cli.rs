@@ -600,7 +600,7 @@ async fn write(mut c: Client, view: String, file: PathBuf) -> Result<(), String>
         .ok_or_else(|| format!("entity {:?} missing", schema.entity))?;
     let text = std::fs::read_to_string(&file)
         .map_err(|e| format!("cannot read {}: {e}", file.display()))?;
-    let batches = json_batches(&text, &view, &schema, entity)
+    let batches = json_batches(&text, &view, schema, entity)
         .map_err(|e| format!("{}: {e}", file.display()))?;
     let (mut rows, mut seq) = (0, 0);
     for (i, req) in batches.iter().enumerate() {
