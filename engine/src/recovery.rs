@@ -42,7 +42,7 @@ pub(crate) fn open(config: DbConfig, clock: Arc<dyn Clock>) -> Result<(Db, OpenR
 
     let existing = Manifest::load(&dir)?;
     let fresh = existing.is_none();
-    let manifest = match existing {
+    let mut manifest = match existing {
         Some(m) => m,
         None => {
             let registry = config.registry.clone().ok_or_else(|| {
@@ -121,15 +121,25 @@ pub(crate) fn open(config: DbConfig, clock: Arc<dyn Clock>) -> Result<(Db, OpenR
             other => Err(bad(format!("unknown record type {other}"))),
         }
     };
+    if fresh {
+        // Durable before the first WAL segment exists, so the segment it will name is never
+        // found without it.
+        manifest.store(&dir)?;
+    }
     let options = WalRecoveryOptions {
         after_seq: manifest.checkpoint_seq,
+        continues_in: manifest.wal_segment,
         salvage: config.salvage,
     };
     let (wal, wal_report) = Wal::open(dir.join(WAL_DIR), config.wal.clone(), options, replay)?;
     let last_seq = wal_report.last_seq;
     report.wal = wal_report;
 
-    if fresh {
+    // Name the segment the log continues in, for a new directory, one whose manifest predates
+    // the field, or after salvage started a new segment.
+    let continues_in = Some(wal.segment_for(manifest.checkpoint_seq + 1));
+    if manifest.wal_segment != continues_in {
+        manifest.wal_segment = continues_in;
         manifest.store(&dir)?;
     }
     let opened_micros = store.clock().now_micros();

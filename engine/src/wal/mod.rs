@@ -148,8 +148,14 @@ impl WalConfig {
 /// How to recover when opening.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WalRecoveryOptions {
-    /// Replay only records with a greater sequence number (the checkpoint's sequence).
+    /// Replay only records with a greater sequence number (the checkpoint's sequence). The log
+    /// must still hold record `after_seq` (or start right after it): a log that ends before it
+    /// lost its end.
     pub after_seq: u64,
+    /// The segment the log continued in after the checkpoint ([`Wal::segment_for`] of
+    /// `after_seq + 1`, recorded with it). A segment starting between it and `after_seq + 1`
+    /// must exist. `None` when nothing was recorded.
+    pub continues_in: Option<u64>,
     /// Instead of refusing damage in the middle of the log, keep the records before it, set
     /// everything from it on aside as `*.dropped` files, and continue.
     pub salvage: bool,
@@ -223,6 +229,10 @@ pub struct WalSegmentInfo {
     pub file_bytes: u64,
     /// Bytes up to the end of the last valid frame.
     pub valid_bytes: u64,
+    /// A seal ends it: the log continues in a next segment.
+    pub sealed: bool,
+    /// Format version of its header (0 if the header is unreadable).
+    pub version: u32,
     /// The first problem and its byte offset, if any.
     pub problem: Option<String>,
 }
@@ -261,6 +271,8 @@ impl WalSegmentInfo {
             record_types,
             file_bytes: bytes.len() as u64,
             valid_bytes: scan.valid_end,
+            sealed: scan.sealed,
+            version: scan.header.map_or(0, |h| h.version),
             problem: scan
                 .problem
                 .map(|p| format!("offset {}: {}", p.offset, p.reason)),
@@ -294,10 +306,12 @@ pub fn inspect_wal(dir: &Path) -> Result<Vec<WalSegmentInfo>> {
                 record_types: BTreeMap::new(),
                 file_bytes: buf.len() as u64,
                 valid_bytes: 0,
+                sealed: false,
+                version: 0,
                 problem: Some(reason),
             },
         };
-        if let Some(prev) = out.last() {
+        if let Some(prev) = out.last_mut() {
             let expected = prev.first_seq + prev.frames;
             if prev.problem.is_none() && info.problem.is_none() && expected != seq {
                 info.problem = Some(format!(
@@ -305,8 +319,23 @@ pub fn inspect_wal(dir: &Path) -> Result<Vec<WalSegmentInfo>> {
                     expected - 1
                 ));
             }
+            if prev.problem.is_none() && prev.version >= 2 && !prev.sealed {
+                prev.problem = Some(format!(
+                    "offset {}: not sealed, yet another segment follows",
+                    prev.valid_bytes
+                ));
+            }
         }
         out.push(info);
+    }
+    if let Some(last) = out.last_mut() {
+        if last.problem.is_none() && last.sealed {
+            last.problem = Some(format!(
+                "offset {}: sealed, but the segment it names ({}) is missing",
+                last.valid_bytes - format::SEAL_LEN as u64,
+                format::segment_name(last.first_seq + last.frames)
+            ));
+        }
     }
     Ok(out)
 }
@@ -346,7 +375,7 @@ impl Wal {
             )));
         }
         let dir = dir.as_ref().to_path_buf();
-        let rec = recovery::recover(&dir, &options, &mut replay)?;
+        let rec = recovery::recover(&dir, config.segment_size, &options, &mut replay)?;
         let shared = Arc::new(Shared::new(dir, config, rec.next_seq, rec.segments));
         let for_writer = Arc::clone(&shared);
         let active = rec.active;
@@ -373,6 +402,18 @@ impl Wal {
     /// shutdown).
     pub fn sync(&self) -> Result<()> {
         self.shared.sync()
+    }
+
+    /// First sequence number (and file name) of the live segment that holds record `seq`, or
+    /// will if it is not written yet: what a checkpoint at `seq - 1` records as the segment
+    /// the log continues in, and then passes to [`Wal::truncate_before`].
+    pub fn segment_for(&self, seq: u64) -> u64 {
+        let segs = lock(&self.shared.segments);
+        segs.iter()
+            .rev()
+            .find(|s| s.first_seq <= seq)
+            .or(segs.first())
+            .map_or(seq, |s| s.first_seq)
     }
 
     /// Deletes the segments all of whose records have sequence numbers below `seq` (after a
