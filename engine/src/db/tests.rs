@@ -1069,6 +1069,31 @@ fn a_wal_segment_cut_half_way_is_refused() {
 }
 
 #[test]
+fn a_deleted_manifest_is_refused_when_data_remains() {
+    let d = TempDir::new("no-manifest");
+    let clock = ManualClock::new(T0);
+    checkpointed_dir(&d.0, &clock);
+    fs::remove_file(d.0.join(crate::manifest::MANIFEST_FILE)).unwrap();
+    let (file, reason) = corrupt_reason(Db::open(config(&d.0), Arc::new(clock.clone())));
+    assert!(file.ends_with(crate::manifest::MANIFEST_FILE), "{file}");
+    assert!(reason.contains("missing"), "{reason}");
+    let snap = fs::read_dir(d.0.join(SNAPSHOT_DIR))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    for named in [snap, wal_segments(&d.0)[0].clone()] {
+        assert!(
+            reason.contains(&named.display().to_string()),
+            "{named:?} not in {reason}"
+        );
+    }
+    // Nothing was created or changed by refusing.
+    assert!(!d.0.join(crate::manifest::MANIFEST_FILE).exists());
+}
+
+#[test]
 fn a_new_directory_names_its_first_wal_segment() {
     let d = TempDir::new("brand-new");
     let clock = ManualClock::new(T0);
