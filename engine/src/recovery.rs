@@ -42,7 +42,10 @@ pub(crate) fn open(config: DbConfig, clock: Arc<dyn Clock>) -> Result<(Db, OpenR
 
     let existing = Manifest::load(&dir)?;
     let fresh = existing.is_none();
-    let manifest = match existing {
+    if fresh {
+        refuse_orphaned_files(&dir)?;
+    }
+    let mut manifest = match existing {
         Some(m) => m,
         None => {
             let registry = config.registry.clone().ok_or_else(|| {
@@ -121,15 +124,25 @@ pub(crate) fn open(config: DbConfig, clock: Arc<dyn Clock>) -> Result<(Db, OpenR
             other => Err(bad(format!("unknown record type {other}"))),
         }
     };
+    if fresh {
+        // Durable before the first WAL segment exists: segments or snapshots without a
+        // manifest are then never a directory that was being created, and are refused.
+        manifest.store(&dir)?;
+    }
     let options = WalRecoveryOptions {
         after_seq: manifest.checkpoint_seq,
+        continues_in: manifest.wal_segment,
         salvage: config.salvage,
     };
     let (wal, wal_report) = Wal::open(dir.join(WAL_DIR), config.wal.clone(), options, replay)?;
     let last_seq = wal_report.last_seq;
     report.wal = wal_report;
 
-    if fresh {
+    // Name the segment the log continues in, for a new directory, one whose manifest predates
+    // the field, or after salvage started a new segment.
+    let continues_in = Some(wal.segment_for(manifest.checkpoint_seq + 1));
+    if manifest.wal_segment != continues_in {
+        manifest.wal_segment = continues_in;
         manifest.store(&dir)?;
     }
     let opened_micros = store.clock().now_micros();
@@ -164,6 +177,52 @@ pub(crate) fn open(config: DbConfig, clock: Arc<dyn Clock>) -> Result<(Db, OpenR
         }
     }
     Ok((db, report))
+}
+
+/// Without a manifest the directory must hold no snapshot and no WAL segment: otherwise the
+/// manifest was lost, and starting afresh would silently drop that data.
+fn refuse_orphaned_files(dir: &std::path::Path) -> Result<()> {
+    let mut found = Vec::new();
+    for (sub, ext) in [(SNAPSHOT_DIR, "qsnap"), (WAL_DIR, "log")] {
+        let d = dir.join(sub);
+        let Ok(entries) = fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries {
+            let e = e.map_err(|e| io_err(&d, e))?;
+            let path = e.path();
+            if path.extension().is_some_and(|x| x == ext) {
+                found.push(path);
+            }
+        }
+    }
+    if found.is_empty() {
+        return Ok(());
+    }
+    found.sort();
+    const NAMED: usize = 8;
+    let mut names: Vec<String> = found
+        .iter()
+        .take(NAMED)
+        .map(|p| p.display().to_string())
+        .collect();
+    if found.len() > NAMED {
+        names.push(format!("and {} more", found.len() - NAMED));
+    }
+    Err(EngineError::Corrupt {
+        file: dir
+            .join(crate::manifest::MANIFEST_FILE)
+            .display()
+            .to_string(),
+        offset: 0,
+        reason: format!(
+            "missing, but the directory holds {} snapshot or WAL file(s): {}; refusing to \
+             start it as a new data directory (restore the MANIFEST, or move these files \
+             away to start empty)",
+            found.len(),
+            names.join(", ")
+        ),
+    })
 }
 
 fn remove_temp_files(dir: &std::path::Path) {

@@ -55,7 +55,12 @@ impl Db {
             seq,
             ..CheckpointStats::default()
         };
-        let result = (|| -> Result<()> {
+        let result = (|| -> Result<u64> {
+            // The manifest will say the log holds everything up to `seq`; with a lax fsync
+            // policy it may not be on disk yet, and a log found ending before the checkpoint
+            // is refused as damage.
+            self.wal.sync()?;
+            let continues_in = self.wal.segment_for(seq + 1);
             for view in registry.views() {
                 let rel =
                     PathBuf::from(SNAPSHOT_DIR).join(format!("{}-{seq:020}.qsnap", view.name));
@@ -92,6 +97,7 @@ impl Db {
                     .load(std::sync::atomic::Ordering::Relaxed),
                 registry: registry.to_toml(),
                 checkpoint_micros: now,
+                wal_segment: Some(continues_in),
                 snapshots: written
                     .iter()
                     .filter_map(|(v, s)| {
@@ -104,26 +110,31 @@ impl Db {
             };
             next.store(&self.dir)?;
             *manifest = next;
-            Ok(())
+            Ok(continues_in)
         })();
-        if let Err(e) = result {
-            // Nothing was published: fold the frozen deltas back and delete what was written.
-            let thawed = self.store.thaw_all();
-            for (_, s) in &written {
-                if let Some((rel, _)) = s {
-                    let _ = fs::remove_file(self.dir.join(rel));
+        let continues_in = match result {
+            Ok(c) => c,
+            Err(e) => {
+                // Nothing was published: fold the frozen deltas back and delete what was written.
+                let thawed = self.store.thaw_all();
+                for (_, s) in &written {
+                    if let Some((rel, _)) = s {
+                        let _ = fs::remove_file(self.dir.join(rel));
+                    }
                 }
+                thawed?;
+                return Err(e);
             }
-            thawed?;
-            return Err(e);
-        }
+        };
         for (view, snap) in written {
             let base = snap.map(|(_, s)| Arc::new(s) as Arc<dyn BaseRecords>);
             self.store.install_checkpoint(&view, base)?;
         }
         self.logged_bytes
             .fetch_sub(logged_at_cut, Ordering::Relaxed);
-        stats.wal_segments_deleted = self.wal.truncate_before(seq + 1)?;
+        // Not `seq + 1`: a rotation since the cut may have started a segment there, and the one
+        // the manifest names must stay until a later manifest names another.
+        stats.wal_segments_deleted = self.wal.truncate_before(continues_in)?;
         self.remove_unreferenced_snapshots(&manifest);
         stats.seconds = started.elapsed().as_secs_f64();
         Ok(stats)

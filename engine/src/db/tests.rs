@@ -982,3 +982,147 @@ fn run_durable_model(seed: u64, steps: usize, fsync: FsyncPolicy) {
          reopens, crash reopens)"
     );
 }
+
+fn wal_segments(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = fs::read_dir(dir.join(WAL_DIR))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn corrupt_reason(r: Result<(Db, OpenReport)>) -> (String, String) {
+    match r {
+        Err(EngineError::Corrupt { file, reason, .. }) => (file, reason),
+        Err(e) => panic!("expected Corrupt, got {e:?}"),
+        Ok(_) => panic!("expected Corrupt, but the directory opened"),
+    }
+}
+
+/// 200 rows logged with `fsync = always`, a checkpoint after the first 100, then closed.
+fn checkpointed_dir(dir: &Path, clock: &ManualClock) -> u64 {
+    let mut c = config(dir);
+    c.wal.fsync = FsyncPolicy::Always;
+    let (db, _) = Db::open(c, Arc::new(clock.clone())).unwrap();
+    for i in 0..100 {
+        db.write("v", &[row(i, T0, i, "before")]).unwrap();
+    }
+    let seq = db.checkpoint().unwrap().seq;
+    for i in 100..200 {
+        db.write("v", &[row(i, T0, i, "after")]).unwrap();
+    }
+    db.close().unwrap();
+    seq
+}
+
+fn salvaged(dir: &Path, clock: &ManualClock) -> (Db, OpenReport) {
+    let mut c = config(dir);
+    c.salvage = true;
+    Db::open(c, Arc::new(clock.clone())).unwrap()
+}
+
+#[test]
+fn deleting_the_only_wal_segment_after_a_checkpoint_is_refused() {
+    let d = TempDir::new("del-wal");
+    let clock = ManualClock::new(T0);
+    let seq = checkpointed_dir(&d.0, &clock);
+    let segs = wal_segments(&d.0);
+    assert_eq!(segs.len(), 1, "the checkpoint trimmed the log: {segs:?}");
+    fs::remove_file(&segs[0]).unwrap();
+    let (file, reason) = corrupt_reason(Db::open(config(&d.0), Arc::new(clock.clone())));
+    assert_eq!(Path::new(&file), segs[0]);
+    assert!(
+        reason.contains(&format!("every record from {} on is lost", seq + 1)),
+        "{reason}"
+    );
+    // Salvage serves what the snapshot holds and says what it gave up.
+    let (db, report) = salvaged(&d.0, &clock);
+    assert!(report.wal.warnings[0].contains("salvage"), "{report:?}");
+    assert_eq!(read(&db, &[99])[0].0, Some(Value::Int64(99)));
+    assert_eq!(read(&db, &[100])[0].0, None);
+    db.write("v", &[row(1, T0, 1, "x")]).unwrap();
+    db.close().unwrap();
+    let (_db, report) = Db::open(config(&d.0), Arc::new(clock.clone())).unwrap();
+    assert!(report.wal.warnings.is_empty(), "{report:?}");
+}
+
+#[test]
+fn a_wal_segment_cut_half_way_is_refused() {
+    let d = TempDir::new("cut-wal");
+    let clock = ManualClock::new(T0);
+    checkpointed_dir(&d.0, &clock);
+    let seg = wal_segments(&d.0).pop().unwrap();
+    let len = fs::metadata(&seg).unwrap().len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&seg)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    let (file, reason) = corrupt_reason(Db::open(config(&d.0), Arc::new(clock.clone())));
+    assert_eq!(Path::new(&file), seg);
+    assert!(reason.contains("cut short"), "{reason}");
+    let (db, report) = salvaged(&d.0, &clock);
+    assert!(!report.wal.dropped_files.is_empty(), "{report:?}");
+    assert_eq!(read(&db, &[99])[0].0, Some(Value::Int64(99)));
+}
+
+#[test]
+fn a_deleted_manifest_is_refused_when_data_remains() {
+    let d = TempDir::new("no-manifest");
+    let clock = ManualClock::new(T0);
+    checkpointed_dir(&d.0, &clock);
+    fs::remove_file(d.0.join(crate::manifest::MANIFEST_FILE)).unwrap();
+    let (file, reason) = corrupt_reason(Db::open(config(&d.0), Arc::new(clock.clone())));
+    assert!(file.ends_with(crate::manifest::MANIFEST_FILE), "{file}");
+    assert!(reason.contains("missing"), "{reason}");
+    let snap = fs::read_dir(d.0.join(SNAPSHOT_DIR))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    for named in [snap, wal_segments(&d.0)[0].clone()] {
+        assert!(
+            reason.contains(&named.display().to_string()),
+            "{named:?} not in {reason}"
+        );
+    }
+    // Nothing was created or changed by refusing.
+    assert!(!d.0.join(crate::manifest::MANIFEST_FILE).exists());
+}
+
+#[test]
+fn a_new_directory_names_its_first_wal_segment() {
+    let d = TempDir::new("brand-new");
+    let clock = ManualClock::new(T0);
+    let (db, report) = Db::open(config(&d.0), Arc::new(clock.clone())).unwrap();
+    assert!(report.wal.warnings.is_empty());
+    db.write("v", &[row(1, T0, 1, "x")]).unwrap();
+    db.close().unwrap();
+    let m = Manifest::load(&d.0).unwrap().unwrap();
+    assert_eq!(m.wal_segment, Some(1));
+    // Empty subdirectories (a directory prepared by hand) are not data.
+    let d2 = TempDir::new("brand-new-dirs");
+    fs::create_dir_all(d2.0.join(WAL_DIR)).unwrap();
+    fs::create_dir_all(d2.0.join(SNAPSHOT_DIR)).unwrap();
+    Db::open(config(&d2.0), Arc::new(clock.clone())).unwrap();
+}
+
+#[test]
+fn a_manifest_without_a_wal_segment_is_brought_up_to_date() {
+    let d = TempDir::new("legacy-manifest");
+    let clock = ManualClock::new(T0);
+    checkpointed_dir(&d.0, &clock);
+    let mut m = Manifest::load(&d.0).unwrap().unwrap();
+    let named = m.wal_segment.take();
+    assert!(named.is_some());
+    m.store(&d.0).unwrap();
+    let (db, report) = Db::open(config(&d.0), Arc::new(clock.clone())).unwrap();
+    assert!(report.wal.warnings.is_empty(), "{report:?}");
+    assert_eq!(read(&db, &[150])[0].0, Some(Value::Int64(150)));
+    db.close().unwrap();
+    assert_eq!(Manifest::load(&d.0).unwrap().unwrap().wal_segment, named);
+}

@@ -47,6 +47,11 @@ pub struct Manifest {
     pub registry: String,
     /// Wall-clock time of the last checkpoint, microseconds (0 = never).
     pub checkpoint_micros: i64,
+    /// First sequence number (= file name) of the WAL segment the log continued in after
+    /// `checkpoint_seq`: it, or a segment starting after it and at most at
+    /// `checkpoint_seq + 1`, must exist. Absent in manifests written before it was recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wal_segment: Option<u64>,
     /// One entry per view that has a snapshot.
     #[serde(default)]
     pub snapshots: Vec<ViewSnapshot>,
@@ -209,6 +214,7 @@ mod tests {
             registry_version: 3,
             registry: "project = \"x\"\n".into(),
             checkpoint_micros: 1_700_000_000_000_000,
+            wal_segment: Some(40),
             snapshots: vec![ViewSnapshot {
                 view: "v".into(),
                 file: "snapshots/v-42.qsnap".into(),
@@ -228,6 +234,21 @@ mod tests {
         assert_eq!(Manifest::load(&d).unwrap().unwrap().checkpoint_seq, 99);
         assert!(!d.join("MANIFEST.tmp").exists());
         fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn manifests_written_before_wal_segment_still_load() {
+        let legacy = Manifest {
+            wal_segment: None,
+            ..sample()
+        };
+        let bytes = legacy.encode().unwrap();
+        // Exactly what an older build wrote: the key is absent, not empty.
+        assert!(!String::from_utf8_lossy(&bytes).contains("wal_segment"));
+        assert_eq!(
+            Manifest::decode(Path::new("MANIFEST"), &bytes).unwrap(),
+            legacy
+        );
     }
 
     #[test]

@@ -6,14 +6,20 @@ use std::path::{Path, PathBuf};
 /// `"\x89QVWAL\r\n"`: the non-ASCII first byte catches 7-bit transfers, the CR LF pair catches
 /// newline translation.
 pub(crate) const SEGMENT_MAGIC: [u8; 8] = *b"\x89QVWAL\r\n";
-/// Format version written in every segment header.
-pub(crate) const FORMAT_VERSION: u32 = 1;
+/// Format version this build writes: preallocated, sealed segments.
+pub(crate) const FORMAT_VERSION: u32 = 2;
+/// The first format: segments grow as they are written and are never sealed. Still read.
+pub(crate) const FORMAT_VERSION_V1: u32 = 1;
 
-/// Segment header: magic, version, first sequence number, checksum.
-pub(crate) const SEGMENT_HEADER_LEN: usize = 24;
+/// Segment header of version 2: magic, version, first sequence number, file size, checksum.
+pub(crate) const SEGMENT_HEADER_LEN: usize = 32;
+/// Segment header of version 1: magic, version, first sequence number, checksum.
+pub(crate) const SEGMENT_HEADER_LEN_V1: usize = 24;
 const SH_VERSION: usize = 8;
 const SH_FIRST_SEQ: usize = 12;
-const SH_CRC: usize = 20;
+const SH_FILE_LEN: usize = 20;
+const SH_CRC: usize = 28;
+const SH_CRC_V1: usize = 20;
 
 /// Frame header: body length, checksum, sequence number, record type, flags, reserved,
 /// uncompressed length. The body follows.
@@ -28,7 +34,17 @@ const FH_RAW_LEN: usize = 20;
 
 /// Frame flag: the body is one zstd frame holding the payload.
 pub(crate) const FLAG_ZSTD: u8 = 0x01;
-const KNOWN_FLAGS: u8 = FLAG_ZSTD;
+/// Frame flag: a seal. It ends its segment, has an empty body and record type 0, and its
+/// sequence number is the first one of the next segment (it consumes none).
+pub(crate) const FLAG_SEAL: u8 = 0x02;
+const KNOWN_FLAGS: u8 = FLAG_ZSTD | FLAG_SEAL;
+/// Bytes a seal takes: a frame header alone.
+pub(crate) const SEAL_LEN: usize = FRAME_HEADER_LEN;
+
+/// Storage loses or keeps whole sectors: a write cut short by a crash (kill -9 stops a write
+/// between pages, power loss drops unwritten sectors) leaves zeros from an offset that is a
+/// multiple of this, never from the middle of a sector.
+pub(crate) const TEAR_ALIGN: usize = 512;
 
 /// Hard cap on a record's payload, stored or uncompressed. Every length read from disk is
 /// checked against it before anything is allocated.
@@ -79,15 +95,49 @@ fn u64_at(b: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(a)
 }
 
-/// Encodes the header of a segment whose first record is `first_seq`.
-pub(crate) fn encode_segment_header(first_seq: u64) -> [u8; SEGMENT_HEADER_LEN] {
+/// Encodes the header of a segment whose first record is `first_seq` and whose file is
+/// preallocated to `file_len` bytes.
+pub(crate) fn encode_segment_header(first_seq: u64, file_len: u64) -> [u8; SEGMENT_HEADER_LEN] {
     let mut h = [0u8; SEGMENT_HEADER_LEN];
     h[..SH_VERSION].copy_from_slice(&SEGMENT_MAGIC);
     h[SH_VERSION..SH_FIRST_SEQ].copy_from_slice(&FORMAT_VERSION.to_le_bytes());
-    h[SH_FIRST_SEQ..SH_CRC].copy_from_slice(&first_seq.to_le_bytes());
+    h[SH_FIRST_SEQ..SH_FILE_LEN].copy_from_slice(&first_seq.to_le_bytes());
+    h[SH_FILE_LEN..SH_CRC].copy_from_slice(&file_len.to_le_bytes());
     let crc = crc32fast::hash(&h[..SH_CRC]);
     h[SH_CRC..].copy_from_slice(&crc.to_le_bytes());
     h
+}
+
+/// Encodes a version-1 header, as builds before version 2 wrote them (compatibility tests).
+#[cfg(test)]
+pub(crate) fn encode_segment_header_v1(first_seq: u64) -> [u8; SEGMENT_HEADER_LEN_V1] {
+    let mut h = [0u8; SEGMENT_HEADER_LEN_V1];
+    h[..SH_VERSION].copy_from_slice(&SEGMENT_MAGIC);
+    h[SH_VERSION..SH_FIRST_SEQ].copy_from_slice(&FORMAT_VERSION_V1.to_le_bytes());
+    h[SH_FIRST_SEQ..SH_CRC_V1].copy_from_slice(&first_seq.to_le_bytes());
+    let crc = crc32fast::hash(&h[..SH_CRC_V1]);
+    h[SH_CRC_V1..].copy_from_slice(&crc.to_le_bytes());
+    h
+}
+
+/// A checked segment header.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct SegmentHeader {
+    /// 1 or 2.
+    pub(crate) version: u32,
+    pub(crate) first_seq: u64,
+    /// Version 2: the size the file was preallocated to, which it keeps for life.
+    pub(crate) file_len: Option<u64>,
+}
+
+impl SegmentHeader {
+    /// Where the first frame starts.
+    pub(crate) fn len(&self) -> usize {
+        match self.version {
+            FORMAT_VERSION_V1 => SEGMENT_HEADER_LEN_V1,
+            _ => SEGMENT_HEADER_LEN,
+        }
+    }
 }
 
 /// Why a segment header was refused.
@@ -95,20 +145,24 @@ pub(crate) fn encode_segment_header(first_seq: u64) -> [u8; SEGMENT_HEADER_LEN] 
 pub(crate) enum HeaderError {
     /// Not a segment (or damaged): the reason and the byte offset.
     Corrupt(u64, String),
-    /// A valid header of a newer format.
+    /// A header of a format this build does not know.
     Version(u32),
 }
 
-/// Decodes and checks a segment header; returns the segment's first sequence number.
-pub(crate) fn decode_segment_header(bytes: &[u8]) -> Result<u64, HeaderError> {
-    if bytes.len() < SEGMENT_HEADER_LEN {
-        return Err(HeaderError::Corrupt(
+/// Decodes and checks a segment header. The version is judged before the checksum because
+/// the checksum's position depends on it.
+pub(crate) fn decode_segment_header(bytes: &[u8]) -> Result<SegmentHeader, HeaderError> {
+    let short = |need: usize| {
+        HeaderError::Corrupt(
             0,
             format!(
-                "file is {} bytes, shorter than the {SEGMENT_HEADER_LEN}-byte segment header",
+                "file is {} bytes, shorter than the {need}-byte segment header",
                 bytes.len()
             ),
-        ));
+        )
+    };
+    if bytes.len() < SH_FIRST_SEQ {
+        return Err(short(SEGMENT_HEADER_LEN_V1));
     }
     if bytes[..SH_VERSION] != SEGMENT_MAGIC {
         return Err(HeaderError::Corrupt(
@@ -116,21 +170,39 @@ pub(crate) fn decode_segment_header(bytes: &[u8]) -> Result<u64, HeaderError> {
             "not a Quiver WAL segment (bad magic)".into(),
         ));
     }
-    let stored = u32_at(bytes, SH_CRC);
-    let actual = crc32fast::hash(&bytes[..SH_CRC]);
+    let version = u32_at(bytes, SH_VERSION);
+    let crc_at = match version {
+        FORMAT_VERSION_V1 => SH_CRC_V1,
+        FORMAT_VERSION => SH_CRC,
+        other => return Err(HeaderError::Version(other)),
+    };
+    if bytes.len() < crc_at + 4 {
+        return Err(short(crc_at + 4));
+    }
+    let stored = u32_at(bytes, crc_at);
+    let actual = crc32fast::hash(&bytes[..crc_at]);
     if stored != actual {
         return Err(HeaderError::Corrupt(
-            SH_CRC as u64,
+            crc_at as u64,
             format!(
                 "segment header checksum mismatch: expected {stored:#010x}, actual {actual:#010x}"
             ),
         ));
     }
-    let version = u32_at(bytes, SH_VERSION);
-    if version != FORMAT_VERSION {
-        return Err(HeaderError::Version(version));
+    let file_len = (version == FORMAT_VERSION).then(|| u64_at(bytes, SH_FILE_LEN));
+    if let Some(len) = file_len {
+        if !(SEGMENT_HEADER_LEN as u64..=MAX_SEGMENT_FILE).contains(&len) {
+            return Err(HeaderError::Corrupt(
+                SH_FILE_LEN as u64,
+                format!("segment header declares a file size of {len} bytes, outside {SEGMENT_HEADER_LEN}..={MAX_SEGMENT_FILE}"),
+            ));
+        }
     }
-    Ok(u64_at(bytes, SH_FIRST_SEQ))
+    Ok(SegmentHeader {
+        version,
+        first_seq: u64_at(bytes, SH_FIRST_SEQ),
+        file_len,
+    })
 }
 
 /// The fields of a frame header, before the body is checked.
@@ -253,6 +325,11 @@ fn decode_frame_header(bytes: &[u8]) -> Result<FrameHeader, FrameError> {
             "reserved frame bytes are not zero".into(),
         ));
     }
+    if h.flags & FLAG_SEAL != 0 && (h.flags != FLAG_SEAL || body_len != 0 || h.record_type != 0) {
+        return Err(FrameError::BadLength(
+            "a seal frame must have no body, record type 0 and no other flag".into(),
+        ));
+    }
     Ok(h)
 }
 
@@ -279,31 +356,38 @@ pub(crate) fn decode_frame(bytes: &[u8]) -> Result<Frame<'_>, FrameError> {
     Ok(Frame { header, body })
 }
 
-/// Offset (relative to `bytes`) of the first valid frame in `bytes[from..]` whose sequence
-/// number is above `after_seq`, if any. Used to tell a torn tail (nothing valid after the bad
-/// frame) from damage in the middle of the log. The sequence window and length checks reject
-/// almost every offset before the checksum is computed, so the scan stays linear.
-pub(crate) fn find_valid_frame_after(bytes: &[u8], from: usize, after_seq: u64) -> Option<usize> {
-    let last_start = bytes.len().checked_sub(FRAME_HEADER_LEN)?;
-    for off in from..=last_start {
-        let rest = &bytes[off..];
-        let Ok(h) = decode_frame_header(rest) else {
-            continue;
-        };
-        // Each frame takes at least a header, which bounds how far ahead the next valid
-        // sequence number can be.
-        let max_ahead = (bytes.len() / FRAME_HEADER_LEN) as u64 + 1;
-        if h.seq <= after_seq || h.seq - after_seq > max_ahead {
-            continue;
-        }
-        if FRAME_HEADER_LEN + h.body_len as usize > rest.len() {
-            continue;
-        }
-        if decode_frame(rest).is_ok() {
-            return Some(off);
-        }
+/// One past the last non-zero byte of `bytes` (0 if all are zero): where written data ends in
+/// a preallocated segment.
+pub(crate) fn data_end(bytes: &[u8]) -> usize {
+    bytes.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1)
+}
+
+/// Whether the bad frame at `pos`, the first one after the valid prefix, is a write cut short
+/// by a crash rather than damage. `data_end` is [`data_end`] of `bytes`, the whole segment;
+/// `grows` says the segment is a version-1 file, which ends where the last write stopped.
+///
+/// A cut leaves the frame's bytes correct up to some offset and zeros (or the end of a
+/// growing file) from there on, with nothing written after it. So the frame is torn only if
+/// nothing but zeros follows it and its extent runs into the zeros past a sector boundary
+/// (see [`TEAR_ALIGN`]), or past the end of a growing file. A complete frame with a bad
+/// checksum is damage: a cut never produces it, whatever the fsync policy.
+pub(crate) fn cut_short(bytes: &[u8], pos: usize, data_end: usize, grows: bool) -> bool {
+    if data_end <= pos {
+        // Only zeros from here: nothing of this write reached the disk.
+        return true;
     }
-    None
+    let frame_end = match decode_frame_header(&bytes[pos..]) {
+        Ok(h) => pos + FRAME_HEADER_LEN + h.body_len as usize,
+        // The header itself is unreadable, so it is the only extent known.
+        Err(_) => pos + FRAME_HEADER_LEN,
+    };
+    if data_end > frame_end {
+        return false;
+    }
+    if grows && frame_end > bytes.len() {
+        return true;
+    }
+    data_end.div_ceil(TEAR_ALIGN) * TEAR_ALIGN < frame_end
 }
 
 #[cfg(test)]
@@ -387,19 +471,59 @@ mod tests {
 
     #[test]
     fn segment_headers_round_trip_and_damage_is_refused() {
-        let h = encode_segment_header(42);
-        assert_eq!(decode_segment_header(&h), Ok(42));
+        let h = encode_segment_header(42, 4096);
+        let want = SegmentHeader {
+            version: 2,
+            first_seq: 42,
+            file_len: Some(4096),
+        };
+        assert_eq!(decode_segment_header(&h), Ok(want));
+        assert_eq!(want.len(), SEGMENT_HEADER_LEN);
         for i in 0..h.len() {
             let mut bad = h;
             bad[i] ^= 0x04;
             assert!(decode_segment_header(&bad).is_err(), "byte {i}");
         }
-        assert!(decode_segment_header(&h[..10]).is_err());
+        for cut in 0..h.len() {
+            assert!(decode_segment_header(&h[..cut]).is_err(), "cut {cut}");
+        }
         let mut newer = h;
-        newer[8] = 2;
-        let crc = crc32fast::hash(&newer[..20]);
-        newer[20..].copy_from_slice(&crc.to_le_bytes());
-        assert_eq!(decode_segment_header(&newer), Err(HeaderError::Version(2)));
+        newer[8] = 3;
+        let crc = crc32fast::hash(&newer[..28]);
+        newer[28..].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(decode_segment_header(&newer), Err(HeaderError::Version(3)));
+        let huge = encode_segment_header(42, MAX_SEGMENT_FILE + 1);
+        assert!(matches!(
+            decode_segment_header(&huge),
+            Err(HeaderError::Corrupt(20, _))
+        ));
+    }
+
+    #[test]
+    fn version_1_headers_are_still_read() {
+        let h = encode_segment_header_v1(7);
+        let got = decode_segment_header(&h).unwrap();
+        assert_eq!((got.version, got.first_seq, got.file_len), (1, 7, None));
+        assert_eq!(got.len(), SEGMENT_HEADER_LEN_V1);
+        for i in 0..h.len() {
+            let mut bad = h;
+            bad[i] ^= 0x04;
+            assert!(decode_segment_header(&bad).is_err(), "byte {i}");
+        }
+    }
+
+    #[test]
+    fn seal_frames_carry_nothing_else() {
+        let seal = frame(9, 0, FLAG_SEAL, 0, b"");
+        assert_eq!(seal.len(), SEAL_LEN);
+        assert_eq!(decode_frame(&seal).unwrap().header.flags, FLAG_SEAL);
+        for bad in [
+            frame(9, 1, FLAG_SEAL, 0, b""),
+            frame(9, 0, FLAG_SEAL, 1, b"x"),
+            frame(9, 0, FLAG_SEAL | FLAG_ZSTD, 1, b"x"),
+        ] {
+            assert!(matches!(decode_frame(&bad), Err(FrameError::BadLength(_))));
+        }
     }
 
     #[test]
@@ -413,13 +537,37 @@ mod tests {
     }
 
     #[test]
-    fn resync_finds_only_plausible_frames() {
-        let mut bytes = frame(5, 0, 0, 3, b"abc");
-        let second_at = bytes.len();
-        bytes.extend(frame(6, 0, 0, 2, b"de"));
-        assert_eq!(find_valid_frame_after(&bytes, 1, 5), Some(second_at));
-        assert_eq!(find_valid_frame_after(&bytes, 1, 6), None);
-        assert_eq!(find_valid_frame_after(&bytes, 0, 4), Some(0));
-        assert_eq!(find_valid_frame_after(&bytes[..5], 0, 0), None);
+    fn only_a_frame_running_into_zeros_past_a_sector_boundary_is_cut_short() {
+        // A 1000-byte frame at offset 100 of a 4096-byte preallocated file.
+        let body: Vec<u8> = (0..976u32).map(|i| (i % 251) as u8 + 1).collect();
+        let whole = frame(1, 0, 0, 976, &body);
+        let mut file = vec![0u8; 4096];
+        file[100..1100].copy_from_slice(&whole);
+        let torn = |f: &[u8], grows| cut_short(f, 100, data_end(f), grows);
+        // Complete but damaged: never a cut.
+        let mut flipped = file.clone();
+        flipped[600] ^= 1;
+        assert!(!torn(&flipped, false));
+        // Cut at a sector boundary inside the frame, and only zeros written.
+        for cut in [512, 1024] {
+            let mut f = file.clone();
+            f[cut..].fill(0);
+            assert!(torn(&f, false), "cut {cut}");
+        }
+        assert!(torn(&vec![0u8; 4096], false));
+        // Zeros that start mid-sector with the frame ending in the same sector: damage.
+        let mut f = file.clone();
+        f[1050..1100].fill(0);
+        assert!(!torn(&f, false));
+        // Something written after the frame: damage.
+        let mut f = file.clone();
+        f[1024..].fill(0);
+        f[3000] = 1;
+        assert!(!torn(&f, false));
+        // A growing (version-1) file cut anywhere inside the frame.
+        for cut in [101, 124, 700, 1099] {
+            assert!(torn(&file[..cut], true), "cut {cut}");
+        }
+        assert!(!torn(&flipped[..1100], true));
     }
 }

@@ -5,25 +5,35 @@
 //! wal/00000000000000000001.log     segments, named by their first sequence number (20 digits)
 //! wal/00000000000000004097.log     the last one is appended to
 //!
-//! segment header (24 bytes)
+//! segment header, version 2 (32 bytes)
 //! offset  size  field
 //! 0       8     magic  89 51 56 57 41 4C 0D 0A  ("\x89QVWAL\r\n")
-//! 8       4     format version (1), u32
+//! 8       4     format version (2), u32
 //! 12      8     sequence number of the segment's first frame, u64 (equals the file name)
+//! 20      8     file size, u64: the file is preallocated to it and never changes size
+//! 28      4     crc32 of bytes 0..28
+//!
+//! segment header, version 1 (24 bytes; still read, no longer written)
+//! 0       8     magic
+//! 8       4     format version (1), u32
+//! 12      8     sequence number of the segment's first frame, u64
 //! 20      4     crc32 of bytes 0..20
 //!
-//! frame (24-byte header + body), repeated to the end of the segment
+//! frame (24-byte header + body), repeated; then zeros to the end of a version-2 file
 //! offset  size  field
 //! 0       4     body length, u32 (<= 64 MiB)
 //! 4       4     crc32 of the body, then of header bytes 0..4 and 8..24
 //! 8       8     sequence number, u64 in 1..2^63: exactly one more than the previous
 //!               frame's, across segments
 //! 16      1     record type (opaque to the log)
-//! 17      1     flags: bit 0 = body is one zstd frame; other bits must be zero
+//! 17      1     flags: bit 0 = body is one zstd frame; bit 1 = seal; other bits zero
 //! 18      2     reserved, zero
 //! 20      4     payload length after decompression, u32 (<= 64 MiB; equals the body
 //!               length when bit 0 is clear)
 //! 24      n     body
+//!
+//! seal: a frame with flags = 2, record type 0, no body, whose sequence number is the next
+//! segment's first; it is the segment's last frame and consumes no sequence number
 //! ```
 //!
 //! All integers are little-endian. The body is checksummed first so appenders can hash it
@@ -38,17 +48,21 @@
 //! every later call get [`EngineError::WalPoisoned`] until it is reopened; nothing is retried,
 //! because a failed fsync may have dropped dirty pages that a retry would report as clean.
 //!
-//! **Rotation.** Once a segment reaches [`WalConfig::segment_size`], the next batch goes to a
-//! new one. The old segment is fsynced first, and the new one is created durable (temp file,
-//! header, fsync, rename, directory fsync), so only the last segment can ever end torn.
+//! **Rotation.** A segment is created at its full size ([`WalConfig::segment_size`], or a
+//! batch's size if larger) and a batch that would not fit in it with room for a seal goes to a
+//! new one: the old segment is fsynced, the new one is created durable (temp file, header,
+//! set_len, fsync, rename, directory fsync), then the old one is sealed and fsynced. So only
+//! the last segment can end torn, a sealed segment always had a successor, and a group commit
+//! stays one write and one fdatasync (the file size never changes after creation).
 //!
-//! **Recovery.** [`Wal::open`] replays the records after the checkpoint in order. A bad frame
-//! in the last segment with no valid frame after it is a torn tail: it is truncated and
-//! reported. Anything else (a bad frame followed by valid ones, damage in an earlier segment,
-//! a gap or regression in sequence numbers, missing records after the checkpoint) refuses to
-//! open with [`EngineError::Corrupt`] naming the file and offset, unless
-//! [`WalRecoveryOptions::salvage`] is set: then replay stops at the first bad frame, the
-//! segment is truncated there and the rest is set aside as `*.dropped` files.
+//! **Recovery.** [`Wal::open`] replays the records after the checkpoint in order. Only a final
+//! frame cut short by a crash is a torn tail (see `format::cut_short`): it is cleared and
+//! reported. Anything else refuses to open with [`EngineError::Corrupt`] naming the file and
+//! offset: a damaged frame anywhere (a complete last frame included), a segment shorter than
+//! its preallocated size, a sealed last segment (its successor is missing), an unsealed one
+//! with a successor, a gap, a log that ends before the checkpoint or lost the segment the
+//! checkpoint named. With [`WalRecoveryOptions::salvage`] replay stops there instead: the
+//! segment is cut back to its valid prefix and the rest is set aside as `*.dropped` files.
 
 mod format;
 mod reader;
@@ -94,8 +108,8 @@ pub enum FsyncPolicy {
 pub struct WalConfig {
     /// When an append is acknowledged.
     pub fsync: FsyncPolicy,
-    /// A segment is closed once it reaches this many bytes (it may exceed it by one batch).
-    /// 4 KiB ..= 1 GiB.
+    /// Segments are preallocated to this many bytes (a batch that needs more gets a segment
+    /// of its own size). 4 KiB ..= 1 GiB.
     pub segment_size: u64,
     /// Most bytes of frames in one write (a single larger record is written alone).
     pub max_batch_bytes: usize,
@@ -148,8 +162,14 @@ impl WalConfig {
 /// How to recover when opening.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct WalRecoveryOptions {
-    /// Replay only records with a greater sequence number (the checkpoint's sequence).
+    /// Replay only records with a greater sequence number (the checkpoint's sequence). The log
+    /// must still hold record `after_seq` (or start right after it): a log that ends before it
+    /// lost its end.
     pub after_seq: u64,
+    /// The segment the log continued in after the checkpoint ([`Wal::segment_for`] of
+    /// `after_seq + 1`, recorded with it). A segment starting between it and `after_seq + 1`
+    /// must exist. `None` when nothing was recorded.
+    pub continues_in: Option<u64>,
     /// Instead of refusing damage in the middle of the log, keep the records before it, set
     /// everything from it on aside as `*.dropped` files, and continue.
     pub salvage: bool,
@@ -192,7 +212,8 @@ pub struct WalStats {
     pub synced_seq: u64,
     /// Live segment files.
     pub segments: usize,
-    /// Their total size.
+    /// Bytes of frames in them (segments read at open and written since; older ones count
+    /// at their preallocated size).
     pub bytes: u64,
     /// First sequence number of the oldest live segment.
     pub oldest_segment_seq: u64,
@@ -223,6 +244,10 @@ pub struct WalSegmentInfo {
     pub file_bytes: u64,
     /// Bytes up to the end of the last valid frame.
     pub valid_bytes: u64,
+    /// A seal ends it: the log continues in a next segment.
+    pub sealed: bool,
+    /// Format version of its header (0 if the header is unreadable).
+    pub version: u32,
     /// The first problem and its byte offset, if any.
     pub problem: Option<String>,
 }
@@ -261,6 +286,8 @@ impl WalSegmentInfo {
             record_types,
             file_bytes: bytes.len() as u64,
             valid_bytes: scan.valid_end,
+            sealed: scan.sealed,
+            version: scan.header.map_or(0, |h| h.version),
             problem: scan
                 .problem
                 .map(|p| format!("offset {}: {}", p.offset, p.reason)),
@@ -294,10 +321,12 @@ pub fn inspect_wal(dir: &Path) -> Result<Vec<WalSegmentInfo>> {
                 record_types: BTreeMap::new(),
                 file_bytes: buf.len() as u64,
                 valid_bytes: 0,
+                sealed: false,
+                version: 0,
                 problem: Some(reason),
             },
         };
-        if let Some(prev) = out.last() {
+        if let Some(prev) = out.last_mut() {
             let expected = prev.first_seq + prev.frames;
             if prev.problem.is_none() && info.problem.is_none() && expected != seq {
                 info.problem = Some(format!(
@@ -305,8 +334,23 @@ pub fn inspect_wal(dir: &Path) -> Result<Vec<WalSegmentInfo>> {
                     expected - 1
                 ));
             }
+            if prev.problem.is_none() && prev.version >= 2 && !prev.sealed {
+                prev.problem = Some(format!(
+                    "offset {}: not sealed, yet another segment follows",
+                    prev.valid_bytes
+                ));
+            }
         }
         out.push(info);
+    }
+    if let Some(last) = out.last_mut() {
+        if last.problem.is_none() && last.sealed {
+            last.problem = Some(format!(
+                "offset {}: sealed, but the segment it names ({}) is missing",
+                last.valid_bytes - format::SEAL_LEN as u64,
+                format::segment_name(last.first_seq + last.frames)
+            ));
+        }
     }
     Ok(out)
 }
@@ -346,7 +390,7 @@ impl Wal {
             )));
         }
         let dir = dir.as_ref().to_path_buf();
-        let rec = recovery::recover(&dir, &options, &mut replay)?;
+        let rec = recovery::recover(&dir, config.segment_size, &options, &mut replay)?;
         let shared = Arc::new(Shared::new(dir, config, rec.next_seq, rec.segments));
         let for_writer = Arc::clone(&shared);
         let active = rec.active;
@@ -373,6 +417,18 @@ impl Wal {
     /// shutdown).
     pub fn sync(&self) -> Result<()> {
         self.shared.sync()
+    }
+
+    /// First sequence number (and file name) of the live segment that holds record `seq`, or
+    /// will if it is not written yet: what a checkpoint at `seq - 1` records as the segment
+    /// the log continues in, and then passes to [`Wal::truncate_before`].
+    pub fn segment_for(&self, seq: u64) -> u64 {
+        let segs = lock(&self.shared.segments);
+        segs.iter()
+            .rev()
+            .find(|s| s.first_seq <= seq)
+            .or(segs.first())
+            .map_or(seq, |s| s.first_seq)
     }
 
     /// Deletes the segments all of whose records have sequence numbers below `seq` (after a

@@ -2,8 +2,8 @@
 //! classification of the first bad frame (torn tail or damage in the middle).
 
 use super::format::{
-    decode_frame, decode_segment_header, find_valid_frame_after, Frame, HeaderError, FLAG_ZSTD,
-    MAX_SEQ, SEGMENT_HEADER_LEN,
+    cut_short, data_end, decode_frame, decode_segment_header, Frame, HeaderError, SegmentHeader,
+    FLAG_SEAL, FLAG_ZSTD, FORMAT_VERSION, MAX_SEQ,
 };
 use super::WalRecord;
 use crate::{EngineError, Result};
@@ -56,24 +56,30 @@ pub(crate) struct Problem {
     /// Byte offset in the segment file.
     pub(crate) offset: u64,
     pub(crate) reason: String,
-    /// No valid frame follows in this segment: if the segment is the last one, this is a torn
-    /// tail rather than damage.
+    /// A write cut short by a crash (see [`cut_short`]): if the segment is the tail of the
+    /// log, this is a torn tail rather than damage.
     pub(crate) torn: bool,
 }
 
 /// What a scan of one segment found.
 #[derive(Debug, Clone)]
 pub(crate) struct SegmentScan {
-    /// Sequence number the next frame after the valid prefix would carry.
+    /// Sequence number the next frame after the valid prefix would carry (after a seal: the
+    /// first one of the next segment).
     pub(crate) next_seq: u64,
-    /// End of the valid prefix: the header plus every good frame (0 if the header is bad).
+    /// End of the valid prefix: the header plus every good frame, the seal included (0 if the
+    /// header is bad).
     pub(crate) valid_end: u64,
-    /// Frames in the valid prefix.
+    /// Frames in the valid prefix, the seal not counted.
     pub(crate) frames: u64,
     /// Of which zstd-compressed.
     pub(crate) compressed_frames: u64,
     /// Uncompressed payload bytes in the valid prefix.
     pub(crate) payload_bytes: u64,
+    /// The header, if it is valid.
+    pub(crate) header: Option<SegmentHeader>,
+    /// A seal ends the valid prefix: a next segment was created, starting at `next_seq`.
+    pub(crate) sealed: bool,
     pub(crate) problem: Option<Problem>,
 }
 
@@ -93,44 +99,54 @@ pub(crate) fn scan_segment(
         frames: 0,
         compressed_frames: 0,
         payload_bytes: 0,
+        header: None,
+        sealed: false,
         problem: None,
     };
-    let header_problem = match decode_segment_header(bytes) {
-        Ok(_) if !(1..=MAX_SEQ).contains(&name_seq) => Some((
+    let header = match decode_segment_header(bytes) {
+        Ok(_) if !(1..=MAX_SEQ).contains(&name_seq) => Err((
             12,
             format!("segment starts at sequence {name_seq}, outside 1..={MAX_SEQ}"),
         )),
-        Ok(seq) if seq == name_seq => None,
-        Ok(seq) => Some((
+        Ok(h) if h.first_seq == name_seq => Ok(h),
+        Ok(h) => Err((
             12,
-            format!("segment header says it starts at sequence {seq}, its name says {name_seq}"),
+            format!(
+                "segment header says it starts at sequence {}, its name says {name_seq}",
+                h.first_seq
+            ),
         )),
         Err(HeaderError::Version(found)) => {
             return Err(EngineError::UnsupportedVersion {
                 file: file.to_owned(),
                 found,
-                supported: super::format::FORMAT_VERSION,
+                supported: FORMAT_VERSION,
             })
         }
-        Err(HeaderError::Corrupt(offset, reason)) => Some((offset, reason)),
+        Err(HeaderError::Corrupt(offset, reason)) => Err((offset, reason)),
     };
-    if let Some((offset, reason)) = header_problem {
-        scan.problem = Some(Problem {
-            offset,
-            reason,
-            torn: false,
-        });
-        return Ok(scan);
-    }
-    let mut pos = SEGMENT_HEADER_LEN;
+    let header = match header {
+        Ok(h) => h,
+        Err((offset, reason)) => {
+            scan.problem = Some(Problem {
+                offset,
+                reason,
+                torn: false,
+            });
+            return Ok(scan);
+        }
+    };
+    scan.header = Some(header);
+    let grows = header.file_len.is_none();
+    let data_end = data_end(bytes);
+    let mut pos = header.len();
     scan.valid_end = pos as u64;
-    while pos < bytes.len() {
+    // A preallocated segment's data ends where only zeros are left; a growing one's at its end.
+    let end = if grows { bytes.len() } else { data_end };
+    while pos < end {
         let rest = &bytes[pos..];
         let bad = match decode_frame(rest) {
-            Err(e) => Some((
-                e.to_string(),
-                find_valid_frame_after(bytes, pos + 1, scan.next_seq.saturating_sub(1)).is_none(),
-            )),
+            Err(e) => Some((e.to_string(), cut_short(bytes, pos, data_end, grows))),
             Ok(frame) if frame.header.seq >= MAX_SEQ => Some((
                 format!("sequence {} is not below {MAX_SEQ}", frame.header.seq),
                 false,
@@ -142,6 +158,21 @@ pub(crate) fn scan_segment(
                 ),
                 false,
             )),
+            Ok(frame) if frame.header.flags & FLAG_SEAL != 0 => {
+                pos += frame.encoded_len();
+                scan.valid_end = pos as u64;
+                scan.sealed = true;
+                // Nothing is ever written after a seal.
+                (pos < end).then(|| {
+                    (
+                        format!(
+                            "data after the seal at offset {}",
+                            pos - frame.encoded_len()
+                        ),
+                        false,
+                    )
+                })
+            }
             Ok(frame) => match decoder.payload(&frame) {
                 Err(reason) => Some((reason, false)),
                 Ok(payload) => {
@@ -169,6 +200,26 @@ pub(crate) fn scan_segment(
                 torn,
             });
             break;
+        }
+        if scan.sealed {
+            break;
+        }
+    }
+    if let Some(want) = header.file_len {
+        if want != bytes.len() as u64 {
+            // The one thing a crash cannot do to a preallocated file: acknowledged frames
+            // may have been cut off with it.
+            scan.problem = Some(Problem {
+                offset: bytes.len().min(want as usize) as u64,
+                reason: format!(
+                    "segment is {} bytes but was created with {want}: it was cut short (or \
+                     extended) after it was written, and frames past the valid prefix, \
+                     from sequence {} on, may be missing",
+                    bytes.len(),
+                    scan.next_seq
+                ),
+                torn: false,
+            });
         }
     }
     Ok(scan)

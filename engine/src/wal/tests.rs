@@ -8,8 +8,8 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use super::format::{
-    encode_segment_header, put_frame, segment_name, FrameHeader, FLAG_ZSTD, FRAME_HEADER_LEN,
-    SEGMENT_HEADER_LEN,
+    encode_segment_header, encode_segment_header_v1, put_frame, segment_name, FrameHeader,
+    FLAG_ZSTD, FRAME_HEADER_LEN, SEAL_LEN, SEGMENT_HEADER_LEN, TEAR_ALIGN,
 };
 use super::*;
 
@@ -42,9 +42,13 @@ impl Drop for TempDir {
 
 type Owned = (u64, u8, Vec<u8>);
 
+/// Segments of the tests' logs are preallocated to this size.
+const SEGMENT: u64 = 1 << 20;
+
 fn config(fsync: FsyncPolicy) -> WalConfig {
     WalConfig {
         fsync,
+        segment_size: SEGMENT,
         ..WalConfig::default()
     }
 }
@@ -68,7 +72,7 @@ fn open(dir: &Path, cfg: WalConfig, after_seq: u64) -> (Wal, Vec<Owned>, WalReco
         cfg,
         WalRecoveryOptions {
             after_seq,
-            salvage: false,
+            ..WalRecoveryOptions::default()
         },
     )
     .unwrap()
@@ -79,8 +83,8 @@ fn salvage(dir: &Path) -> (Wal, Vec<Owned>, WalRecoveryReport) {
         dir,
         config(FsyncPolicy::Always),
         WalRecoveryOptions {
-            after_seq: 0,
             salvage: true,
+            ..WalRecoveryOptions::default()
         },
     )
     .unwrap()
@@ -115,7 +119,8 @@ fn write_one_segment(dir: &Path, n: u64) -> Vec<u64> {
     }
     wal.close().unwrap();
     assert_eq!(segments(dir).len(), 1);
-    assert_eq!(fs::metadata(&segments(dir)[0]).unwrap().len(), off);
+    // Preallocated: the size never tells where the frames end.
+    assert_eq!(fs::metadata(&segments(dir)[0]).unwrap().len(), SEGMENT);
     starts
 }
 
@@ -195,7 +200,7 @@ fn a_replay_error_aborts_open() {
     write_one_segment(d.path(), 3);
     let e = Wal::open(
         d.path(),
-        WalConfig::default(),
+        config(FsyncPolicy::Always),
         WalRecoveryOptions::default(),
         |r| {
             if r.seq == 2 {
@@ -329,17 +334,16 @@ fn segments_rotate_and_truncate_before_deletes_only_covered_ones() {
     assert!(stats.segments >= 5, "{stats:?}");
     let files = segments(d.path());
     assert_eq!(files.len(), stats.segments);
-    assert_eq!(
-        stats.bytes,
-        files
-            .iter()
-            .map(|f| fs::metadata(f).unwrap().len())
-            .sum::<u64>()
-    );
+    assert!(stats.bytes > 300 * 124 && stats.bytes <= 4096 * files.len() as u64);
     assert_eq!(files[0].file_name().unwrap(), segment_name(1).as_str());
-    for f in &files[..files.len() - 1] {
-        assert!(fs::metadata(f).unwrap().len() >= 4096);
+    for f in &files {
+        assert_eq!(fs::metadata(f).unwrap().len(), 4096);
     }
+    // Every segment but the last ends with a seal naming the next one.
+    let infos = inspect_wal(d.path()).unwrap();
+    assert!(infos.iter().all(|i| i.problem.is_none()), "{infos:?}");
+    assert!(infos[..infos.len() - 1].iter().all(|i| i.sealed));
+    assert!(!infos[infos.len() - 1].sealed);
     let firsts: Vec<u64> = files
         .iter()
         .map(|f| format::parse_segment_name(f.file_name().unwrap().to_str().unwrap()).unwrap())
@@ -371,10 +375,23 @@ fn segments_rotate_and_truncate_before_deletes_only_covered_ones() {
 }
 
 #[test]
-fn reopening_past_the_end_of_the_log_starts_a_new_segment() {
+fn a_log_that_ends_before_the_checkpoint_is_refused_and_salvage_continues_after_it() {
     let d = TempDir::new("past-end");
     write_one_segment(d.path(), 10);
-    let (wal, got, report) = open(d.path(), config(FsyncPolicy::Always), 20);
+    let past = |salvage| WalRecoveryOptions {
+        after_seq: 20,
+        salvage,
+        ..WalRecoveryOptions::default()
+    };
+    let e = open_with(d.path(), config(FsyncPolicy::Always), past(false)).unwrap_err();
+    let (file, offset, reason) = corrupt_at(e);
+    assert!(file.ends_with(&segment_name(1)), "{file}");
+    assert!(offset > 0);
+    assert!(
+        reason.contains("ends at sequence 10, before the checkpoint at 20"),
+        "{reason}"
+    );
+    let (wal, got, report) = open_with(d.path(), config(FsyncPolicy::Always), past(true)).unwrap();
     assert!(got.is_empty());
     assert_eq!(report.last_seq, 20);
     assert!(
@@ -386,56 +403,326 @@ fn reopening_past_the_end_of_the_log_starts_a_new_segment() {
     assert_eq!(segments(d.path()).len(), 2);
     let (_wal, got, report) = open(d.path(), config(FsyncPolicy::Always), 20);
     assert_eq!(got, vec![(21, 0, b"x".to_vec())]);
-    assert!(report.warnings.is_empty());
+    assert!(report.warnings.is_empty(), "{report:?}");
+}
+
+/// Writes records 1..=n of `size` non-zero bytes each and closes; returns each frame's start.
+fn write_big_records(dir: &Path, n: u64, size: usize) -> Vec<u64> {
+    let cfg = WalConfig {
+        compress_threshold: usize::MAX,
+        ..config(FsyncPolicy::Never)
+    };
+    let (wal, _, _) = open(dir, cfg, 0);
+    let mut starts = Vec::new();
+    let mut off = SEGMENT_HEADER_LEN as u64;
+    for i in 1..=n {
+        starts.push(off);
+        wal.append(1, &big(i, size)).unwrap();
+        off += (FRAME_HEADER_LEN + size) as u64;
+    }
+    starts.push(off);
+    wal.close().unwrap();
+    starts
+}
+
+fn big(i: u64, size: usize) -> Vec<u8> {
+    (0..size).map(|k| (k as u64 + i) as u8 | 1).collect()
 }
 
 #[test]
-fn a_torn_tail_at_every_byte_is_truncated_and_earlier_records_survive() {
+fn a_write_cut_at_any_sector_of_the_last_frames_is_a_torn_tail() {
     let d = TempDir::new("torn");
-    let n = 6;
-    let starts = write_one_segment(d.path(), n);
+    let n = 6u64;
+    let starts = write_big_records(d.path(), n, 700);
     let seg = segments(d.path())[0].clone();
     let pristine = fs::read(&seg).unwrap();
-    // Cut anywhere inside the last three frames.
-    for cut in starts[n as usize - 3]..pristine.len() as u64 {
-        fs::write(&seg, &pristine[..cut as usize]).unwrap();
-        let complete = starts.iter().filter(|&&s| s < cut).count() as u64 - 1
-            + u64::from(starts.contains(&cut));
+    let end = starts[n as usize];
+    // What kill -9 or power loss leaves: the bytes from a sector boundary on never written.
+    let from = starts[n as usize - 3].div_ceil(TEAR_ALIGN as u64) * TEAR_ALIGN as u64;
+    for cut in (from..end).step_by(TEAR_ALIGN) {
+        let mut b = pristine.clone();
+        b[cut as usize..].fill(0);
+        fs::write(&seg, &b).unwrap();
+        let complete = starts.iter().filter(|&&s| s <= cut).count() as u64 - 1;
         let keep = starts[complete as usize];
         let (wal, got, report) = open(d.path(), config(FsyncPolicy::Always), 0);
-        expect_prefix(&got, complete);
+        assert_eq!(got.len() as u64, complete, "cut {cut}");
         assert_eq!(report.truncated_bytes, cut - keep, "cut {cut}");
         assert_eq!(report.warnings.len(), usize::from(cut > keep), "cut {cut}");
         if cut > keep {
             assert!(report.warnings[0].contains("torn tail"), "{report:?}");
         }
-        assert_eq!(fs::metadata(&seg).unwrap().len(), keep);
+        // Repaired in place: the size stays, the torn bytes are zero again.
+        let after = fs::read(&seg).unwrap();
+        assert_eq!(after.len() as u64, SEGMENT);
+        assert!(after[keep as usize..].iter().all(|&b| b == 0), "cut {cut}");
         assert_eq!(wal.append(9, b"after").unwrap(), complete + 1);
         wal.close().unwrap();
         let (_wal, got, report) = open(d.path(), config(FsyncPolicy::Always), 0);
         assert_eq!(got.len() as u64, complete + 1);
-        assert!(report.warnings.is_empty());
+        assert!(report.warnings.is_empty(), "{report:?}");
     }
 }
 
 #[test]
-fn zeros_or_a_damaged_last_frame_at_the_end_are_a_torn_tail() {
-    let d = TempDir::new("zeros");
-    let starts = write_one_segment(d.path(), 5);
+fn a_complete_last_frame_with_a_bad_checksum_is_refused() {
+    let d = TempDir::new("last-flip");
+    let starts = write_big_records(d.path(), 5, 700);
     let seg = segments(d.path())[0].clone();
-    let mut b = fs::read(&seg).unwrap();
-    let len = b.len() as u64;
-    b.extend_from_slice(&[0u8; 300]);
-    fs::write(&seg, &b).unwrap();
+    flip(&seg, starts[4] + 300);
+    let e = open_with(d.path(), config(FsyncPolicy::Always), Default::default()).unwrap_err();
+    let (file, offset, reason) = corrupt_at(e);
+    assert!(file.ends_with(&segment_name(1)));
+    assert_eq!(offset, starts[4]);
+    assert!(reason.contains("checksum mismatch"), "{reason}");
+    let (_wal, got, report) = salvage(d.path());
+    assert_eq!(got.len(), 4);
+    assert_eq!(report.dropped_files.len(), 1);
+}
+
+#[test]
+fn a_segment_cut_short_is_refused_even_at_a_frame_boundary() {
+    let d = TempDir::new("cut-half");
+    let starts = write_big_records(d.path(), 8, 700);
+    let seg = segments(d.path())[0].clone();
+    let pristine = fs::read(&seg).unwrap();
+    // Half-way through the preallocated file, at the end of the frames, and inside a frame.
+    for cut in [SEGMENT / 2, starts[8], starts[4], starts[4] + 100] {
+        fs::write(&seg, &pristine[..cut as usize]).unwrap();
+        let e = open_with(d.path(), config(FsyncPolicy::Always), Default::default()).unwrap_err();
+        let (file, offset, reason) = corrupt_at(e);
+        assert!(file.ends_with(&segment_name(1)));
+        assert_eq!(offset, cut);
+        assert!(reason.contains("cut short"), "{reason}");
+    }
+    // Salvage keeps the frames still whole and gives the file its size back.
+    let (wal, got, report) = salvage(d.path());
+    assert_eq!(got.len(), 4);
+    assert_eq!(report.dropped_files.len(), 1);
+    assert_eq!(fs::metadata(&seg).unwrap().len(), SEGMENT);
+    assert_eq!(wal.append(0, b"x").unwrap(), 5);
+    wal.close().unwrap();
+    let (_wal, got, report) = open(d.path(), config(FsyncPolicy::Always), 0);
+    assert_eq!(got.len(), 5);
+    assert!(report.warnings.is_empty(), "{report:?}");
+}
+
+/// Writes `n` 1000-byte records with 8 KiB segments (about seven records each); returns the
+/// segment files.
+fn write_rotated(dir: &Path, n: u64) -> Vec<PathBuf> {
+    let (wal, _, _) = open(dir, small_segments(), 0);
+    for i in 1..=n {
+        wal.append(1, &big(i, 1000)).unwrap();
+    }
+    wal.close().unwrap();
+    segments(dir)
+}
+
+fn small_segments() -> WalConfig {
+    WalConfig {
+        segment_size: 8 << 10,
+        compress_threshold: usize::MAX,
+        ..config(FsyncPolicy::Always)
+    }
+}
+
+#[test]
+fn a_deleted_last_segment_is_refused() {
+    let d = TempDir::new("del-last");
+    let files = write_rotated(d.path(), 30);
+    assert!(files.len() >= 4);
+    let last = files.last().unwrap();
+    let first_lost = format::parse_segment_name(last.file_name().unwrap().to_str().unwrap());
+    fs::remove_file(last).unwrap();
+    let e = open_with(d.path(), small_segments(), Default::default()).unwrap_err();
+    let (file, _, reason) = corrupt_at(e);
+    assert!(file.ends_with(
+        files[files.len() - 2]
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+    ));
+    let first_lost = first_lost.unwrap();
+    assert!(
+        reason.contains(&format!("every record from {first_lost} on is lost")),
+        "{reason}"
+    );
+    assert!(reason.contains(&segment_name(first_lost)), "{reason}");
+    let (wal, got, report) = open_with(
+        d.path(),
+        small_segments(),
+        WalRecoveryOptions {
+            salvage: true,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert_eq!(got.len() as u64, first_lost - 1);
+    assert!(report.warnings[0].contains("salvage"), "{report:?}");
+    assert_eq!(wal.append(0, b"x").unwrap(), first_lost);
+}
+
+#[test]
+fn a_deleted_middle_segment_is_refused() {
+    let d = TempDir::new("del-mid");
+    let files = write_rotated(d.path(), 30);
+    let name =
+        |f: &PathBuf| format::parse_segment_name(f.file_name().unwrap().to_str().unwrap()).unwrap();
+    fs::remove_file(&files[1]).unwrap();
+    let e = open_with(d.path(), small_segments(), Default::default()).unwrap_err();
+    let (file, offset, reason) = corrupt_at(e);
+    assert!(file.ends_with(&segment_name(name(&files[2]))), "{file}");
+    assert_eq!(offset, 0);
+    assert!(
+        reason.contains(&format!(
+            "records {}..={} are missing",
+            name(&files[1]),
+            name(&files[2]) - 1
+        )),
+        "{reason}"
+    );
+}
+
+#[test]
+fn the_segment_the_checkpoint_names_must_exist() {
+    let d = TempDir::new("del-only");
+    let files = write_rotated(d.path(), 30);
+    let (wal, _, _) = open(d.path(), small_segments(), 0);
+    // Records 29 and 30 are in the last segment.
+    let cut = 29;
+    let continues = wal.segment_for(cut + 1);
+    assert_eq!(continues, 29);
+    assert_eq!(wal.truncate_before(continues).unwrap(), files.len() - 1);
+    wal.close().unwrap();
+    let only = segments(d.path());
+    assert_eq!(only.len(), 1);
+    fs::remove_file(&only[0]).unwrap();
+    let options = |salvage| WalRecoveryOptions {
+        after_seq: cut,
+        continues_in: Some(continues),
+        salvage,
+    };
+    let e = open_with(d.path(), small_segments(), options(false)).unwrap_err();
+    let (file, _, reason) = corrupt_at(e);
+    assert!(file.ends_with(&segment_name(continues)), "{file}");
+    assert!(reason.contains("from 30 on is lost"), "{reason}");
+    // Without the manifest's word the empty log is still refused after a checkpoint.
+    let e = open_with(
+        d.path(),
+        small_segments(),
+        WalRecoveryOptions {
+            continues_in: None,
+            ..options(false)
+        },
+    )
+    .unwrap_err();
+    assert!(corrupt_at(e).2.contains("no segments"));
+    let (wal, got, report) = open_with(d.path(), small_segments(), options(true)).unwrap();
+    assert!(got.is_empty());
+    assert!(report.warnings[0].contains("salvage"), "{report:?}");
+    assert_eq!(wal.append(0, b"x").unwrap(), cut + 1);
+}
+
+#[test]
+fn an_interrupted_rotation_is_completed() {
+    let d = TempDir::new("rotation-crash");
+    write_one_segment(d.path(), 5);
+    // The successor was created, then the process died before sealing the first segment.
+    writer::create_segment(d.path(), 6, SEGMENT).unwrap();
     let (wal, got, report) = open(d.path(), config(FsyncPolicy::Always), 0);
     expect_prefix(&got, 5);
+    assert!(
+        report.warnings[0].contains("interrupted rotation"),
+        "{report:?}"
+    );
+    assert_eq!(wal.append(0, b"x").unwrap(), 6);
+    wal.close().unwrap();
+    let info = inspect_wal(d.path()).unwrap();
+    assert!(info[0].sealed && info[1].frames == 1, "{info:?}");
+    let (_wal, got, report) = open(d.path(), config(FsyncPolicy::Always), 0);
+    assert_eq!(got.len(), 6);
+    assert!(report.warnings.is_empty(), "{report:?}");
+}
+
+#[test]
+fn an_unsealed_segment_followed_by_frames_is_refused() {
+    let d = TempDir::new("unsealed");
+    write_one_segment(d.path(), 5);
+    let next = d.path().join(segment_name(6));
+    let mut b = fs::read(d.path().join(segment_name(1))).unwrap();
+    b[..SEGMENT_HEADER_LEN].copy_from_slice(&encode_segment_header(6, SEGMENT));
+    b[SEGMENT_HEADER_LEN..].fill(0);
+    let f = frame_bytes(6, 0, 0, 1, b"y");
+    b[SEGMENT_HEADER_LEN..SEGMENT_HEADER_LEN + f.len()].copy_from_slice(&f);
+    fs::write(&next, b).unwrap();
+    let e = open_with(d.path(), config(FsyncPolicy::Always), Default::default()).unwrap_err();
+    let (file, _, reason) = corrupt_at(e);
+    assert!(file.ends_with(&segment_name(1)), "{file}");
+    assert!(reason.contains("not sealed"), "{reason}");
+}
+
+#[test]
+fn version_1_segments_keep_their_semantics_and_the_log_moves_on() {
+    let d = TempDir::new("v1");
+    let frames: Vec<Vec<u8>> = (1..=4).map(|s| frame_bytes(s, 1, 0, 2, b"ok")).collect();
+    let starts = handmade_segment(d.path(), &frames);
+    let v1 = d.path().join(segment_name(1));
+    let end = fs::metadata(&v1).unwrap().len();
+    // A version-1 file ends where its last write stopped: cut anywhere in the last frame.
+    let pristine = fs::read(&v1).unwrap();
+    fs::write(&v1, &pristine[..end as usize - 3]).unwrap();
+    let (wal, got, report) = open(d.path(), config(FsyncPolicy::Always), 0);
+    assert_eq!(got.len(), 3);
+    assert!(report.warnings[0].contains("torn tail"), "{report:?}");
+    // Appends go to a new version-2 segment; the old one is sealed to name it.
+    assert_eq!(wal.append(1, b"v2").unwrap(), 4);
+    wal.close().unwrap();
+    assert_eq!(
+        fs::metadata(&v1).unwrap().len(),
+        starts[3] + SEAL_LEN as u64
+    );
+    let info = inspect_wal(d.path()).unwrap();
+    assert_eq!(
+        info.iter()
+            .map(|i| (i.version, i.sealed, i.frames))
+            .collect::<Vec<_>>(),
+        vec![(1, true, 3), (2, false, 1)]
+    );
+    let (_wal, got, report) = open(d.path(), config(FsyncPolicy::Always), 0);
+    assert_eq!(got.len(), 4);
+    assert!(report.warnings.is_empty(), "{report:?}");
+    drop(_wal);
+    // Now the version-2 segment's loss shows.
+    fs::remove_file(d.path().join(segment_name(4))).unwrap();
+    let e = open_with(d.path(), config(FsyncPolicy::Always), Default::default()).unwrap_err();
+    assert!(corrupt_at(e).2.contains("every record from 4 on is lost"));
+}
+
+#[test]
+fn version_1_zeros_at_the_end_are_a_torn_tail_but_a_damaged_last_frame_is_not() {
+    let d = TempDir::new("v1-zeros");
+    let frames: Vec<Vec<u8>> = (1..=5).map(|s| frame_bytes(s, 1, 0, 3, b"abc")).collect();
+    let starts = handmade_segment(d.path(), &frames);
+    let v1 = d.path().join(segment_name(1));
+    let mut b = fs::read(&v1).unwrap();
+    let pristine = b.clone();
+    b.extend_from_slice(&[0u8; 300]);
+    fs::write(&v1, &b).unwrap();
+    let (wal, got, report) = open(d.path(), config(FsyncPolicy::Always), 0);
+    assert_eq!(got.len(), 5);
     assert_eq!(report.truncated_bytes, 300);
     drop(wal);
 
-    flip(&seg, starts[4] + FRAME_HEADER_LEN as u64);
-    let (_wal, got, report) = open(d.path(), config(FsyncPolicy::Always), 0);
-    expect_prefix(&got, 4);
-    assert_eq!(report.truncated_bytes, len - starts[4]);
+    let d = TempDir::new("v1-flip");
+    handmade_segment(d.path(), &frames);
+    let mut b = pristine;
+    b[starts[4] as usize + FRAME_HEADER_LEN] ^= 0x20;
+    fs::write(d.path().join(segment_name(1)), &b).unwrap();
+    let e = open_with(d.path(), config(FsyncPolicy::Always), Default::default()).unwrap_err();
+    let (_, offset, reason) = corrupt_at(e);
+    assert_eq!(offset, starts[4]);
+    assert!(reason.contains("checksum mismatch"), "{reason}");
 }
 
 #[test]
@@ -448,7 +735,7 @@ fn a_flipped_byte_mid_log_is_refused_and_salvage_keeps_the_prefix() {
     flip(&seg, starts[19] + FRAME_HEADER_LEN as u64 + 1);
     let e = open_with(
         d.path(),
-        WalConfig::default(),
+        config(FsyncPolicy::Always),
         WalRecoveryOptions::default(),
     )
     .unwrap_err();
@@ -467,7 +754,8 @@ fn a_flipped_byte_mid_log_is_refused_and_salvage_keeps_the_prefix() {
     let (wal, got, report) = salvage(d.path());
     expect_prefix(&got, 19);
     assert_eq!(report.last_seq, 19);
-    assert_eq!(report.truncated_bytes, len_before - starts[19]);
+    let data_end = starts[39] + (FRAME_HEADER_LEN + payload(40).len()) as u64;
+    assert_eq!(report.truncated_bytes, data_end - starts[19]);
     assert_eq!(report.dropped_files.len(), 1);
     assert_eq!(
         fs::metadata(&report.dropped_files[0]).unwrap().len(),
@@ -477,7 +765,7 @@ fn a_flipped_byte_mid_log_is_refused_and_salvage_keeps_the_prefix() {
     assert_eq!(wal.append(0, b"new").unwrap(), 20);
     wal.close().unwrap();
 
-    let (_wal, got, report) = open(d.path(), WalConfig::default(), 0);
+    let (_wal, got, report) = open(d.path(), config(FsyncPolicy::Always), 0);
     assert_eq!(got.len(), 20);
     assert!(report.warnings.is_empty());
 }
@@ -496,14 +784,14 @@ fn damage_in_an_earlier_segment_is_refused_and_salvage_drops_later_segments() {
     wal.close().unwrap();
     let files = segments(d.path());
     assert!(files.len() >= 3);
-    // The very last byte of the first segment: nothing valid follows it in that segment,
-    // but it is not the last segment, so it cannot be a torn tail.
-    let first_len = fs::metadata(&files[0]).unwrap().len();
-    flip(&files[0], first_len - 1);
+    // The last byte of the first segment's last record: it is not in the last segment, so
+    // it cannot be a torn tail.
+    let frames_end = inspect_wal(d.path()).unwrap()[0].valid_bytes - SEAL_LEN as u64;
+    flip(&files[0], frames_end - 1);
     let e = open_with(d.path(), cfg.clone(), WalRecoveryOptions::default()).unwrap_err();
     let (file, offset, _) = corrupt_at(e);
     assert!(file.ends_with(&segment_name(1)));
-    assert_eq!(offset, first_len - 124);
+    assert_eq!(offset, frames_end - 124);
 
     let (wal, got, report) = salvage(d.path());
     let kept = got.len() as u64;
@@ -523,12 +811,12 @@ fn a_bad_segment_header_is_refused_even_in_the_last_segment() {
     flip(&seg, 14);
     let e = open_with(
         d.path(),
-        WalConfig::default(),
+        config(FsyncPolicy::Always),
         WalRecoveryOptions::default(),
     )
     .unwrap_err();
     let (_, offset, reason) = corrupt_at(e);
-    assert_eq!(offset, 20);
+    assert_eq!(offset, 28);
     assert!(reason.contains("header checksum mismatch"), "{reason}");
 
     let (wal, got, report) = salvage(d.path());
@@ -540,25 +828,26 @@ fn a_bad_segment_header_is_refused_even_in_the_last_segment() {
 #[test]
 fn a_newer_format_version_is_not_corruption() {
     let d = TempDir::new("version");
-    let mut h = encode_segment_header(1);
-    h[8] = 2;
-    let crc = crc32fast::hash(&h[..20]);
-    h[20..].copy_from_slice(&crc.to_le_bytes());
+    let mut h = encode_segment_header(1, SEGMENT_HEADER_LEN as u64);
+    h[8] = 3;
+    let crc = crc32fast::hash(&h[..28]);
+    h[28..].copy_from_slice(&crc.to_le_bytes());
     fs::write(d.path().join(segment_name(1)), h).unwrap();
     let e = open_with(
         d.path(),
-        WalConfig::default(),
+        config(FsyncPolicy::Always),
         WalRecoveryOptions::default(),
     )
     .unwrap_err();
     assert!(
-        matches!(e, EngineError::UnsupportedVersion { found: 2, .. }),
+        matches!(e, EngineError::UnsupportedVersion { found: 3, .. }),
         "{e:?}"
     );
 }
 
+/// A version-1 segment (as builds before version 2 wrote them) holding `frames`.
 fn handmade_segment(dir: &Path, frames: &[Vec<u8>]) -> Vec<u64> {
-    let mut b = encode_segment_header(1).to_vec();
+    let mut b = encode_segment_header_v1(1).to_vec();
     let mut starts = Vec::new();
     for f in frames {
         starts.push(b.len() as u64);
@@ -580,7 +869,7 @@ fn sequence_gaps_and_regressions_are_refused() {
         let bad = seqs.windows(2).position(|w| w[1] != w[0] + 1).unwrap() + 1;
         let e = open_with(
             d.path(),
-            WalConfig::default(),
+            config(FsyncPolicy::Always),
             WalRecoveryOptions::default(),
         )
         .unwrap_err();
@@ -600,19 +889,19 @@ fn compressed_frames_round_trip_and_incompressible_ones_stay_raw() {
         .collect();
     let mut rng = SmallRng::seed_from_u64(7);
     let noise: Vec<u8> = (0..8192).map(|_| rng.random()).collect();
-    let (wal, _, _) = open(d.path(), WalConfig::default(), 0);
+    let (wal, _, _) = open(d.path(), config(FsyncPolicy::Always), 0);
     wal.append(1, &compressible).unwrap();
     wal.append(2, &noise).unwrap();
     wal.close().unwrap();
     let info = inspect_wal(d.path()).unwrap();
     assert_eq!(info.len(), 1);
     assert_eq!((info[0].frames, info[0].compressed_frames), (2, 1));
-    let size = info[0].file_bytes as usize;
+    let size = info[0].valid_bytes as usize;
     assert!(
         size < SEGMENT_HEADER_LEN + 2 * FRAME_HEADER_LEN + noise.len() + compressible.len() / 4
     );
     assert!(size > noise.len());
-    let (_wal, got, _) = open(d.path(), WalConfig::default(), 0);
+    let (_wal, got, _) = open(d.path(), config(FsyncPolicy::Always), 0);
     assert_eq!(got, vec![(1, 1, compressible), (2, 2, noise)]);
 }
 
@@ -631,7 +920,7 @@ fn lying_decompressed_sizes_are_refused() {
     );
     let e = open_with(
         d.path(),
-        WalConfig::default(),
+        config(FsyncPolicy::Always),
         WalRecoveryOptions::default(),
     )
     .unwrap_err();
@@ -644,7 +933,7 @@ fn lying_decompressed_sizes_are_refused() {
     handmade_segment(d.path(), &[frame_bytes(1, 0, FLAG_ZSTD, 100, &body)]);
     let e = open_with(
         d.path(),
-        WalConfig::default(),
+        config(FsyncPolicy::Always),
         WalRecoveryOptions::default(),
     )
     .unwrap_err();
@@ -656,7 +945,7 @@ fn lying_decompressed_sizes_are_refused() {
     handmade_segment(d.path(), &[frame_bytes(1, 0, FLAG_ZSTD, 2 << 20, &body)]);
     let e = open_with(
         d.path(),
-        WalConfig::default(),
+        config(FsyncPolicy::Always),
         WalRecoveryOptions::default(),
     )
     .unwrap_err();
@@ -690,7 +979,7 @@ fn a_failed_fsync_poisons_the_log_until_reopened() {
     assert!(matches!(wal.close(), Err(EngineError::WalPoisoned(_))));
 
     // Reopening recovers: what reached the file is replayed, and writes work again.
-    let (wal, got, _) = open(d.path(), WalConfig::default(), 0);
+    let (wal, got, _) = open(d.path(), config(FsyncPolicy::Always), 0);
     assert_eq!(got[0], (1, 0, b"one".to_vec()));
     assert!(got.len() <= 2);
     assert!(wal.append(0, b"four").is_ok());
@@ -734,7 +1023,7 @@ fn a_failed_write_poisons_the_log_and_leaves_a_torn_tail() {
         wal.append((i % 4) as u8, &payload(i)).unwrap();
     }
     faults.fail_next_write();
-    let e = wal.append(0, &[5u8; 200]).unwrap_err();
+    let e = wal.append(0, &[5u8; 2000]).unwrap_err();
     assert!(e.to_string().contains("injected write failure"), "{e}");
     assert!(matches!(
         wal.append(0, b"x"),
@@ -742,9 +1031,10 @@ fn a_failed_write_poisons_the_log_and_leaves_a_torn_tail() {
     ));
     drop(wal);
 
-    let (wal, got, report) = open(d.path(), WalConfig::default(), 0);
+    let (wal, got, report) = open(d.path(), config(FsyncPolicy::Always), 0);
     expect_prefix(&got, 3);
-    assert_eq!(report.truncated_bytes, (FRAME_HEADER_LEN as u64 + 200) / 2);
+    // The injected short write stops at a sector boundary about half-way.
+    assert!((512..2024).contains(&report.truncated_bytes), "{report:?}");
     assert!(report.warnings[0].contains("torn tail"), "{report:?}");
     assert_eq!(wal.append(0, b"y").unwrap(), 4);
 }
@@ -803,7 +1093,7 @@ fn leftover_temp_segments_are_removed_and_other_files_ignored() {
     let tmp = d.path().join(format!("{}.tmp", segment_name(3)));
     fs::write(&tmp, b"partial header").unwrap();
     fs::write(d.path().join("notes.txt"), b"hi").unwrap();
-    let (_wal, got, report) = open(d.path(), WalConfig::default(), 0);
+    let (_wal, got, report) = open(d.path(), config(FsyncPolicy::Always), 0);
     expect_prefix(&got, 2);
     assert!(!tmp.exists());
     assert!(report.warnings[0].contains("unfinished segment"));
@@ -833,7 +1123,11 @@ fn inspect_reports_frames_types_and_damage() {
 #[test]
 fn mutated_segments_never_panic_the_scanner() {
     let d = TempDir::new("mutate");
-    let (wal, _, _) = open(d.path(), WalConfig::default(), 0);
+    let cfg = WalConfig {
+        segment_size: 64 << 10,
+        ..config(FsyncPolicy::Always)
+    };
+    let (wal, _, _) = open(d.path(), cfg, 0);
     for i in 1..=20 {
         wal.append(i as u8, &payload(i)).unwrap();
     }
@@ -859,10 +1153,14 @@ fn mutated_segments_never_panic_the_scanner() {
 #[test]
 fn sequence_numbers_from_disk_cannot_overflow() {
     let d = TempDir::new("seq-zero");
-    fs::write(d.path().join(segment_name(0)), encode_segment_header(0)).unwrap();
+    fs::write(
+        d.path().join(segment_name(0)),
+        encode_segment_header(0, SEGMENT_HEADER_LEN as u64),
+    )
+    .unwrap();
     let e = open_with(
         d.path(),
-        WalConfig::default(),
+        config(FsyncPolicy::Always),
         WalRecoveryOptions::default(),
     )
     .unwrap_err();
@@ -870,17 +1168,17 @@ fn sequence_numbers_from_disk_cannot_overflow() {
 
     let d = TempDir::new("seq-max");
     let top = i64::MAX as u64;
-    let mut b = encode_segment_header(top).to_vec();
+    let mut b = encode_segment_header_v1(top).to_vec();
     b.extend(frame_bytes(top, 0, 0, 1, b"x"));
     fs::write(d.path().join(segment_name(top)), b).unwrap();
     let after = |after_seq| WalRecoveryOptions {
         after_seq,
-        salvage: false,
+        ..WalRecoveryOptions::default()
     };
-    let e = open_with(d.path(), WalConfig::default(), after(top)).unwrap_err();
+    let e = open_with(d.path(), config(FsyncPolicy::Always), after(top)).unwrap_err();
     assert!(matches!(e, EngineError::InvalidArgument(_)), "{e:?}");
-    let e = open_with(d.path(), WalConfig::default(), after(top - 1)).unwrap_err();
+    let e = open_with(d.path(), config(FsyncPolicy::Always), after(top - 1)).unwrap_err();
     assert!(corrupt_at(e).2.contains("not below"));
-    let e = open_with(d.path(), WalConfig::default(), after(0)).unwrap_err();
+    let e = open_with(d.path(), config(FsyncPolicy::Always), after(0)).unwrap_err();
     assert!(corrupt_at(e).2.contains("missing"));
 }

@@ -11,8 +11,9 @@ use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
 use std::time::Instant;
 
 use super::format::{
-    encode_segment_header, put_frame, segment_name, segment_path, FrameHeader, FLAG_ZSTD,
-    FRAME_HEADER_LEN, MAX_SEQ, MAX_WAL_PAYLOAD, SEGMENT_HEADER_LEN, TEMP_EXT,
+    encode_segment_header, put_frame, segment_name, segment_path, FrameHeader, FLAG_SEAL,
+    FLAG_ZSTD, FRAME_HEADER_LEN, MAX_SEQ, MAX_WAL_PAYLOAD, SEAL_LEN, SEGMENT_HEADER_LEN,
+    TEAR_ALIGN, TEMP_EXT,
 };
 use super::{FsyncPolicy, WalConfig};
 use crate::{EngineError, Result};
@@ -48,12 +49,51 @@ pub(crate) struct SegmentMeta {
     pub(crate) len: u64,
 }
 
-/// The segment being appended to, owned by the writer thread.
+/// The segment being appended to, owned by the writer thread. The file's cursor is at `len`.
 #[derive(Debug)]
 pub(crate) struct ActiveSegment {
     pub(crate) file: File,
     pub(crate) path: PathBuf,
+    pub(crate) first_seq: u64,
+    /// End of the frames written so far.
     pub(crate) len: u64,
+    /// The size the file was preallocated to; frames and the final seal stay within it.
+    pub(crate) capacity: u64,
+}
+
+impl ActiveSegment {
+    /// Creates the (version-2, preallocated) segment starting at `first_seq`; see
+    /// [`create_segment`].
+    pub(crate) fn create(dir: &Path, first_seq: u64, capacity: u64) -> Result<Self> {
+        Ok(Self {
+            file: create_segment(dir, first_seq, capacity)?,
+            path: segment_path(dir, first_seq),
+            first_seq,
+            len: SEGMENT_HEADER_LEN as u64,
+            capacity,
+        })
+    }
+
+    /// Whether no frame has been written to it.
+    fn is_empty(&self) -> bool {
+        self.len == SEGMENT_HEADER_LEN as u64
+    }
+}
+
+/// Appends a seal naming `next_seq` at the cursor of `file` and fsyncs it. Written only once
+/// the next segment exists durably, so a sealed segment always had a successor.
+pub(crate) fn write_seal(file: &mut File, next_seq: u64) -> std::io::Result<()> {
+    let mut seal = Vec::with_capacity(SEAL_LEN);
+    let header = FrameHeader {
+        body_len: 0,
+        seq: next_seq,
+        record_type: 0,
+        flags: FLAG_SEAL,
+        raw_len: 0,
+    };
+    put_frame(&mut seal, header, &crc32fast::Hasher::new(), &[]);
+    file.write_all(&seal)?;
+    file.sync_data()
 }
 
 /// Everything appenders and the writer share under one lock.
@@ -349,7 +389,8 @@ impl Shared {
         }
     }
 
-    /// Writes one batch, first rotating to a new segment if the current one is full.
+    /// Writes one batch, first rotating to a new segment if it does not fit in the current one
+    /// with room left for the seal.
     fn write_batch(
         &self,
         seg: &mut ActiveSegment,
@@ -359,27 +400,45 @@ impl Shared {
         synced: &mut u64,
         faults: Option<&WalFaults>,
     ) -> Result<(), String> {
-        if seg.len >= self.config.segment_size && seg.len > SEGMENT_HEADER_LEN as u64 {
-            // The old segment is made durable before the new one exists, so recovery can treat
-            // damage anywhere but in the last segment as real corruption.
-            if written > *synced {
-                self.sync_segment(seg, faults)?;
+        if seg.len + (buf.len() + SEAL_LEN) as u64 > seg.capacity {
+            // A batch larger than the configured size gets a segment of its own size.
+            let capacity = self
+                .config
+                .segment_size
+                .max((SEGMENT_HEADER_LEN + buf.len() + SEAL_LEN) as u64);
+            if seg.is_empty() {
+                // Nothing to seal: replace the empty segment by a larger one of the same name.
+                *seg = ActiveSegment::create(&self.dir, seg.first_seq, capacity)
+                    .map_err(|e| e.to_string())?;
+            } else {
+                // Successor first, durably; then the seal, fsynced with every frame before it.
+                // A crash in between leaves an unsealed segment followed by an empty one,
+                // which recovery completes; a sealed segment without a successor is damage.
+                let next = ActiveSegment::create(&self.dir, first_seq, capacity)
+                    .map_err(|e| e.to_string())?;
+                let result = if fires(faults.map(|f| &f.sync)) {
+                    Err(std::io::Error::other("injected fsync failure"))
+                } else {
+                    write_seal(&mut seg.file, first_seq)
+                };
+                result.map_err(|e| format!("sealing {} failed: {e}", seg.path.display()))?;
+                self.fsyncs.fetch_add(1, Ordering::Relaxed);
                 *synced = written;
+                *seg = next;
+                lock(&self.segments).push(SegmentMeta {
+                    first_seq,
+                    len: seg.len,
+                });
             }
-            let file = create_segment(&self.dir, first_seq).map_err(|e| e.to_string())?;
-            *seg = ActiveSegment {
-                file,
-                path: segment_path(&self.dir, first_seq),
-                len: SEGMENT_HEADER_LEN as u64,
-            };
-            lock(&self.segments).push(SegmentMeta {
-                first_seq,
-                len: seg.len,
-            });
         }
         let result = if fires(faults.map(|f| &f.write)) {
+            // A real short write stops between pages, so the injected one stops at a sector
+            // boundary about half-way.
+            let align = TEAR_ALIGN as u64;
+            let stop = (seg.len + buf.len() as u64 / 2) / align * align;
+            let cut = stop.saturating_sub(seg.len).min(buf.len() as u64) as usize;
             seg.file
-                .write_all(&buf[..buf.len() / 2])
+                .write_all(&buf[..cut])
                 .and_then(|()| Err(std::io::Error::other("injected write failure")))
         } else {
             seg.file.write_all(buf)
@@ -405,9 +464,11 @@ impl Shared {
     }
 }
 
-/// Creates the segment starting at `first_seq` so that it appears under its final name only
-/// with a complete, durable header: temp file, header, fsync, rename, directory fsync.
-pub(crate) fn create_segment(dir: &Path, first_seq: u64) -> Result<File> {
+/// Creates the segment starting at `first_seq`, preallocated to `capacity` bytes, so that it
+/// appears under its final name only with a complete, durable header and its full size: temp
+/// file, header, set_len, fsync, rename, directory fsync. Replaces an existing empty segment
+/// of that name.
+pub(crate) fn create_segment(dir: &Path, first_seq: u64, capacity: u64) -> Result<File> {
     let path = segment_path(dir, first_seq);
     let tmp = dir.join(format!("{}.{TEMP_EXT}", segment_name(first_seq)));
     let mut file = OpenOptions::new()
@@ -416,8 +477,11 @@ pub(crate) fn create_segment(dir: &Path, first_seq: u64) -> Result<File> {
         .truncate(true)
         .open(&tmp)
         .map_err(|e| io_err(&tmp, e))?;
-    file.write_all(&encode_segment_header(first_seq))
+    file.write_all(&encode_segment_header(first_seq, capacity))
         .map_err(|e| io_err(&tmp, e))?;
+    // A sparse extension on most file systems: no zeros are written, and since the size never
+    // changes again, a file found shorter than this was cut, not torn.
+    file.set_len(capacity).map_err(|e| io_err(&tmp, e))?;
     file.sync_all().map_err(|e| io_err(&tmp, e))?;
     fs::rename(&tmp, &path).map_err(|e| io_err(&path, e))?;
     sync_dir(dir)?;
