@@ -137,6 +137,43 @@ pub struct Server {
     pub saw_not_serving: bool,
 }
 
+/// `quiver serve` for `spec` on the given ports, logging to the spec's log file.
+fn serve_command(
+    spec: &ServerSpec,
+    config: &Path,
+    grpc: SocketAddr,
+    metrics: SocketAddr,
+) -> Command {
+    let log_file = OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(spec.log_path())
+        .expect("open the server log");
+    let mut cmd = Command::new(quiver_bin());
+    cmd.arg("serve")
+        .arg("--config")
+        .arg(config)
+        .arg("--listen")
+        .arg(grpc.to_string())
+        .arg("--metrics-listen")
+        .arg(metrics.to_string())
+        .arg("--data-dir")
+        .arg(&spec.data_dir);
+    if let Some(r) = &spec.registry {
+        cmd.arg("--registry").arg(r);
+    }
+    cmd.args(&spec.args)
+        .env_remove("QUIVER_AUTH_TOKEN")
+        .env_remove("QUIVER_LISTEN")
+        .env_remove("QUIVER_DATA_DIR")
+        .env("QUIVER_LOG", "info")
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .stdout(log_file.try_clone().expect("clone the log handle"))
+        .stderr(log_file);
+    cmd
+}
+
 /// A free loopback port (free when probed; the caller retries if it is taken meanwhile).
 fn free_port() -> SocketAddr {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
@@ -151,33 +188,7 @@ impl Server {
         let log = spec.log_path();
         for attempt in 1..=PORT_ATTEMPTS {
             let (grpc, metrics) = (free_port(), free_port());
-            let log_file = OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(&log)
-                .expect("open the server log");
-            let mut cmd = Command::new(quiver_bin());
-            cmd.arg("serve")
-                .arg("--config")
-                .arg(&config_path)
-                .arg("--listen")
-                .arg(grpc.to_string())
-                .arg("--metrics-listen")
-                .arg(metrics.to_string())
-                .arg("--data-dir")
-                .arg(&spec.data_dir);
-            if let Some(r) = &spec.registry {
-                cmd.arg("--registry").arg(r);
-            }
-            cmd.args(&spec.args)
-                .env_remove("QUIVER_AUTH_TOKEN")
-                .env_remove("QUIVER_LISTEN")
-                .env_remove("QUIVER_DATA_DIR")
-                .env("QUIVER_LOG", "info")
-                .env("NO_COLOR", "1")
-                .stdin(Stdio::null())
-                .stdout(log_file.try_clone().expect("clone the log handle"))
-                .stderr(log_file);
+            let mut cmd = serve_command(spec, &config_path, grpc, metrics);
             let child = cmd.spawn().expect("spawn quiver serve");
             let mut server = Server {
                 child: Some(child),
@@ -202,6 +213,37 @@ impl Server {
             }
         }
         unreachable!("the last attempt panics or returns")
+    }
+
+    /// Starts the real binary expecting it to refuse to start: waits for the exit (bounded)
+    /// and returns its status and what it logged. Panics if it becomes ready instead.
+    pub async fn start_refused(spec: &ServerSpec) -> (ExitStatus, String) {
+        let config_path = spec.data_dir.with_extension("toml");
+        std::fs::write(&config_path, &spec.config).expect("write the config file");
+        let logged_before = std::fs::metadata(spec.log_path()).map_or(0, |m| m.len() as usize);
+        let mut cmd = serve_command(spec, &config_path, free_port(), free_port());
+        let mut server = Server {
+            child: Some(cmd.spawn().expect("spawn quiver serve")),
+            grpc: free_port(),
+            metrics: free_port(),
+            log: spec.log_path(),
+            tls_ca: None,
+            saw_not_serving: false,
+        };
+        let deadline = Instant::now() + START_TIMEOUT;
+        loop {
+            if let Some(status) = server.try_wait() {
+                server.child = None;
+                let log = server.log();
+                return (status, log.get(logged_before..).unwrap_or(&log).to_owned());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "quiver serve kept running; log:\n{}",
+                server.log()
+            );
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
     }
 
     /// Polls health until SERVING; Err if the process exited or the wait timed out.

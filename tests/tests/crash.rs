@@ -38,6 +38,12 @@ const WRITERS: usize = oracle::WRITERS as usize;
 const ROUNDS: u64 = 60;
 /// Kill delays are drawn from this range, measured from the child's `ready`.
 const DELAY_MS: std::ops::RangeInclusive<u64> = 20..=300;
+/// Every this many rounds the child lives longer (`LONG_DELAY_MS`), so checkpoints and bulk
+/// loads, which take a few hundred milliseconds in a debug build on a busy machine, also
+/// complete, and the kills after them land on a directory they changed.
+const LONG_EVERY: u64 = 6;
+/// The kill delay of the long rounds.
+const LONG_DELAY_MS: std::ops::RangeInclusive<u64> = 600..=1500;
 /// Items past the in-flight batch checked to be absent, per writer and round.
 const NEVER_WRITTEN: u64 = 16;
 
@@ -181,9 +187,14 @@ fn kill_one_child(run: &Run, round: u64, seen: &mut Seen) {
         stderr.read_to_string(&mut s).unwrap();
         s
     });
+    let range = if round % LONG_EVERY == LONG_EVERY - 1 {
+        LONG_DELAY_MS
+    } else {
+        DELAY_MS
+    };
     let delay = Duration::from_millis(
-        DELAY_MS.start()
-            + oracle::mix(run.seed ^ oracle::mix(round)) % (DELAY_MS.end() - DELAY_MS.start() + 1),
+        range.start()
+            + oracle::mix(run.seed ^ oracle::mix(round)) % (range.end() - range.start() + 1),
     );
     let became_ready = ready.recv_timeout(Duration::from_secs(30)).is_ok();
     if became_ready {
