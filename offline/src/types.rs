@@ -36,6 +36,16 @@ pub enum EpochUnit {
 }
 
 impl EpochUnit {
+    /// The unit's name, as [`EpochUnit::parse`] takes it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Seconds => "seconds",
+            Self::Millis => "milliseconds",
+            Self::Micros => "microseconds",
+            Self::Nanos => "nanoseconds",
+        }
+    }
+
     /// Parses `s`, `ms`, `us` or `ns`.
     pub fn parse(s: &str) -> Result<Self, String> {
         match s {
@@ -369,7 +379,7 @@ pub(crate) fn timestamps(arr: &ArrayRef, epoch: EpochUnit) -> Result<Int64Array,
         }
     }
     let a = arr.as_ref();
-    Ok(match a.data_type() {
+    let micros = match a.data_type() {
         D::Timestamp(TimeUnit::Second, _) => a
             .as_primitive::<TimestampSecondType>()
             .unary(scale(EpochUnit::Seconds)),
@@ -394,8 +404,32 @@ pub(crate) fn timestamps(arr: &ArrayRef, epoch: EpochUnit) -> Result<Int64Array,
                 "is {other}, expected a Timestamp (any unit), Date or Int64 epoch column"
             ))
         }
-    })
+    };
+    // A time outside years 1-9999 is a unit mistake (nanoseconds read as microseconds lands
+    // in year 55 000, and an overflowing scale saturates): joined as it is, it would only
+    // produce nulls or no rows.
+    let bad =
+        (0..micros.len()).find(|&i| micros.is_valid(i) && !TIME_RANGE.contains(&micros.value(i)));
+    if let Some(i) = bad {
+        let read_as = match a.data_type() {
+            D::Int64 => format!(
+                "{} read as {}",
+                a.as_primitive::<Int64Type>().value(i),
+                epoch.name()
+            ),
+            other => format!("a {other} value"),
+        };
+        return Err(format!(
+            "row {i}: {read_as} is outside years 1 to 9999; if the column holds another unit, \
+             say which (--epoch-unit s, ms, us or ns)"
+        ));
+    }
+    Ok(micros)
 }
+
+/// Times a training set or history may hold, microseconds since the epoch: years 1 to 9999
+/// (what Arrow, Parquet readers and protobuf timestamps all represent).
+const TIME_RANGE: std::ops::RangeInclusive<i64> = -62_135_596_800_000_000..=253_402_300_799_999_999;
 
 /// Row `i` of a canonical column of type `ty` (as [`arrow_type`] gives, e.g. a training-set
 /// column) as an engine value. Lists and vectors with null items are refused: the store has

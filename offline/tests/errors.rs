@@ -261,3 +261,38 @@ fn a_vector_of_the_wrong_dimension_is_a_data_error_naming_the_column() {
     assert!(msg.contains("2 components"), "{msg}");
     assert!(!out.exists());
 }
+
+#[test]
+fn times_outside_years_1_to_9999_are_refused_naming_the_unit() {
+    let reg = registry();
+    let dir = TempDir::new("time-range");
+    good_history(&reg, dir.path());
+    let h = || History::for_view(&reg, "a", dir.path(), EpochUnit::Seconds).expect("history");
+    let plan = FeaturePlan::new(&reg, &["a:x"], false).expect("plan");
+    let out = dir.path().join("train.parquet");
+    // Nanoseconds in an int64 column read as seconds: the scale overflows.
+    let ents = dir.path().join("entities.parquet");
+    write_parquet(
+        &ents,
+        &batch(vec![
+            ("user_id", Arc::new(Int64Array::from(vec![1, 1]))),
+            (
+                "event_timestamp",
+                Arc::new(Int64Array::from(vec![10, 1_700_000_000_000_000_000])),
+            ),
+        ]),
+    )
+    .expect("write");
+    let e =
+        write_training_set(&reg, &plan, &[h()], &ents, &out, &JoinOptions::default()).unwrap_err();
+    let msg = e.to_string();
+    assert!(msg.contains("row 1") && msg.contains("seconds"), "{msg}");
+    assert!(msg.contains("--epoch-unit"), "{msg}");
+    assert!(!out.exists());
+    // Read as nanoseconds, the same file joins.
+    let opts = JoinOptions {
+        epoch_unit: EpochUnit::Nanos,
+        ..JoinOptions::default()
+    };
+    write_training_set(&reg, &plan, &[h()], &ents, &out, &opts).expect("join as ns");
+}
