@@ -170,6 +170,7 @@ async fn grpc(args: GrpcArgs) -> Result<()> {
             fsync: "never".into(),
             worker_threads: threads,
             start_timeout: Duration::from_secs(300),
+            extra_config: String::new(),
         };
         let server = QuiverServer::start(spec, args.dir.as_deref(), "grpc-quiver").await?;
         let staged = server.scratch("user_stats.snap");

@@ -17,6 +17,7 @@
 //! - `mem`: process memory readings (RSS).
 //! - `offline`: the point-in-time join against DuckDB's ASOF join, and materialize (W8).
 //! - `grpc`: GetOnlineFeatures against the gRPC floor (an echo service), issue 4.
+//! - `overload`: bursts far past `max_concurrent_requests`: answers by code and server memory.
 //! - `compare`: Quiver against Redis (Feast layout and packed blobs), issue 5.
 //! - `error`: the harness's error type.
 
@@ -32,6 +33,7 @@ mod keys;
 mod load;
 mod mem;
 mod offline;
+mod overload;
 mod packed;
 mod report;
 mod restart;
@@ -50,6 +52,7 @@ pub use keys::{Dist, KeyChooser, KeySpace, Zipf, ZIPF_THETA};
 pub use load::{run_load, LoadArgs};
 pub use mem::rss_bytes;
 pub use offline::{run_offline, OfflineArgs, Worker as OfflineWorker};
+pub use overload::{run_overload, OverloadArgs};
 pub use report::{median, Latency, Summary, Table};
 pub use restart::{run_restart, RestartArgs};
 pub use scratch::{bytes_under, drop_from_page_cache, filesystem_of, ScratchDir};

@@ -29,6 +29,8 @@ enum Command {
     Compare(CompareArgs),
     /// Offline (W8): point-in-time join against DuckDB's ASOF join, and materialize.
     Offline(quiver_bench::OfflineArgs),
+    /// Overload: bursts of reads far past max_concurrent_requests; shed count and memory.
+    Overload(quiver_bench::OverloadArgs),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +43,7 @@ fn main() -> ExitCode {
         Command::Grpc(args) => quiver_bench::run_grpc(&args),
         Command::Compare(args) => quiver_bench::run_compare(&args),
         Command::Offline(args) => quiver_bench::run_offline(&args),
+        Command::Overload(args) => quiver_bench::run_overload(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -22,6 +22,13 @@ pub fn rss_bytes() -> Result<u64> {
     Ok(resident * page_size())
 }
 
+/// Resident set size of process `pid` in bytes, if it can be read (`/proc/<pid>/statm`).
+pub(crate) fn rss_of(pid: u32) -> Option<u64> {
+    let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
+    let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
+    Some(pages * page_size())
+}
+
 /// The page size from the auxiliary vector (statm counts pages); 4 KiB if it cannot be read.
 fn page_size() -> u64 {
     let Ok(auxv) = std::fs::read("/proc/self/auxv") else {

@@ -316,6 +316,7 @@ async fn compare(args: CompareArgs, s: Settings, redis_version: String) -> Resul
         fsync: fsync.into(),
         worker_threads: s.server_threads,
         start_timeout: Duration::from_secs(600),
+        extra_config: String::new(),
     };
     let redis_spec = |aof_always| RedisSpec {
         aof_always,

@@ -95,19 +95,12 @@ impl Proc {
         lines[lines.len().saturating_sub(20)..].join("\n")
     }
 
-    /// Resident set size (`VmRSS` of `/proc/<pid>/status`), bytes.
+    /// Resident set size, bytes.
     pub(crate) fn rss_bytes(&self) -> Result<u64> {
-        let path = format!("/proc/{}/status", self.pid());
-        let text = std::fs::read_to_string(&path).map_err(io(format!("reading {path}")))?;
-        text.lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().strip_suffix("kB"))
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(|kb| kb * 1024)
-            .ok_or_else(|| BenchError::Io {
-                what: format!("parsing VmRSS of {path}"),
-                source: std::io::Error::other("no VmRSS line"),
-            })
+        crate::mem::rss_of(self.pid()).ok_or_else(|| BenchError::Io {
+            what: format!("reading the memory of process {}", self.pid()),
+            source: std::io::Error::other("no /proc/<pid>/statm"),
+        })
     }
 
     /// Sends `signal` (e.g. "TERM") with kill(1) and waits for the exit.
@@ -226,6 +219,8 @@ pub(crate) struct QuiverSpec {
     pub(crate) worker_threads: usize,
     /// How long recovery may take before the start counts as failed.
     pub(crate) start_timeout: Duration,
+    /// More lines of the server's config file (e.g. `max_concurrent_requests = 8`).
+    pub(crate) extra_config: String,
 }
 
 /// A running `quiver serve` on a free port with its own data directory.
@@ -267,8 +262,8 @@ impl QuiverServer {
             &config,
             format!(
                 "checkpoint_wal_bytes = 0\ncheckpoint_interval_secs = 0\nworker_threads = {}\n\
-                 fsync = \"{}\"\n",
-                spec.worker_threads, spec.fsync
+                 fsync = \"{}\"\n{}\n",
+                spec.worker_threads, spec.fsync, spec.extra_config
             ),
         )
         .map_err(io(format!("writing {}", config.display())))?;
