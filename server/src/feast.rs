@@ -214,7 +214,7 @@ impl FeastService {
 }
 
 /// Builds keys of `entity` from Feast's entity columns (int64 keys also accept int32 values).
-fn keys_from_feast(
+pub(crate) fn keys_from_feast(
     entity: &Entity,
     cols: &std::collections::HashMap<String, ft::RepeatedValue>,
     rows: usize,

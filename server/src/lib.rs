@@ -26,6 +26,8 @@ mod convert;
 mod demo;
 mod error;
 mod feast;
+#[doc(hidden)]
+pub mod fuzzing;
 mod limits;
 mod metrics;
 pub mod proto;
