@@ -14,10 +14,12 @@ use crate::value::FeatureColumn;
 /// The example registry, the schema the record and packed-record targets decode against.
 pub fn example_registry() -> &'static Registry {
     static R: OnceLock<Registry> = OnceLock::new();
-    R.get_or_init(|| match Registry::from_toml(include_str!("../../examples/registry.toml")) {
-        Ok(r) => r,
-        Err(e) => panic!("the example registry is invalid: {e}"),
-    })
+    R.get_or_init(
+        || match Registry::from_toml(include_str!("../../examples/registry.toml")) {
+            Ok(r) => r,
+            Err(e) => panic!("the example registry is invalid: {e}"),
+        },
+    )
 }
 
 /// The `record` target: the first byte picks a view of the example registry, the rest is
@@ -106,9 +108,17 @@ pub fn snapshot_open(data: &[u8]) {
             keys += 1;
         }
         if crate::Snapshot::verify(path).is_ok() {
-            assert_eq!(keys, snap.len(), "a verified snapshot iterates every entity");
+            assert_eq!(
+                keys,
+                snap.len(),
+                "a verified snapshot iterates every entity"
+            );
             for (key, record) in snap.iter() {
-                assert_eq!(snap.get(key), Some(record), "a verified snapshot finds its own keys");
+                assert_eq!(
+                    snap.get(key),
+                    Some(record),
+                    "a verified snapshot finds its own keys"
+                );
             }
         }
     }
@@ -356,7 +366,11 @@ fn registry_pair(old: &Registry, next: &Registry) {
             );
         }
         let back = registry_round_trip(&evolved.to_toml());
-        assert_eq!(back.as_ref(), Some(&evolved), "an evolved registry does not re-parse");
+        assert_eq!(
+            back.as_ref(),
+            Some(&evolved),
+            "an evolved registry does not re-parse"
+        );
     }
     let kept = next.clone().keeping(old);
     assert!(kept.views().len() >= next.views().len());
@@ -413,7 +427,16 @@ const TYPES: &[&str] = &[
     "list<vector<2>>",
     "list<>",
 ];
-const TTLS: &[&str] = &["1d", "2h", "90d", "0", "0s", "1w", "-1d", "18446744073709551615s"];
+const TTLS: &[&str] = &[
+    "1d",
+    "2h",
+    "90d",
+    "0",
+    "0s",
+    "1w",
+    "-1d",
+    "18446744073709551615s",
+];
 const STORAGES: &[&str] = &["float32", "float16", "bfloat16", "int8", "int4"];
 const COMPRESSIONS: &[&str] = &["auto", "zstd", "none", "lz4"];
 

@@ -13,8 +13,8 @@ use std::collections::HashMap;
 
 use quiver_engine::fuzzing::Source;
 use quiver_engine::{
-    decode_key, encode_key, Entity, KeyBatch, KeyPart, KeyType, OwnedKeyPart, Registry,
-    ScalarType, Value, ValueType,
+    decode_key, encode_key, Entity, KeyBatch, KeyPart, KeyType, OwnedKeyPart, Registry, ScalarType,
+    Value, ValueType,
 };
 
 use crate::config::ServerConfig;
@@ -178,7 +178,11 @@ impl RequestTarget {
         let refs = registry
             .views()
             .iter()
-            .flat_map(|v| v.features.iter().map(move |f| format!("{}:{}", v.name, f.name)))
+            .flat_map(|v| {
+                v.features
+                    .iter()
+                    .map(move |f| format!("{}:{}", v.name, f.name))
+            })
             .collect();
         Self {
             read_limits: ReadLimits::new(&config),
@@ -321,7 +325,11 @@ impl RequestTarget {
                     .null_bitmap
                     .get(i / 8)
                     .is_some_and(|b| b & (1 << (i % 8)) != 0);
-                assert_eq!(null, matches!(v, Value::Null), "row {i}: null bitmap not applied");
+                assert_eq!(
+                    null,
+                    matches!(v, Value::Null),
+                    "row {i}: null bitmap not applied"
+                );
                 assert!(value_bytes(v) <= self.write_limits.max_value_bytes);
             }
         }
@@ -332,7 +340,11 @@ impl RequestTarget {
     fn check_time(&self, micros: i64) {
         let skew = self.config.max_event_time_skew_secs as i64 * 1_000_000;
         let ok = self.write_limits.check_time("t", micros, NOW).is_ok();
-        assert_eq!(ok, micros <= NOW + skew, "check_time({micros}) decided wrongly");
+        assert_eq!(
+            ok,
+            micros <= NOW + skew,
+            "check_time({micros}) decided wrongly"
+        );
     }
 
     /// What the Feast handler checks before reading, in its order.
@@ -375,7 +387,11 @@ impl RequestTarget {
         if !self.check_budget(rows, &types, Api::Feast) {
             return Reached::Refused;
         }
-        let used = |k: &String| entities.iter().any(|e| e.join_keys.iter().any(|j| &j.name == k));
+        let used = |k: &String| {
+            entities
+                .iter()
+                .any(|e| e.join_keys.iter().any(|j| &j.name == k))
+        };
         if !req.entities.keys().all(used) {
             return Reached::Refused;
         }
@@ -426,7 +442,12 @@ impl RequestTarget {
     }
 
     fn build_write(&self, src: &mut Source<'_>) -> pb::WriteFeaturesRequest {
-        let names: Vec<&str> = self.registry.views().iter().map(|v| v.name.as_str()).collect();
+        let names: Vec<&str> = self
+            .registry
+            .views()
+            .iter()
+            .map(|v| v.name.as_str())
+            .collect();
         let view_name = src.word(&names);
         let view = self.registry.view(&view_name);
         let entity = view
@@ -463,7 +484,10 @@ impl RequestTarget {
                     let mut b = src.bytes(n.div_ceil(8)).to_vec();
                     b.resize(n.div_ceil(8), 0);
                     // Bits past the last row are refused; keep them clear most of the time.
-                    if let Some(last) = b.last_mut().filter(|_| n % 8 != 0 && !src.rarely()) {
+                    if let Some(last) = b
+                        .last_mut()
+                        .filter(|_| !n.is_multiple_of(8) && !src.rarely())
+                    {
                         *last &= (1u8 << (n % 8)) - 1;
                     }
                     b
@@ -507,7 +531,9 @@ impl RequestTarget {
             }
         }
         if src.rarely() {
-            let val = (0..rows).map(|_| feast_key_value(src, KeyType::Int64)).collect();
+            let val = (0..rows)
+                .map(|_| feast_key_value(src, KeyType::Int64))
+                .collect();
             entities.insert(src.text(12), ft::RepeatedValue { val });
         }
         fs::GetOnlineFeaturesRequest {
@@ -525,7 +551,12 @@ impl RequestTarget {
     }
 
     fn service_name(&self, src: &mut Source<'_>) -> String {
-        let names: Vec<&str> = self.registry.services().iter().map(|s| s.name.as_str()).collect();
+        let names: Vec<&str> = self
+            .registry
+            .services()
+            .iter()
+            .map(|s| s.name.as_str())
+            .collect();
         src.word(&names)
     }
 
@@ -726,7 +757,11 @@ fn build_column(src: &mut Source<'_>, ty: ValueType, n: usize) -> Data {
     match ty {
         ValueType::Scalar(s) => scalar_column(src, s, n),
         ValueType::Vector { dim } => {
-            let dim = if src.rarely() { src.below(4) as u32 } else { dim };
+            let dim = if src.rarely() {
+                src.below(4) as u32
+            } else {
+                dim
+            };
             let len = off_by_one(src, n * dim as usize);
             Data::VectorValues(pb::VectorValues {
                 dim,
@@ -835,7 +870,10 @@ mod tests {
             Reached::FeastGet,
             Reached::Refused,
         ] {
-            assert!(reached.contains_key(&r), "no input reached {r:?}: {reached:?}");
+            assert!(
+                reached.contains_key(&r),
+                "no input reached {r:?}: {reached:?}"
+            );
         }
     }
 }
