@@ -1,6 +1,6 @@
-//! Parity (DESIGN.md §4): materializing history as of T and reading online at T gives exactly
-//! the values the point-in-time join gives for entity rows at T — feature by feature, nulls
-//! included — and both equal the brute-force reference.
+//! Parity (docs/semantics.md, "Parity"): materializing history as of T and reading online at
+//! T gives exactly the values the point-in-time join gives for entity rows at T — feature by
+//! feature, nulls included — and both equal the brute-force reference.
 
 mod common;
 

@@ -1,5 +1,6 @@
 //! Shared by the offline tests: a registry with several views, history and entity batch
-//! builders, and a brute-force point-in-time join written straight from DESIGN.md §4.
+//! builders, and a brute-force point-in-time join written straight from docs/semantics.md,
+//! "Point-in-time join".
 
 #![allow(dead_code)]
 
@@ -274,8 +275,9 @@ pub fn entity_batch(rows: &[EntityRow]) -> RecordBatch {
     .expect("entity batch")
 }
 
-/// The §4 join, by brute force: for each entity row and feature, the latest row with
-/// `ts <= t` (ties: created, then position), kept if `ts >= t - ttl` (ttl 0: always).
+/// The point-in-time join of docs/semantics.md, by brute force: for each entity row and
+/// feature, the latest row with `ts <= t` (ties: created, then position), kept if
+/// `ts >= t - ttl` (ttl 0: always).
 pub fn reference(
     reg: &Registry,
     histories: &[(&str, Vec<HistRow>)],
