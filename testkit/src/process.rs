@@ -139,17 +139,15 @@ impl Proc {
         }
     }
 
-    /// Sends `signal` without waiting. Fails if the process was already reaped.
-    pub fn signal(&mut self, signal: Signal) -> io::Result<()> {
-        let Some(child) = self.child.as_mut() else {
+    /// Sends `signal` with kill(1) without waiting. Fails if the process was already reaped
+    /// (its id may belong to another process by then).
+    pub fn signal(&self, signal: Signal) -> io::Result<()> {
+        let Some(child) = self.child.as_ref() else {
             return Err(io::Error::other(format!(
                 "{} has already exited",
                 self.name
             )));
         };
-        if signal == Signal::Kill {
-            return child.kill();
-        }
         let sent = Command::new("kill")
             .arg(format!("-{}", signal.name()))
             .arg(child.id().to_string())

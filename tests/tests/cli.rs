@@ -2,13 +2,19 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::process::Command;
+use quiver_tests::{quiver_bin, quiver_command, workspace_root, TempDir};
 
-use quiver_tests::{quiver_bin, workspace_root};
+#[test]
+fn the_tests_run_the_binary_cargo_built_for_them() {
+    assert_eq!(
+        quiver_bin(),
+        std::path::Path::new(env!("CARGO_BIN_EXE_quiver-e2e"))
+    );
+}
 
 #[test]
 fn check_accepts_the_example_registry() {
-    let out = Command::new(quiver_bin())
+    let out = quiver_command()
         .arg("check")
         .arg(workspace_root().join("examples/registry.toml"))
         .output()
@@ -28,18 +34,13 @@ fn check_accepts_the_example_registry() {
 
 #[test]
 fn check_names_the_bad_field_and_fails() {
-    let dir = std::env::temp_dir().join(format!("quiver-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = TempDir::new("cli");
     let path = dir.join("bad.toml");
     let text = std::fs::read_to_string(workspace_root().join("examples/registry.toml"))
         .unwrap()
         .replace("type = \"vector<64>\"", "type = \"vectr<64>\"");
     std::fs::write(&path, text).unwrap();
-    let out = Command::new(quiver_bin())
-        .arg("check")
-        .arg(&path)
-        .output()
-        .unwrap();
+    let out = quiver_command().arg("check").arg(&path).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -47,5 +48,4 @@ fn check_names_the_bad_field_and_fails() {
         "{stderr}"
     );
     assert!(stderr.contains("unknown type \"vectr<64>\""), "{stderr}");
-    std::fs::remove_dir_all(&dir).unwrap();
 }

@@ -5,10 +5,12 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use quiver_server::proto::feast::serving as fs;
 use quiver_server::proto::feast::types as ft;
 use quiver_server::proto::quiver::v1 as pb;
+use quiver_testkit::Proc;
 use quiver_tests::quiver_cli;
 use quiver_tests::req::*;
 use quiver_tests::server::{now_micros, Server, ServerSpec, TempDir};
@@ -428,7 +430,7 @@ async fn a_burst_of_large_reads_is_shed_and_memory_stays_bounded() {
         .collect();
     let mut codes = Vec::new();
     for t in tasks {
-        let r = tokio::time::timeout(std::time::Duration::from_secs(60), t).await;
+        let r = tokio::time::timeout(Duration::from_secs(60), t).await;
         codes.push(r.unwrap().unwrap());
     }
     let shed = codes
@@ -790,33 +792,18 @@ async fn an_empty_token_from_the_environment_is_refused() {
     let registry = dir.path().join("registry.toml");
     std::fs::write(&registry, REGISTRY).unwrap();
     for token in ["", "                    "] {
-        let mut child = std::process::Command::new(quiver_tests::quiver_bin())
-            .args(["serve", "--listen", "127.0.0.1:0", "--metrics-listen", ""])
+        let mut cmd = quiver_tests::quiver_command();
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--metrics-listen", ""])
             .arg("--data-dir")
             .arg(dir.path().join("data"))
             .arg("--registry")
             .arg(&registry)
-            .env("QUIVER_AUTH_TOKEN", token)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        let status = loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                break Some(s);
-            }
-            if std::time::Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        };
-        let status = status.unwrap_or_else(|| panic!("token {token:?}: the server started"));
+            .env("QUIVER_AUTH_TOKEN", token);
+        let mut server = Proc::spawn("quiver serve", cmd, &dir.join("serve.log")).unwrap();
+        let status = tokio::task::block_in_place(|| server.wait_timeout(Duration::from_secs(20)))
+            .unwrap_or_else(|e| panic!("token {token:?}: the server started: {e}"));
         assert!(!status.success());
-        let mut err = String::new();
-        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+        let err = server.own_log();
         assert!(err.contains("auth_token"), "{err}");
     }
 }

@@ -2010,12 +2010,11 @@ async fn auth_token_guards_data_rpcs_only() {
     }
 
     // A short token is refused before anything listens.
-    let out = std::process::Command::new(quiver_tests::quiver_bin())
+    let out = quiver_tests::quiver_command()
         .args(["serve", "--listen", "127.0.0.1:0", "--metrics-listen", ""])
         .arg("--data-dir")
         .arg(dir.path().join("other"))
         .args(["--auth-token", "short"])
-        .env_remove("QUIVER_AUTH_TOKEN")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2));
