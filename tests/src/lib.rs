@@ -9,7 +9,9 @@
 #![deny(unsafe_code)]
 
 pub mod crash_oracle;
+pub mod fixtures;
 pub mod req;
+pub mod scenario;
 pub mod server;
 
 use std::os::unix::process::CommandExt;
