@@ -1,5 +1,5 @@
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use rand::rngs::SmallRng;
@@ -11,10 +11,9 @@ use crate::db::{Db, DbConfig, SnapshotBuilder};
 use crate::key::{KeyBatch, KeyPart};
 use crate::registry::Registry;
 use crate::store::{GetResult, ReadOptions, Row};
+use crate::testing::{TempDir, T0};
 use crate::value::{Value, ValueType};
 use crate::wal::FsyncPolicy;
-
-const T0: i64 = 1_700_000_000_000_000;
 
 /// Every value type, in a view whose policy the test substitutes for `POLICY`, and a
 /// float32 embedding view.
@@ -101,23 +100,6 @@ compression = "POLICY"
 
 fn registry(policy: &str) -> Registry {
     Registry::from_toml(&SCHEMA.replace("POLICY", policy)).unwrap()
-}
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let d = std::env::temp_dir().join(format!("quiver-pack-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&d);
-        fs::create_dir_all(&d).unwrap();
-        Self(d)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
 }
 
 fn open(dir: &Path, reg: &Registry) -> Db {
@@ -247,7 +229,7 @@ fn every_type_round_trips_through_every_policy() {
     for policy in ["none", "zstd", "auto"] {
         let dir = TempDir::new(&format!("types-{policy}"));
         let reg = registry(policy);
-        let db = open(&dir.0, &reg);
+        let db = open(dir.path(), &reg);
         let n = 3000;
         let ids: Vec<i64> = (0..n + 10).collect(); // the last 10 were never written
         for view in ["s", "e", "m"] {
@@ -307,7 +289,7 @@ fn every_type_round_trips_through_every_policy() {
         }
         // The files hold what the codec says: compressed records, fewer stored bytes.
         for (view, info) in [("s", &s), ("e", &e), ("m", &m)] {
-            let snap_dir = dir.0.join(crate::db::SNAPSHOT_DIR);
+            let snap_dir = dir.join(crate::db::SNAPSHOT_DIR);
             let file = fs::read_dir(&snap_dir)
                 .unwrap()
                 .map(|e| e.unwrap().path())
@@ -333,7 +315,7 @@ fn every_type_round_trips_through_every_policy() {
         }
         // Reopening serves the same values from the compressed files.
         drop(db);
-        let db = open(&dir.0, &reg);
+        let db = open(dir.path(), &reg);
         for view in ["s", "e", "m"] {
             let nfeat = reg.view(view).unwrap().features.len();
             let mut want = expected(&rows(&reg, view, 0..n, 7, 3), nfeat);
@@ -351,7 +333,7 @@ fn every_type_round_trips_through_every_policy() {
 fn dictionaries_change_between_snapshots_and_the_delta_merges_over_them() {
     let dir = TempDir::new("dict-change");
     let reg = registry("zstd");
-    let db = open(&dir.0, &reg);
+    let db = open(dir.path(), &reg);
     let nfeat = reg.view("s").unwrap().features.len();
     let ids: Vec<i64> = (0..3000).collect();
 
@@ -387,7 +369,7 @@ fn dictionaries_change_between_snapshots_and_the_delta_merges_over_them() {
         r.event_ts = T0 + 900_000;
     }
     db.write("s", &newest).unwrap();
-    let load = dir.0.join("load.qsnap");
+    let load = dir.join("load.qsnap");
     let third = rows(&reg, "s", 0..3000, 3, 7);
     let mut b = SnapshotBuilder::create(&load, &reg, "s", T0).unwrap();
     for r in &third {

@@ -1,5 +1,6 @@
 use super::*;
 use crate::registry::Registry;
+use crate::testing::registry;
 use crate::value::FeatureColumn;
 
 const SCHEMA: &str = r#"
@@ -66,7 +67,7 @@ entity = "e"
 "#;
 
 fn layout() -> Layout {
-    let r = Registry::from_toml(SCHEMA).unwrap();
+    let r = registry(SCHEMA);
     Layout::new(r.view("all").unwrap())
 }
 

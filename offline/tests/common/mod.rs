@@ -1,9 +1,8 @@
 //! Shared by the offline tests: a registry with several views, history and entity batch
-//! builders, and a brute-force point-in-time join written straight from DESIGN.md §4.
+//! builders, and a brute-force point-in-time join written straight from the join's definition.
 
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow_array::types::{Float32Type, Int64Type};
@@ -16,7 +15,6 @@ use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use quiver_engine::{Registry, ScalarType, Value, ValueType};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-
 /// Three views with different TTLs, per-feature TTL overrides, a mapped column, a created
 /// column, timestamps of three units, and a composite-key entity.
 pub const REGISTRY: &str = r#"
@@ -441,32 +439,4 @@ pub fn random_history(
 
 pub fn rng(seed: u64) -> SmallRng {
     SmallRng::seed_from_u64(seed)
-}
-
-/// A fresh directory under the system temp dir, removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(name: &str) -> Self {
-        let p = std::env::temp_dir().join(format!(
-            "quiver-offline-{name}-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0)
-        ));
-        std::fs::create_dir_all(&p).expect("temp dir");
-        Self(p)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
