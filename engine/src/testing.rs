@@ -19,57 +19,18 @@ pub(crate) const HOUR: i64 = 60 * MINUTE;
 
 /// Entity `u` keyed by an int64 `id`, and view `v` of it: `a` (int64, 1 h TTL) and `b`
 /// (string), with no view TTL. Tests append features to it, so it ends with `b`.
-pub(crate) const SMALL_SCHEMA: &str = r#"
-[[entity]]
-name = "u"
-join_keys = [{ name = "id", type = "int64" }]
-[[feature_view]]
-name = "v"
-entity = "u"
-  [[feature_view.feature]]
-  name = "a"
-  type = "int64"
-  ttl = "1h"
-  [[feature_view.feature]]
-  name = "b"
-  type = "string"
-"#;
+pub(crate) const SMALL_SCHEMA: &str = include_str!("../testdata/small.toml");
 
 /// View `name` of `entity` with a 1 h TTL and a feature of each kind the store handles apart:
 /// `count` (int64, 10 min TTL), `ratio` (float32), `flag` (bool), `name` (string, never
 /// expires), `hist` (list<int32>), `emb` (vector<2>), `seen` (timestamp, 3 h TTL).
 pub(crate) fn mixed_view(name: &str, entity: &str) -> String {
+    // A leading newline keeps it apart from whatever it is appended to.
+    let text = include_str!("../testdata/mixed-view.toml");
     format!(
-        r#"
-[[feature_view]]
-name = "{name}"
-entity = "{entity}"
-ttl = "1h"
-  [[feature_view.feature]]
-  name = "count"
-  type = "int64"
-  ttl = "10m"
-  [[feature_view.feature]]
-  name = "ratio"
-  type = "float32"
-  [[feature_view.feature]]
-  name = "flag"
-  type = "bool"
-  [[feature_view.feature]]
-  name = "name"
-  type = "string"
-  ttl = "0"
-  [[feature_view.feature]]
-  name = "hist"
-  type = "list<int32>"
-  [[feature_view.feature]]
-  name = "emb"
-  type = "vector<2>"
-  [[feature_view.feature]]
-  name = "seen"
-  type = "timestamp"
-  ttl = "3h"
-"#
+        "\n{}",
+        text.replace("\"NAME\"", &format!("{name:?}"))
+            .replace("\"ENTITY\"", &format!("{entity:?}"))
     )
 }
 

@@ -15,66 +15,10 @@ use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use quiver_engine::{Registry, ScalarType, Value, ValueType};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
+
 /// Three views with different TTLs, per-feature TTL overrides, a mapped column, a created
 /// column, timestamps of three units, and a composite-key entity.
-pub const REGISTRY: &str = r#"
-project = "offline_test"
-
-[[entity]]
-name = "user"
-join_keys = [{ name = "user_id", type = "int64" }]
-
-[[entity]]
-name = "pair"
-join_keys = [{ name = "user_id", type = "int64" }, { name = "merchant", type = "string" }]
-
-[[feature_view]]
-name = "a"
-entity = "user"
-ttl = 3
-source = { path = "a", timestamp_field = "event_timestamp" }
-  [[feature_view.feature]]
-  name = "x"
-  type = "int64"
-  [[feature_view.feature]]
-  name = "y"
-  type = "string"
-  ttl = 0
-  [[feature_view.feature]]
-  name = "z"
-  type = "float64"
-  ttl = 5
-  column = "z_col"
-
-[[feature_view]]
-name = "b"
-entity = "user"
-source = { path = "b.parquet", timestamp_field = "ts", created_timestamp_field = "created" }
-  [[feature_view.feature]]
-  name = "w"
-  type = "bool"
-  [[feature_view.feature]]
-  name = "l"
-  type = "list<int64>"
-  ttl = 2
-
-[[feature_view]]
-name = "c"
-entity = "pair"
-ttl = 2
-source = { path = "c.parquet", timestamp_field = "event_timestamp", created_timestamp_field = "created" }
-  [[feature_view.feature]]
-  name = "e"
-  type = "vector<2>"
-  [[feature_view.feature]]
-  name = "n"
-  type = "int32"
-  ttl = 4
-  [[feature_view.feature]]
-  name = "q"
-  type = "vector<2>"
-  storage = "int8"
-"#;
+pub const REGISTRY: &str = include_str!("../fixtures/registry.toml");
 
 pub fn registry() -> Registry {
     Registry::from_toml(REGISTRY).expect("test registry")
