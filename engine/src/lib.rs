@@ -35,6 +35,8 @@ mod recovery;
 mod registry;
 mod snapshot;
 mod store;
+#[cfg(test)]
+mod testing;
 mod value;
 mod wal;
 

@@ -19,6 +19,7 @@ use quiver_offline::{
     materialize_into_db, materialize_snapshot, read_parquet, write_parquet, write_training_set,
     EpochUnit, FeaturePlan, History, JoinOptions, MaterializeOptions,
 };
+use quiver_testkit::TempDir;
 
 /// Writes `rows` of `view` as Parquet in row groups of `group_rows` rows.
 fn write_history(reg: &Registry, path: &Path, view: &str, rows: &[HistRow], group_rows: usize) {
