@@ -293,12 +293,7 @@ async fn burst(server: &Server, n: usize) -> Vec<(Code, String)> {
 }
 
 /// A client stream that holds an admission slot until its sender is dropped.
-async fn hold_slot(
-    server: &Server,
-) -> (
-    mpsc::Sender<pb::WriteFeaturesRequest>,
-    tokio::task::JoinHandle<Result<tonic::Response<pb::WriteFeaturesResponse>, tonic::Status>>,
-) {
+async fn hold_slot(server: &Server) -> Holder {
     let (tx, rx) = mpsc::channel(4);
     let mut c = server.native(None).await;
     let task = tokio::spawn(async move { c.stream_write_features(ReceiverStream::new(rx)).await });
@@ -306,12 +301,41 @@ async fn hold_slot(
     (tx, task)
 }
 
-/// Polls GetStats until the server sheds it (every slot taken); bounded.
-async fn wait_until_shed(c: &mut Native) {
+type Holder = (
+    mpsc::Sender<pb::WriteFeaturesRequest>,
+    tokio::task::JoinHandle<Result<tonic::Response<pb::WriteFeaturesResponse>, tonic::Status>>,
+);
+
+/// Opens holders until `n` of them hold a slot each and GetStats is shed (every slot taken);
+/// bounded. A slot given back a moment late (the response of a finished call is still being
+/// dropped) can shed a new holder: such a holder is replaced, anything else fails the test.
+async fn fill_slots(server: &Server, c: &mut Native, n: usize) -> Vec<Holder> {
     let deadline = Instant::now() + Duration::from_secs(10);
+    let mut holders: Vec<Holder> = Vec::with_capacity(n);
     loop {
+        let mut alive = Vec::with_capacity(n);
+        for (tx, task) in holders.drain(..) {
+            if !task.is_finished() {
+                alive.push((tx, task));
+                continue;
+            }
+            match task.await.unwrap() {
+                Err(s) if s.code() == Code::ResourceExhausted => {}
+                other => panic!("a holder ended before it was released: {other:?}"),
+            }
+        }
+        holders = alive;
+        while holders.len() < n {
+            holders.push(hold_slot(server).await);
+        }
         match c.get_stats(pb::GetStatsRequest::default()).await {
-            Err(s) if s.code() == Code::ResourceExhausted => return,
+            Err(s) if s.code() == Code::ResourceExhausted => {
+                // Shed: every slot is taken. Only done if the holders are the ones taking them.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                if holders.iter().all(|(_, t)| !t.is_finished()) {
+                    return holders;
+                }
+            }
             Ok(_) => {}
             Err(s) => panic!("while waiting for the slots to fill: {s:?}"),
         }
@@ -341,8 +365,7 @@ async fn overload_is_shed_not_queued() {
     assert_eq!(shed0, 0.0);
 
     // Both slots held by open client streams: every call of the burst is shed.
-    let holders = [hold_slot(&server).await, hold_slot(&server).await];
-    wait_until_shed(&mut c).await;
+    let holders = fill_slots(&server, &mut c, 2).await;
     let codes = burst(&server, 200).await;
     let wrong: Vec<_> = codes
         .iter()
@@ -403,8 +426,7 @@ async fn overload_is_shed_not_queued() {
         "GetStats",
     );
     // Both slots are free again: two new holders fill them.
-    let _held = [hold_slot(&server).await, hold_slot(&server).await];
-    wait_until_shed(&mut c).await;
+    let _held = fill_slots(&server, &mut c, 2).await;
 
     let text = server.metrics_text().await;
     for line in [
