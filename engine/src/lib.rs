@@ -10,8 +10,10 @@
 //! - `wal`: the write-ahead log: segments, frames, group commit, recovery.
 //! - `snapshot`: immutable, memory-mapped snapshot files (the only `unsafe`: the mmap).
 //! - `manifest`: the data directory's root: registry, checkpoint sequence, snapshot per view.
-//! - `db`, `recovery`: the durable engine (store + WAL + snapshots), checkpoint, bulk load,
-//!   opening a directory.
+//! - `db`: the durable engine (store + WAL + snapshots): opening a directory, checkpoint,
+//!   bulk load.
+//! - `fs`: the data directory's layout names, durable publication, I/O error mapping.
+//! - `sync`: poison-tolerant locks.
 //! - `batch`: the logged form of a write.
 //! - `clock`: injected time.
 //! - `background`: periodic background threads.
@@ -25,27 +27,28 @@ mod clock;
 mod codec;
 mod db;
 mod error;
+mod fs;
 #[doc(hidden)]
 pub mod fuzzing;
 mod key;
 mod manifest;
 mod pack;
 mod record;
-mod recovery;
 mod registry;
 mod snapshot;
 mod store;
+mod sync;
 mod value;
 mod wal;
 
 pub use clock::{Clock, ManualClock, Micros, SystemClock, MICROS_PER_SEC};
 pub use db::{
-    CheckpointStats, Db, DbConfig, DbStats, Maintenance, OpenReport, SnapshotBuilder, SNAPSHOT_DIR,
-    WAL_DIR,
+    CheckpointStats, Db, DbConfig, DbStats, Maintenance, OpenReport, SnapshotBuilder,
 };
+pub use fs::{MANIFEST_FILE, SNAPSHOT_DIR, SNAPSHOT_EXTENSION, SNAPSHOT_TEMP_SUFFIX, WAL_DIR};
 pub use error::{EngineError, Result};
 pub use key::{decode_key, encode_key, KeyBatch, KeyPart, OwnedKeyPart, MAX_KEY_LEN};
-pub use manifest::{Manifest, ViewSnapshot, MANIFEST_FILE};
+pub use manifest::{Manifest, ViewSnapshot};
 pub use pack::{CodecInfo, PackMethod};
 pub use registry::{
     parse_ttl, Compression, CompressionPolicy, Entity, Feature, FeatureRef, FeatureService,
@@ -53,7 +56,6 @@ pub use registry::{
 };
 pub use snapshot::{
     Snapshot, SnapshotInfo, SnapshotIter, SnapshotMeta, SnapshotWriter, MAX_VIEW_NAME_LEN,
-    SNAPSHOT_EXTENSION, SNAPSHOT_TEMP_SUFFIX,
 };
 pub use store::{
     GetResult, MergeStats, ReadOptions, ReclaimStats, Reclaimer, Row, Selection, Store,

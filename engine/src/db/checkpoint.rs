@@ -7,7 +7,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{schema_fingerprint, Db, SNAPSHOT_DIR};
+use super::{schema_fingerprint, Db};
+use crate::fs::{checkpoint_snapshot, SNAPSHOT_DIR};
 use crate::manifest::{Manifest, ViewSnapshot};
 use crate::pack::PackingWriter;
 use crate::record::Layout;
@@ -63,7 +64,7 @@ impl Db {
             let continues_in = self.wal.segment_for(seq + 1);
             for view in registry.views() {
                 let rel =
-                    PathBuf::from(SNAPSHOT_DIR).join(format!("{}-{seq:020}.qsnap", view.name));
+                    checkpoint_snapshot(&view.name, seq);
                 let path = self.dir.join(&rel);
                 let meta = SnapshotMeta {
                     view: view.name.clone(),

@@ -27,18 +27,11 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::clock::Micros;
-use crate::EngineError;
 
 pub use format::MAX_VIEW_NAME_LEN;
 pub use reader::{Snapshot, SnapshotIter};
 pub use writer::SnapshotWriter;
 
-/// File extension of published snapshot files.
-pub const SNAPSHOT_EXTENSION: &str = "qsnap";
-
-/// Suffix of a writer's temporary file (`.<final name>.<pid>-<n>.qsnap-tmp`, in the final
-/// file's directory). A crash can leave one behind; startup may delete them.
-pub const SNAPSHOT_TEMP_SUFFIX: &str = ".qsnap-tmp";
 
 /// What the writer's caller states about a snapshot; stored in its header.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,21 +113,6 @@ impl fmt::Display for SnapshotInfo {
             Some(ts) => write!(f, "{ts} µs"),
             None => f.write_str("none"),
         }
-    }
-}
-
-fn io_err(path: &Path, source: std::io::Error) -> EngineError {
-    EngineError::Io {
-        path: path.display().to_string(),
-        source,
-    }
-}
-
-fn corrupt(path: &Path, offset: u64, reason: impl Into<String>) -> EngineError {
-    EngineError::Corrupt {
-        file: path.display().to_string(),
-        offset,
-        reason: reason.into(),
     }
 }
 

@@ -7,8 +7,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::sync;
 use super::shard::{entry_at, hash_key};
-use super::{write_lock, Store, ViewStore};
+use super::{Store, ViewStore};
 use crate::background::Periodic;
 use crate::record::{self, CellState};
 
@@ -55,7 +56,7 @@ impl Store {
         let mut total = ReclaimStats::default();
         for v in &catalog.views {
             for s in 0..=self.shard_mask {
-                write_lock(&v.layers().active.shards[s]).cursor = 0;
+                sync::write(&v.layers().active.shards[s]).cursor = 0;
                 total.add(reclaim_shard(v, s, now, usize::MAX));
             }
         }
@@ -66,7 +67,7 @@ impl Store {
 fn reclaim_shard(view: &ViewStore, s: usize, now: i64, budget: usize) -> ReclaimStats {
     let mut stats = ReclaimStats::default();
     let layers = view.layers();
-    let mut shard = write_lock(&layers.active.shards[s]);
+    let mut shard = sync::write(&layers.active.shards[s]);
     let mut pos = shard.cursor;
     let mut cells = Vec::new();
     let mut encoded = Vec::new();

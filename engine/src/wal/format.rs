@@ -1,6 +1,7 @@
 //! Byte layout of segment headers and frames (documented at the top of `wal/mod.rs` and in
 //! `docs/formats.md`), and the pure decoders that the recovery scan and the fuzz target use.
 
+use crate::fs::SEGMENT_EXTENSION;
 use std::path::{Path, PathBuf};
 
 /// `"\x89QVWAL\r\n"`: the non-ASCII first byte catches 7-bit transfers, the CR LF pair catches
@@ -57,16 +58,10 @@ pub(crate) const MAX_SEQ: u64 = i64::MAX as u64;
 /// is at most 1 GiB); anything larger was not written by Quiver and is not read into memory.
 pub(crate) const MAX_SEGMENT_FILE: u64 = 2 << 30;
 
-/// Segment files are named by their first sequence number, zero-padded so names sort.
-pub(crate) const SEGMENT_EXT: &str = "log";
-/// A segment being created: header written and fsynced, then renamed to its final name.
-pub(crate) const TEMP_EXT: &str = "tmp";
-/// Suffix given to data set aside by salvage.
-pub(crate) const DROPPED_EXT: &str = "dropped";
-
-/// File name of the segment whose first record has sequence number `first_seq`.
+/// File name of the segment whose first record has sequence number `first_seq`: zero-padded
+/// so that names sort.
 pub(crate) fn segment_name(first_seq: u64) -> String {
-    format!("{first_seq:020}.{SEGMENT_EXT}")
+    format!("{first_seq:020}.{SEGMENT_EXTENSION}")
 }
 
 /// Path of the segment starting at `first_seq` in `dir`.
@@ -76,7 +71,7 @@ pub(crate) fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
 
 /// The first sequence number encoded in a segment file name, if `name` is one.
 pub(crate) fn parse_segment_name(name: &str) -> Option<u64> {
-    let digits = name.strip_suffix(SEGMENT_EXT)?.strip_suffix('.')?;
+    let digits = name.strip_suffix(SEGMENT_EXTENSION)?.strip_suffix('.')?;
     if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }

@@ -86,7 +86,9 @@ pub use writer::WalFaults;
 use format::{parse_segment_name, segment_path, MAX_SEQ};
 use reader::{scan_segment, Decoder};
 use recovery::read_segment;
-use writer::{io_err, lock, poisoned_error, sync_dir, Shared};
+use crate::fs::{io_err, sync_dir};
+use crate::sync::lock;
+use writer::{poisoned_error, Shared};
 
 use crate::{EngineError, Result};
 
