@@ -38,6 +38,8 @@ mod registry;
 mod snapshot;
 mod store;
 mod sync;
+#[cfg(test)]
+mod testing;
 mod value;
 mod wal;
 

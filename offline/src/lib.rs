@@ -1,6 +1,6 @@
 //! Quiver's offline module: feature history in Parquet, point-in-time-correct training sets
 //! and materialization into engine snapshots — with the same semantics as online reads
-//! (DESIGN.md §4), which the parity test checks.
+//! (docs/semantics.md), which the parity test checks.
 //!
 //! # Layout
 //! - `history`: a view's Parquet history (file or directory), validated against the registry,

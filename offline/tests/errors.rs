@@ -15,6 +15,7 @@ use quiver_offline::{
     materialize_snapshot, write_parquet, write_training_set, EpochUnit, FeaturePlan, History,
     JoinOptions, MaterializeOptions, OfflineError,
 };
+use quiver_testkit::TempDir;
 
 fn batch(cols: Vec<(&str, ArrayRef)>) -> RecordBatch {
     let fields: Vec<Field> = cols

@@ -1,5 +1,5 @@
 //! The point-in-time join against a brute-force reference on thousands of random small cases,
-//! and golden cases written by hand from DESIGN.md §4.
+//! and golden cases written by hand from docs/semantics.md, "Point-in-time join".
 
 mod common;
 

@@ -1,6 +1,6 @@
-//! Parity (DESIGN.md §4): materializing history as of T and reading online at T gives exactly
-//! the values the point-in-time join gives for entity rows at T — feature by feature, nulls
-//! included — and both equal the brute-force reference.
+//! Parity (docs/semantics.md, "Parity"): materializing history as of T and reading online at
+//! T gives exactly the values the point-in-time join gives for entity rows at T — feature by
+//! feature, nulls included — and both equal the brute-force reference.
 
 mod common;
 
@@ -19,6 +19,7 @@ use quiver_offline::{
     materialize_into_db, materialize_snapshot, read_parquet, write_parquet, write_training_set,
     EpochUnit, FeaturePlan, History, JoinOptions, MaterializeOptions,
 };
+use quiver_testkit::TempDir;
 
 /// Writes `rows` of `view` as Parquet in row groups of `group_rows` rows.
 fn write_history(reg: &Registry, path: &Path, view: &str, rows: &[HistRow], group_rows: usize) {

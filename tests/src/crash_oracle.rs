@@ -1,7 +1,6 @@
 //! What the crash test's child writes, computed from its arguments alone: the child
 //! (`src/bin/crash_writer.rs`) writes it and the parent (`tests/crash.rs`) checks the store
-//! against it, including for writes that were never acknowledged. Both include this file with
-//! `#[path]`.
+//! against it, including for writes that were never acknowledged.
 //!
 //! Protocol: `crash_writer <data dir> <registry.toml> <seed> <round> <first generation>`
 //! prints on stdout, one line each, flushed before it goes on:

@@ -1,61 +1,67 @@
-//! End-to-end tests live in `tests/`; this library holds what they share: finding (and if
-//! needed building) the real `quiver` binary, running it as a server (`server`), and building
-//! requests for it (`req`).
+//! End-to-end tests live in `tests/`; this library holds what they share: the `quiver` binary
+//! under test, running it as a server (`server`), building requests for it (`req`), and what
+//! the crash test's child writes (`crash_oracle`).
+//!
+//! The binary is `src/bin/quiver-e2e.rs`, the same command line as `quiver-server`'s `quiver`.
+//! Because it belongs to this package, `cargo test` builds it before the integration tests, in
+//! the same invocation and with the same features, and nothing here runs cargo.
 
 #![deny(unsafe_code)]
 
+pub mod crash_oracle;
+pub mod fixtures;
 pub mod req;
+pub mod scenario;
 pub mod server;
 
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::Command;
-use std::sync::OnceLock;
 
-/// The workspace root (where `examples/` lives).
-pub fn workspace_root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(PathBuf::from)
-        .unwrap_or_default()
-}
+pub use quiver_testkit::{workspace_root, TempDir};
 
-/// Path of the `quiver` binary of this build profile, building it first if cargo has not.
+/// The binary's name in `Cargo.toml`.
+const BIN: &str = "quiver-e2e";
+
+/// Path of the `quiver` binary cargo built for these tests.
 ///
-/// Test binaries live in `target/<profile>/deps/`; the binary sits in `target/<profile>/`.
+/// Integration tests get it as `env!("CARGO_BIN_EXE_quiver-e2e")`, but this library is
+/// compiled before the binary and sees no such variable. Cargo puts the binary in
+/// `target/<profile>/`, the parent of the `deps/` directory holding the test executables;
+/// `tests/cli.rs` checks that this finds the file `env!` names.
 pub fn quiver_bin() -> PathBuf {
-    static BIN: OnceLock<PathBuf> = OnceLock::new();
-    BIN.get_or_init(|| {
-        let exe = std::env::current_exe().expect("test executable path");
-        let profile_dir = exe
-            .parent()
-            .and_then(|deps| deps.parent())
-            .expect("target/<profile>/deps layout")
-            .to_path_buf();
-        let bin = profile_dir.join(format!("quiver{}", std::env::consts::EXE_SUFFIX));
-        let release = profile_dir.file_name().is_some_and(|n| n == "release");
-        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-        let mut cmd = Command::new(cargo);
-        cmd.args(["build", "-q", "-p", "quiver-server", "--bin", "quiver"])
-            .current_dir(workspace_root());
-        if release {
-            cmd.arg("--release");
-        }
-        // Always ask cargo: it is a no-op when the binary is fresh, and rebuilds a stale one.
-        let status = cmd.status().expect("run cargo build for the quiver binary");
-        assert!(status.success(), "building the quiver binary failed");
-        bin
-    })
-    .clone()
+    if let Some(p) = std::env::var_os(format!("CARGO_BIN_EXE_{BIN}")) {
+        return PathBuf::from(p);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    let bin = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>/deps layout")
+        .join(format!("{BIN}{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.exists(),
+        "{} is missing: cargo builds it for this package's integration tests",
+        bin.display()
+    );
+    bin
 }
 
-/// Runs the `quiver` binary as a client (no token or server from the environment); returns
-/// its exit code, stdout and stderr.
+/// A command running the binary under the name `quiver` (clap names itself after `argv[0]`
+/// in usage lines and errors), with no token or server taken from the environment.
+pub fn quiver_command() -> Command {
+    let mut cmd = Command::new(quiver_bin());
+    cmd.arg0("quiver")
+        .env_remove("QUIVER_AUTH_TOKEN")
+        .env_remove("QUIVER_SERVER");
+    cmd
+}
+
+/// Runs the `quiver` binary as a client; returns its exit code, stdout and stderr.
 pub async fn quiver_cli(args: Vec<String>) -> (Option<i32>, String, String) {
     tokio::task::spawn_blocking(move || {
-        let out = Command::new(quiver_bin())
+        let out = quiver_command()
             .args(&args)
-            .env_remove("QUIVER_AUTH_TOKEN")
-            .env_remove("QUIVER_SERVER")
             .output()
             .expect("run the quiver binary");
         (

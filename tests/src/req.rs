@@ -1,8 +1,12 @@
 //! Short constructors for `quiver.v1` requests and accessors for responses, so end-to-end
 //! tests read as the data they send and expect.
 
+use std::collections::HashMap;
+
 use pb::column::Data;
 use pb::key_column::Values as KeyValues;
+use quiver_server::proto::feast::serving as fs;
+use quiver_server::proto::feast::types as ft;
 use quiver_server::proto::quiver::v1 as pb;
 
 /// An int64 join key column.
@@ -245,4 +249,56 @@ pub fn as_lists(c: &pb::FeatureColumn) -> (&[u32], &Data) {
         ),
         other => panic!("expected ListValues, got {other:?}"),
     }
+}
+
+/// A Feast value.
+pub fn fv(v: ft::value::Val) -> ft::Value {
+    ft::Value { val: Some(v) }
+}
+
+/// Feast int64 values.
+pub fn feast_ints(v: &[i64]) -> ft::RepeatedValue {
+    ft::RepeatedValue {
+        val: v.iter().map(|x| fv(ft::value::Val::Int64Val(*x))).collect(),
+    }
+}
+
+/// Feast string values.
+pub fn feast_strs(v: &[&str]) -> ft::RepeatedValue {
+    ft::RepeatedValue {
+        val: v
+            .iter()
+            .map(|x| fv(ft::value::Val::StringVal((*x).to_owned())))
+            .collect(),
+    }
+}
+
+/// A Feast read of `view:feature` references.
+pub fn feast_req(
+    features: &[&str],
+    entities: Vec<(&str, ft::RepeatedValue)>,
+    full_feature_names: bool,
+) -> fs::GetOnlineFeaturesRequest {
+    fs::GetOnlineFeaturesRequest {
+        kind: Some(fs::get_online_features_request::Kind::Features(
+            fs::FeatureList {
+                val: features.iter().map(|s| (*s).to_owned()).collect(),
+            },
+        )),
+        entities: entities
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect(),
+        full_feature_names,
+        request_context: HashMap::new(),
+    }
+}
+
+/// The feature names of a Feast response.
+pub fn feast_names(r: &fs::GetOnlineFeaturesResponse) -> Vec<&str> {
+    r.metadata
+        .as_ref()
+        .and_then(|m| m.feature_names.as_ref())
+        .map(|l| l.val.iter().map(String::as_str).collect())
+        .unwrap_or_default()
 }

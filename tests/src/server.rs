@@ -2,11 +2,9 @@
 //! directory, readiness through gRPC health, bounded waits, and a guard that kills the process
 //! when a test ends or fails.
 
-use std::fs::OpenOptions;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::process::ExitStatus;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use quiver_server::proto::feast::serving::serving_service_client::ServingServiceClient;
@@ -18,7 +16,11 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
-use crate::quiver_bin;
+use quiver_testkit::{free_port, Proc, Signal};
+
+pub use quiver_testkit::TempDir;
+
+use crate::quiver_command;
 
 /// How long a server may take from spawn to health SERVING.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -26,39 +28,6 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 const EXIT_TIMEOUT: Duration = Duration::from_secs(30);
 /// Attempts at finding free ports (another process may take one between probe and bind).
 const PORT_ATTEMPTS: usize = 5;
-
-/// A directory under the system temp dir, removed with everything in it on drop.
-#[derive(Debug)]
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    /// Creates a fresh, uniquely named directory.
-    pub fn new(tag: &str) -> Self {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.subsec_nanos())
-            .unwrap_or(0);
-        let path = std::env::temp_dir().join(format!(
-            "quiver-{tag}-{}-{}-{nanos}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&path).expect("create a temp dir");
-        Self(path)
-    }
-
-    /// The directory.
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// Wall-clock time in microseconds since the Unix epoch (the server's unit).
 pub fn now_micros() -> i64 {
@@ -120,17 +89,23 @@ impl ServerSpec {
     fn log_path(&self) -> PathBuf {
         self.data_dir.with_extension("log")
     }
+
+    /// Writes the config file next to the data directory; returns its path.
+    fn write_config(&self) -> PathBuf {
+        let path = self.data_dir.with_extension("toml");
+        std::fs::write(&path, &self.config).expect("write the config file");
+        path
+    }
 }
 
 /// A running `quiver serve` process, killed (SIGKILL) when dropped.
 #[derive(Debug)]
 pub struct Server {
-    child: Option<Child>,
+    proc: Proc,
     /// The gRPC address.
     pub grpc: SocketAddr,
     /// The metrics address.
     pub metrics: SocketAddr,
-    log: PathBuf,
     /// PEM of the CA to trust, when the server speaks TLS.
     tls_ca: Option<Vec<u8>>,
     /// Whether health answered NOT_SERVING while `start` waited (recovery was observed).
@@ -138,18 +113,8 @@ pub struct Server {
 }
 
 /// `quiver serve` for `spec` on the given ports, logging to the spec's log file.
-fn serve_command(
-    spec: &ServerSpec,
-    config: &Path,
-    grpc: SocketAddr,
-    metrics: SocketAddr,
-) -> Command {
-    let log_file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(spec.log_path())
-        .expect("open the server log");
-    let mut cmd = Command::new(quiver_bin());
+fn spawn_serve(spec: &ServerSpec, config: &Path, grpc: SocketAddr, metrics: SocketAddr) -> Proc {
+    let mut cmd = quiver_command();
     cmd.arg("serve")
         .arg("--config")
         .arg(config)
@@ -163,38 +128,28 @@ fn serve_command(
         cmd.arg("--registry").arg(r);
     }
     cmd.args(&spec.args)
-        .env_remove("QUIVER_AUTH_TOKEN")
         .env_remove("QUIVER_LISTEN")
         .env_remove("QUIVER_DATA_DIR")
         .env("QUIVER_LOG", "info")
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .stdout(log_file.try_clone().expect("clone the log handle"))
-        .stderr(log_file);
-    cmd
+        .env("NO_COLOR", "1");
+    Proc::spawn("quiver serve", cmd, &spec.log_path()).expect("spawn quiver serve")
 }
 
 /// A free loopback port (free when probed; the caller retries if it is taken meanwhile).
-fn free_port() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    l.local_addr().expect("local address")
+fn port() -> SocketAddr {
+    free_port().expect("bind an ephemeral port")
 }
 
 impl Server {
     /// Starts the real binary and waits until health says SERVING (recovery finished).
     pub async fn start(spec: &ServerSpec) -> Server {
-        let config_path = spec.data_dir.with_extension("toml");
-        std::fs::write(&config_path, &spec.config).expect("write the config file");
-        let log = spec.log_path();
+        let config_path = spec.write_config();
         for attempt in 1..=PORT_ATTEMPTS {
-            let (grpc, metrics) = (free_port(), free_port());
-            let mut cmd = serve_command(spec, &config_path, grpc, metrics);
-            let child = cmd.spawn().expect("spawn quiver serve");
+            let (grpc, metrics) = (port(), port());
             let mut server = Server {
-                child: Some(child),
+                proc: spawn_serve(spec, &config_path, grpc, metrics),
                 grpc,
                 metrics,
-                log: log.clone(),
                 tls_ca: spec
                     .tls_ca
                     .as_ref()
@@ -204,11 +159,13 @@ impl Server {
             match server.wait_serving().await {
                 Ok(()) => return server,
                 Err(exited) => {
-                    let text = server.log();
-                    if attempt < PORT_ATTEMPTS && text.contains("cannot listen") {
+                    if attempt < PORT_ATTEMPTS && server.proc.own_log().contains("cannot listen") {
                         continue;
                     }
-                    panic!("quiver serve did not become ready ({exited}); log:\n{text}");
+                    panic!(
+                        "quiver serve did not become ready ({exited}); log:\n{}",
+                        server.log()
+                    );
                 }
             }
         }
@@ -218,32 +175,11 @@ impl Server {
     /// Starts the real binary expecting it to refuse to start: waits for the exit (bounded)
     /// and returns its status and what it logged. Panics if it becomes ready instead.
     pub async fn start_refused(spec: &ServerSpec) -> (ExitStatus, String) {
-        let config_path = spec.data_dir.with_extension("toml");
-        std::fs::write(&config_path, &spec.config).expect("write the config file");
-        let logged_before = std::fs::metadata(spec.log_path()).map_or(0, |m| m.len() as usize);
-        let mut cmd = serve_command(spec, &config_path, free_port(), free_port());
-        let mut server = Server {
-            child: Some(cmd.spawn().expect("spawn quiver serve")),
-            grpc: free_port(),
-            metrics: free_port(),
-            log: spec.log_path(),
-            tls_ca: None,
-            saw_not_serving: false,
-        };
-        let deadline = Instant::now() + START_TIMEOUT;
-        loop {
-            if let Some(status) = server.try_wait() {
-                server.child = None;
-                let log = server.log();
-                return (status, log.get(logged_before..).unwrap_or(&log).to_owned());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "quiver serve kept running; log:\n{}",
-                server.log()
-            );
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
+        let config_path = spec.write_config();
+        let mut proc = spawn_serve(spec, &config_path, port(), port());
+        let status = tokio::task::block_in_place(|| proc.wait_timeout(START_TIMEOUT))
+            .unwrap_or_else(|e| panic!("quiver serve kept running: {e}; log:\n{}", proc.log()));
+        (status, proc.own_log())
     }
 
     /// Polls health until SERVING; Err if the process exited or the wait timed out.
@@ -359,83 +295,56 @@ impl Server {
             .unwrap_or_else(|| panic!("metric {series} missing from:\n{text}"))
     }
 
-    /// The server's log so far (stdout and stderr).
+    /// The server's log so far (stdout and stderr, of this run and the earlier ones on the
+    /// same data directory).
     pub fn log(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
+        self.proc.log()
     }
 
     /// The process id.
     pub fn pid(&self) -> u32 {
-        self.child.as_ref().map(Child::id).unwrap_or(0)
+        self.proc.pid()
     }
 
     /// The exit status, if the process has exited.
     pub fn try_wait(&mut self) -> Option<ExitStatus> {
-        self.child
-            .as_mut()
-            .and_then(|c| c.try_wait().ok().flatten())
+        self.proc.try_wait().ok().flatten()
     }
 
     /// Panics (with the log) unless the process is still running.
     pub fn assert_running(&mut self) {
-        if let Some(status) = self.try_wait() {
-            panic!("the server exited with {status}; log:\n{}", self.log());
+        if let Err(e) = self.proc.check_running() {
+            panic!("{e}; whole log:\n{}", self.log());
         }
     }
 
     /// Sends SIGTERM (graceful shutdown) without waiting.
     pub fn sigterm(&self) {
-        let pid = self.pid().to_string();
-        let sent = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("run kill");
-        assert!(sent.success(), "kill -TERM {pid} failed");
+        self.proc.signal(Signal::Term).expect("send SIGTERM");
     }
 
     /// Sends SIGTERM and waits for the exit.
-    pub async fn terminate(mut self) -> ExitStatus {
+    pub async fn terminate(self) -> ExitStatus {
         self.sigterm();
-        self.wait_exit().await
+        self.wait().await
     }
 
     /// Waits for the process to exit by itself (e.g. after [`Self::sigterm`]).
     pub async fn wait(mut self) -> ExitStatus {
-        self.wait_exit().await
+        let exited = tokio::task::block_in_place(|| self.proc.wait_timeout(EXIT_TIMEOUT));
+        exited.unwrap_or_else(|e| panic!("{e}; whole log:\n{}", self.log()))
     }
 
     /// Kills the process with SIGKILL (a crash) and waits for the exit.
     pub async fn kill(mut self) -> ExitStatus {
-        if let Some(c) = self.child.as_mut() {
-            let _ = c.kill();
-        }
-        self.wait_exit().await
-    }
-
-    async fn wait_exit(&mut self) -> ExitStatus {
-        let deadline = Instant::now() + EXIT_TIMEOUT;
-        loop {
-            if let Some(status) = self.try_wait() {
-                self.child = None;
-                return status;
-            }
-            if Instant::now() > deadline {
-                panic!(
-                    "the server did not exit within {EXIT_TIMEOUT:?}; log:\n{}",
-                    self.log()
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        let exited = tokio::task::block_in_place(|| self.proc.kill(EXIT_TIMEOUT));
+        exited.unwrap_or_else(|e| panic!("{e}; whole log:\n{}", self.log()))
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
+        // The process itself is killed when `proc` is dropped, right after this.
         if std::thread::panicking() {
             eprintln!("--- log of the server at {} ---\n{}", self.grpc, self.log());
         }

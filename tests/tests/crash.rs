@@ -17,9 +17,6 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../src/crash_oracle.rs"]
-mod oracle;
-
 use std::io::{BufRead, BufReader, Read};
 use std::os::unix::process::ExitStatusExt;
 use std::path::PathBuf;
@@ -31,6 +28,7 @@ use quiver_engine::{
     Db, DbConfig, GetResult, KeyBatch, KeyPart, ReadOptions, Registry, Selection, Status,
     SystemClock, Value, SNAPSHOT_DIR, SNAPSHOT_TEMP_SUFFIX,
 };
+use quiver_tests::crash_oracle as oracle;
 use quiver_tests::workspace_root;
 
 const WRITERS: usize = oracle::WRITERS as usize;

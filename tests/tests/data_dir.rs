@@ -7,33 +7,19 @@
 use std::path::{Path, PathBuf};
 
 use quiver_server::proto::quiver::v1 as pb;
+use quiver_tests::fixtures::new_server;
 use quiver_tests::req::*;
 use quiver_tests::server::{now_micros, Server, ServerSpec, TempDir};
 
-const REGISTRY: &str = r#"
-project = "data_dir"
-
-[[entity]]
-name = "user"
-join_keys = [{ name = "user_id", type = "int64" }]
-
-[[feature_view]]
-name = "user_stats"
-entity = "user"
-ttl = "0"
-  [[feature_view.feature]]
-  name = "clicks"
-  type = "int64"
-"#;
+/// One int64 feature is all these tests need.
+const REGISTRY: &str = include_str!("../fixtures/data-dir-registry.toml");
 
 /// Writes `batches` acknowledged batches of 10 rows (fsync = always), optionally checkpoints
 /// after the first half, and stops the server cleanly. Returns the spec to restart it.
 async fn written(tag: &str, batches: i64, checkpoint: bool) -> (TempDir, ServerSpec) {
-    let dir = TempDir::new(tag);
-    let registry = dir.path().join("registry.toml");
-    std::fs::write(&registry, REGISTRY).unwrap();
-    let spec = ServerSpec::new(dir.path().join("data"), Some(&registry))
-        .config("fsync = \"always\"\ncheckpoint_wal_bytes = 0\ncheckpoint_interval_secs = 0");
+    let (dir, spec) = new_server(tag, REGISTRY);
+    let spec =
+        spec.config("fsync = \"always\"\ncheckpoint_wal_bytes = 0\ncheckpoint_interval_secs = 0");
     let server = Server::start(&spec).await;
     let mut c = server.native(None).await;
     for b in 0..batches {

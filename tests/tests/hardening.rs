@@ -4,64 +4,25 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::HashMap;
+use std::time::Duration;
 
 use quiver_server::proto::feast::serving as fs;
-use quiver_server::proto::feast::types as ft;
 use quiver_server::proto::quiver::v1 as pb;
+use quiver_testkit::Proc;
+use quiver_tests::fixtures::{start_with, SEC};
 use quiver_tests::quiver_cli;
 use quiver_tests::req::*;
 use quiver_tests::server::{now_micros, Server, ServerSpec, TempDir};
 use tonic::Code;
 
-const REGISTRY: &str = r#"
-project = "hardening"
-
-[[entity]]
-name = "user"
-join_keys = [{ name = "user_id", type = "int64" }]
-
-[[feature_view]]
-name = "user_stats"
-entity = "user"
-ttl = "0"
-  [[feature_view.feature]]
-  name = "clicks"
-  type = "int64"
-  [[feature_view.feature]]
-  name = "country"
-  type = "string"
-  [[feature_view.feature]]
-  name = "blob"
-  type = "bytes"
-  [[feature_view.feature]]
-  name = "tags"
-  type = "list<string>"
-"#;
+/// One view of a fixed-width, a string, a bytes and a list feature.
+const REGISTRY: &str = include_str!("../fixtures/hardening-registry.toml");
 
 /// The second view and a feature service, which the removal test leaves out and brings back.
-const PROFILE: &str = r#"
-[[feature_view]]
-name = "user_profile"
-entity = "user"
-ttl = "0"
-  [[feature_view.feature]]
-  name = "age"
-  type = "int32"
-
-[[feature_service]]
-name = "profile_v1"
-features = ["user_profile:age"]
-"#;
-
-const SEC: i64 = 1_000_000;
+const PROFILE: &str = include_str!("../fixtures/hardening-profile.toml");
 
 async fn start(tag: &str, config: &str) -> (TempDir, Server) {
-    let dir = TempDir::new(tag);
-    let registry = dir.path().join("registry.toml");
-    std::fs::write(&registry, format!("{REGISTRY}{PROFILE}")).unwrap();
-    let spec = ServerSpec::new(dir.path().join("data"), Some(&registry)).config(config);
-    let server = Server::start(&spec).await;
+    let (dir, _spec, server) = start_with(tag, &format!("{REGISTRY}{PROFILE}"), config).await;
     (dir, server)
 }
 
@@ -80,22 +41,7 @@ fn refused<T: std::fmt::Debug>(r: Result<T, tonic::Status>, code: Code, needles:
 }
 
 fn feast_get(features: &[&str], users: &[i64]) -> fs::GetOnlineFeaturesRequest {
-    let ids = users
-        .iter()
-        .map(|u| ft::Value {
-            val: Some(ft::value::Val::Int64Val(*u)),
-        })
-        .collect();
-    fs::GetOnlineFeaturesRequest {
-        kind: Some(fs::get_online_features_request::Kind::Features(
-            fs::FeatureList {
-                val: features.iter().map(|s| (*s).to_owned()).collect(),
-            },
-        )),
-        entities: HashMap::from([("user_id".to_owned(), ft::RepeatedValue { val: ids })]),
-        full_feature_names: false,
-        request_context: HashMap::new(),
-    }
+    feast_req(features, vec![("user_id", feast_ints(users))], false)
 }
 
 /// A read is bounded before it runs: feature references, rows × features, the response's
@@ -428,7 +374,7 @@ async fn a_burst_of_large_reads_is_shed_and_memory_stays_bounded() {
         .collect();
     let mut codes = Vec::new();
     for t in tasks {
-        let r = tokio::time::timeout(std::time::Duration::from_secs(60), t).await;
+        let r = tokio::time::timeout(Duration::from_secs(60), t).await;
         codes.push(r.unwrap().unwrap());
     }
     let shed = codes
@@ -790,33 +736,18 @@ async fn an_empty_token_from_the_environment_is_refused() {
     let registry = dir.path().join("registry.toml");
     std::fs::write(&registry, REGISTRY).unwrap();
     for token in ["", "                    "] {
-        let mut child = std::process::Command::new(quiver_tests::quiver_bin())
-            .args(["serve", "--listen", "127.0.0.1:0", "--metrics-listen", ""])
+        let mut cmd = quiver_tests::quiver_command();
+        cmd.args(["serve", "--listen", "127.0.0.1:0", "--metrics-listen", ""])
             .arg("--data-dir")
             .arg(dir.path().join("data"))
             .arg("--registry")
             .arg(&registry)
-            .env("QUIVER_AUTH_TOKEN", token)
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-        let status = loop {
-            if let Some(s) = child.try_wait().unwrap() {
-                break Some(s);
-            }
-            if std::time::Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                break None;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        };
-        let status = status.unwrap_or_else(|| panic!("token {token:?}: the server started"));
+            .env("QUIVER_AUTH_TOKEN", token);
+        let mut server = Proc::spawn("quiver serve", cmd, &dir.join("serve.log")).unwrap();
+        let status = tokio::task::block_in_place(|| server.wait_timeout(Duration::from_secs(20)))
+            .unwrap_or_else(|e| panic!("token {token:?}: the server started: {e}"));
         assert!(!status.success());
-        let mut err = String::new();
-        std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+        let err = server.own_log();
         assert!(err.contains("auth_token"), "{err}");
     }
 }

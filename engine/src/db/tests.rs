@@ -1,5 +1,4 @@
 use std::collections::HashMap;
-use std::path::PathBuf;
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -8,46 +7,15 @@ use super::*;
 use crate::clock::ManualClock;
 use crate::key::KeyPart;
 use crate::registry::CompressionPolicy;
+use crate::testing::{
+    int_key, mixed_view, registry, TempDir, HOUR as H, MINUTE as MIN, SMALL_SCHEMA, T0,
+};
 use crate::value::{Status, Value};
 use crate::wal::FsyncPolicy;
 
-const SCHEMA: &str = r#"
-[[entity]]
-name = "u"
-join_keys = [{ name = "id", type = "int64" }]
-[[feature_view]]
-name = "v"
-entity = "u"
-  [[feature_view.feature]]
-  name = "a"
-  type = "int64"
-  ttl = "1h"
-  [[feature_view.feature]]
-  name = "b"
-  type = "string"
-"#;
-const T0: i64 = 1_700_000_000_000_000;
-const H: i64 = 3_600_000_000;
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let d = std::env::temp_dir().join(format!("quiver-db-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&d);
-        Self(d)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
-}
-
 fn config(dir: &Path) -> DbConfig {
     let mut c = DbConfig::new(dir);
-    c.registry = Some(Registry::from_toml(SCHEMA).unwrap());
+    c.registry = Some(registry(SMALL_SCHEMA));
     c.store.shards = 4;
     c.wal.fsync = FsyncPolicy::Never;
     c.wal.segment_size = 64 << 10;
@@ -60,7 +28,7 @@ fn open(dir: &Path, clock: &ManualClock) -> Db {
 }
 
 fn key(id: i64) -> Vec<u8> {
-    let r = Registry::from_toml(SCHEMA).unwrap();
+    let r = registry(SMALL_SCHEMA);
     let mut k = Vec::new();
     crate::encode_key(r.entity("u").unwrap(), &[KeyPart::Int64(id)], &mut k).unwrap();
     k
@@ -91,13 +59,13 @@ fn read(db: &Db, ids: &[i64]) -> Vec<(Option<Value>, Option<Value>)> {
 fn writes_survive_reopen_through_wal_replay() {
     let d = TempDir::new("replay");
     let clock = ManualClock::new(T0);
-    let db = open(&d.0, &clock);
+    let db = open(d.path(), &clock);
     for i in 0..500 {
         db.write("v", &[row(i, T0, i, &format!("s{i}"))]).unwrap();
     }
     let before = read(&db, &[0, 250, 499, 500]);
     db.close().unwrap();
-    let (db, report) = Db::open(config(&d.0), Arc::new(clock.clone())).unwrap();
+    let (db, report) = Db::open(config(d.path()), Arc::new(clock.clone())).unwrap();
     assert_eq!(report.wal.replayed, 500);
     assert_eq!(read(&db, &[0, 250, 499, 500]), before);
     assert_eq!(
@@ -111,7 +79,7 @@ fn writes_survive_reopen_through_wal_replay() {
 fn checkpoint_moves_data_to_snapshots_and_trims_the_wal() {
     let d = TempDir::new("ckpt");
     let clock = ManualClock::new(T0);
-    let db = open(&d.0, &clock);
+    let db = open(d.path(), &clock);
     for chunk in 0..40 {
         let rows: Vec<Row> = (0..100)
             .map(|i| row(chunk * 100 + i, T0, i, &format!("x{i:060}")))
@@ -137,7 +105,7 @@ fn checkpoint_moves_data_to_snapshots_and_trims_the_wal() {
         (Some(Value::Int64(-7)), Some(Value::String("new".into())))
     );
     db.close().unwrap();
-    let (db, report) = Db::open(config(&d.0), Arc::new(clock.clone())).unwrap();
+    let (db, report) = Db::open(config(d.path()), Arc::new(clock.clone())).unwrap();
     assert_eq!(report.snapshots, vec![("v".to_string(), 4000)]);
     assert_eq!(report.wal.replayed, 1);
     assert_eq!(read(&db, &[6, 7, 3999, 4000]), expect);
@@ -147,7 +115,7 @@ fn checkpoint_moves_data_to_snapshots_and_trims_the_wal() {
     assert_eq!(st.values_expired, 4000);
     let got = read(&db, &[6]);
     assert_eq!(got[0], (None, Some(Value::String(format!("x{:060}", 6)))));
-    let snaps: Vec<_> = fs::read_dir(d.0.join(SNAPSHOT_DIR)).unwrap().collect();
+    let snaps: Vec<_> = fs::read_dir(d.path().join(SNAPSHOT_DIR)).unwrap().collect();
     assert_eq!(snaps.len(), 1, "old snapshot files are deleted");
 }
 
@@ -158,21 +126,21 @@ fn checkpoint_moves_data_to_snapshots_and_trims_the_wal() {
 fn freshness_survives_checkpoints_restarts_and_loads() {
     let d = TempDir::new("fresh");
     let clock = ManualClock::new(T0 + H);
-    let db = open(&d.0, &clock);
+    let db = open(d.path(), &clock);
     db.write("v", &[row(1, T0 + 5, 1, "a"), row(2, T0 + 9, 2, "b")])
         .unwrap();
     db.checkpoint().unwrap();
     let newest = |db: &Db| db.store().stats()[0].newest_event_ts;
     assert_eq!(newest(&db), T0 + 9);
     db.close().unwrap();
-    let (db, report) = Db::open(config(&d.0), Arc::new(clock.clone())).unwrap();
+    let (db, report) = Db::open(config(d.path()), Arc::new(clock.clone())).unwrap();
     assert_eq!(report.wal.replayed, 0);
     assert_eq!(
         newest(&db),
         T0 + 9,
         "after a restart from the snapshot alone"
     );
-    let file = fs::read_dir(d.0.join(SNAPSHOT_DIR))
+    let file = fs::read_dir(d.path().join(SNAPSHOT_DIR))
         .unwrap()
         .next()
         .unwrap()
@@ -182,8 +150,8 @@ fn freshness_survives_checkpoints_restarts_and_loads() {
     assert_eq!(snap.info().max_event_ts, Some(T0 + 9));
     drop(snap);
     // A bulk load of a newer snapshot raises it.
-    let load = d.0.join("load.qsnap");
-    let reg = Registry::from_toml(SCHEMA).unwrap();
+    let load = d.path().join("load.qsnap");
+    let reg = registry(SMALL_SCHEMA);
     let mut b = SnapshotBuilder::create(&load, &reg, "v", T0).unwrap();
     b.add(&row(3, T0 + 20, 3, "c")).unwrap();
     b.finish().unwrap();
@@ -195,10 +163,10 @@ fn freshness_survives_checkpoints_restarts_and_loads() {
 fn registry_changes_persist_through_wal_and_checkpoint() {
     let d = TempDir::new("reg");
     let clock = ManualClock::new(T0);
-    let db = open(&d.0, &clock);
-    let grown = format!("{SCHEMA}  [[feature_view.feature]]\n  name = \"c\"\n  type = \"bool\"\n");
-    db.apply_registry(Registry::from_toml(&grown).unwrap())
-        .unwrap();
+    let db = open(d.path(), &clock);
+    let grown =
+        format!("{SMALL_SCHEMA}  [[feature_view.feature]]\n  name = \"c\"\n  type = \"bool\"\n");
+    db.apply_registry(registry(&grown)).unwrap();
     let c = db.registry().view("v").unwrap().feature_index("c").unwrap();
     db.write(
         "v",
@@ -213,7 +181,7 @@ fn registry_changes_persist_through_wal_and_checkpoint() {
     db.close().unwrap();
     // Reopen with the *old* registry in the config: the stored one wins and nothing is lost
     // (the config's is a compatible subset, so evolving to it changes nothing).
-    let db = open(&d.0, &clock);
+    let db = open(d.path(), &clock);
     assert!(db
         .registry()
         .view("v")
@@ -222,7 +190,7 @@ fn registry_changes_persist_through_wal_and_checkpoint() {
         .is_some());
     db.checkpoint().unwrap();
     db.close().unwrap();
-    let db = open(&d.0, &clock);
+    let db = open(d.path(), &clock);
     let sel = db.select(&["v:c"]).unwrap();
     let mut kb = KeyBatch::new();
     kb.push_encoded(&key(1));
@@ -230,18 +198,16 @@ fn registry_changes_persist_through_wal_and_checkpoint() {
     db.get(&sel, &kb, &ReadOptions::default(), &mut out)
         .unwrap();
     assert_eq!(out.columns[0].get(0), Some(Value::Bool(true)));
-    let bad = SCHEMA.replace("type = \"string\"", "type = \"bytes\"");
-    assert!(db
-        .apply_registry(Registry::from_toml(&bad).unwrap())
-        .is_err());
+    let bad = SMALL_SCHEMA.replace("type = \"string\"", "type = \"bytes\"");
+    assert!(db.apply_registry(registry(&bad)).is_err());
 }
 
 #[test]
 fn a_directory_is_opened_by_one_process_at_a_time() {
     let d = TempDir::new("lock");
     let clock = ManualClock::new(T0);
-    let _db = open(&d.0, &clock);
-    let e = Db::open(config(&d.0), Arc::new(clock.clone())).unwrap_err();
+    let _db = open(d.path(), &clock);
+    let e = Db::open(config(d.path()), Arc::new(clock.clone())).unwrap_err();
     assert!(e.to_string().contains("in use"), "{e}");
 }
 
@@ -249,7 +215,7 @@ fn a_directory_is_opened_by_one_process_at_a_time() {
 fn refused_writes_are_not_logged() {
     let d = TempDir::new("refused");
     let clock = ManualClock::new(T0);
-    let db = open(&d.0, &clock);
+    let db = open(d.path(), &clock);
     let bad = Row {
         key: key(1),
         event_ts: T0,
@@ -263,7 +229,7 @@ fn refused_writes_are_not_logged() {
     assert!(db.write("v", &[]).is_err());
     assert_eq!(db.stats().wal.last_seq, 0);
     db.close().unwrap();
-    let (_, report) = Db::open(config(&d.0), Arc::new(clock.clone())).unwrap();
+    let (_, report) = Db::open(config(d.path()), Arc::new(clock.clone())).unwrap();
     assert_eq!(report.wal.replayed, 0);
 }
 
@@ -271,7 +237,7 @@ fn refused_writes_are_not_logged() {
 fn bulk_load_swaps_a_snapshot_in_and_newer_delta_values_survive() {
     let d = TempDir::new("load");
     let clock = ManualClock::new(T0);
-    let db = open(&d.0, &clock);
+    let db = open(d.path(), &clock);
     db.write(
         "v",
         &[
@@ -280,8 +246,8 @@ fn bulk_load_swaps_a_snapshot_in_and_newer_delta_values_survive() {
         ],
     )
     .unwrap();
-    let file = d.0.join("offline.qsnap");
-    let reg = Registry::from_toml(SCHEMA).unwrap();
+    let file = d.path().join("offline.qsnap");
+    let reg = registry(SMALL_SCHEMA);
     let mut b = SnapshotBuilder::create(&file, &reg, "v", T0).unwrap();
     for i in 0..1000 {
         b.add(&row(i, T0, i, "snap")).unwrap();
@@ -305,13 +271,12 @@ fn bulk_load_swaps_a_snapshot_in_and_newer_delta_values_survive() {
     );
     // The load is durable.
     db.close().unwrap();
-    let db = open(&d.0, &clock);
+    let db = open(d.path(), &clock);
     assert_eq!(read(&db, &[1, 2, 3]), got);
     // Wrong view or damaged files are refused and the current base keeps serving.
-    let other = SCHEMA.replace("name = \"v\"", "name = \"w\"");
-    let wfile = d.0.join("w.qsnap");
-    let mut b =
-        SnapshotBuilder::create(&wfile, &Registry::from_toml(&other).unwrap(), "w", T0).unwrap();
+    let other = SMALL_SCHEMA.replace("name = \"v\"", "name = \"w\"");
+    let wfile = d.path().join("w.qsnap");
+    let mut b = SnapshotBuilder::create(&wfile, &registry(&other), "w", T0).unwrap();
     b.add(&row(1, T0, 1, "w")).unwrap();
     b.finish().unwrap();
     let e = db.load_snapshot("v", &wfile).unwrap_err();
@@ -331,10 +296,10 @@ fn bulk_load_swaps_a_snapshot_in_and_newer_delta_values_survive() {
 fn two_bulk_loads_in_the_same_microsecond_both_stay_durable() {
     let d = TempDir::new("load-same-us");
     let clock = ManualClock::new(T0);
-    let db = open(&d.0, &clock);
-    let reg = Registry::from_toml(SCHEMA).unwrap();
+    let db = open(d.path(), &clock);
+    let reg = registry(SMALL_SCHEMA);
     for generation in 0..2 {
-        let file = d.0.join(format!("offline-{generation}.qsnap"));
+        let file = d.path().join(format!("offline-{generation}.qsnap"));
         let mut b = SnapshotBuilder::create(&file, &reg, "v", T0).unwrap();
         b.add(&row(1, T0, generation, "g")).unwrap();
         b.finish().unwrap();
@@ -344,7 +309,7 @@ fn two_bulk_loads_in_the_same_microsecond_both_stay_durable() {
     let expect = read(&db, &[1]);
     assert_eq!(expect[0].0, Some(Value::Int64(1)));
     db.close().unwrap();
-    let db = open(&d.0, &clock);
+    let db = open(d.path(), &clock);
     assert_eq!(read(&db, &[1]), expect);
 }
 
@@ -366,40 +331,9 @@ fn two_bulk_loads_in_the_same_microsecond_both_stay_durable() {
 //   ties, then applies the TTL or max age to that value.
 // Checkpoints run with no concurrent writes, so the delta written during one is always empty.
 
-const MODEL_SCHEMA: &str = r#"
-[[entity]]
-name = "u"
-join_keys = [{ name = "id", type = "int64" }]
-
-[[feature_view]]
-name = "m"
-entity = "u"
-ttl = "1h"
-  [[feature_view.feature]]
-  name = "count"
-  type = "int64"
-  ttl = "10m"
-  [[feature_view.feature]]
-  name = "ratio"
-  type = "float32"
-  [[feature_view.feature]]
-  name = "flag"
-  type = "bool"
-  [[feature_view.feature]]
-  name = "name"
-  type = "string"
-  ttl = "0"
-  [[feature_view.feature]]
-  name = "hist"
-  type = "list<int32>"
-  [[feature_view.feature]]
-  name = "emb"
-  type = "vector<2>"
-  [[feature_view.feature]]
-  name = "seen"
-  type = "timestamp"
-  ttl = "3h"
-
+/// View `m` mixes every kind of feature; view `n` has other TTLs.
+fn base_model_schema() -> String {
+    let n = r#"
 [[feature_view]]
 name = "n"
 entity = "u"
@@ -411,8 +345,12 @@ entity = "u"
   name = "tag"
   type = "string"
 "#;
+    format!(
+        "[[entity]]\nname = \"u\"\njoin_keys = [{{ name = \"id\", type = \"int64\" }}]\n{}{n}",
+        mixed_view("m", "u")
+    )
+}
 
-const MIN: i64 = 60 * 1_000_000;
 /// Entity ids written are below this; reads also ask for a few above it.
 const MODEL_IDS: i64 = 40;
 
@@ -645,30 +583,25 @@ fn model_row(rng: &mut SmallRng, view: &FeatureView, id: i64, now: i64) -> Row {
 
 fn model_key(id: i64) -> Vec<u8> {
     static ENTITY: std::sync::OnceLock<crate::Entity> = std::sync::OnceLock::new();
-    let entity = ENTITY.get_or_init(|| {
-        let r = Registry::from_toml(MODEL_SCHEMA).unwrap();
-        r.entity("u").unwrap().clone()
-    });
-    let mut k = Vec::new();
-    crate::encode_key(entity, &[KeyPart::Int64(id)], &mut k).unwrap();
-    k
+    let entity = ENTITY.get_or_init(|| registry(&base_model_schema()).entity("u").unwrap().clone());
+    int_key(entity, id)
 }
 
 /// The model schema, with every view's records compressed (`zstd`) or left to `auto`.
 fn model_schema(zstd: bool) -> String {
     if zstd {
-        MODEL_SCHEMA.replace(
+        base_model_schema().replace(
             "entity = \"u\"\n",
             "entity = \"u\"\ncompression = \"zstd\"\n",
         )
     } else {
-        MODEL_SCHEMA.to_owned()
+        base_model_schema()
     }
 }
 
 fn model_config(dir: &Path, fsync: FsyncPolicy, zstd: bool) -> DbConfig {
     let mut c = DbConfig::new(dir);
-    c.registry = Some(Registry::from_toml(&model_schema(zstd)).unwrap());
+    c.registry = Some(registry(&model_schema(zstd)));
     c.store.shards = 4;
     c.wal.fsync = fsync;
     c.wal.segment_size = 16 << 10;
@@ -799,14 +732,13 @@ fn model_based_random_operations_with_checkpoints_loads_and_reopens() {
 fn run_durable_model(seed: u64, steps: usize, fsync: FsyncPolicy) {
     let d = TempDir::new(&format!("model-{seed}"));
     let staging = TempDir::new(&format!("model-{seed}-staging"));
-    fs::create_dir_all(&staging.0).unwrap();
-    let load_path = staging.0.join("load.qsnap");
+    let load_path = staging.path().join("load.qsnap");
     let mut rng = SmallRng::seed_from_u64(seed);
     let mut now = T0;
     let clock = ManualClock::new(now);
     // Seeds 2 and 3 mod 4 compress every snapshot (both fsync policies get both).
     let zstd = seed % 4 >= 2;
-    let reg = Registry::from_toml(&model_schema(zstd)).unwrap();
+    let reg = registry(&model_schema(zstd));
     assert_eq!(
         reg.views()[0].compression.policy,
         if zstd {
@@ -816,7 +748,7 @@ fn run_durable_model(seed: u64, steps: usize, fsync: FsyncPolicy) {
         }
     );
     let mut model = Model::new(reg.clone());
-    let mut db = Db::open(model_config(&d.0, fsync, zstd), Arc::new(clock.clone()))
+    let mut db = Db::open(model_config(d.path(), fsync, zstd), Arc::new(clock.clone()))
         .unwrap()
         .0;
     let mut counts = [0usize; 8];
@@ -903,7 +835,7 @@ fn run_durable_model(seed: u64, steps: usize, fsync: FsyncPolicy) {
                 assert_eq!(st.values_expired, dropped, "{ctx}: values expired");
                 assert_eq!(st.views, views, "{ctx}: views written");
                 check_everything(&db, &model, now, &ctx);
-                packed_seen += check_snapshot_files(&d.0, &ctx);
+                packed_seen += check_snapshot_files(d.path(), &ctx);
             }
             90..=93 => {
                 counts[5] += 1;
@@ -930,7 +862,7 @@ fn run_durable_model(seed: u64, steps: usize, fsync: FsyncPolicy) {
                 assert_eq!(loaded, k as u64, "{ctx}: entities loaded");
                 model.load(v, &rows);
                 check_everything(&db, &model, now, &ctx);
-                packed_seen += check_snapshot_files(&d.0, &ctx);
+                packed_seen += check_snapshot_files(d.path(), &ctx);
             }
             _ => {
                 let crash = rng.random();
@@ -944,7 +876,7 @@ fn run_durable_model(seed: u64, steps: usize, fsync: FsyncPolicy) {
                     db.close().unwrap();
                 }
                 let (next, report) =
-                    Db::open(model_config(&d.0, fsync, zstd), Arc::new(clock.clone())).unwrap();
+                    Db::open(model_config(d.path(), fsync, zstd), Arc::new(clock.clone())).unwrap();
                 db = next;
                 assert_eq!(
                     report.wal.replayed,
@@ -964,7 +896,7 @@ fn run_durable_model(seed: u64, steps: usize, fsync: FsyncPolicy) {
                 assert_eq!(snapshots, expect, "{ctx}: snapshots opened");
                 model.reopen();
                 check_everything(&db, &model, now, &ctx);
-                packed_seen += check_snapshot_files(&d.0, &ctx);
+                packed_seen += check_snapshot_files(d.path(), &ctx);
             }
         }
     }
@@ -1027,24 +959,24 @@ fn salvaged(dir: &Path, clock: &ManualClock) -> (Db, OpenReport) {
 fn deleting_the_only_wal_segment_after_a_checkpoint_is_refused() {
     let d = TempDir::new("del-wal");
     let clock = ManualClock::new(T0);
-    let seq = checkpointed_dir(&d.0, &clock);
-    let segs = wal_segments(&d.0);
+    let seq = checkpointed_dir(d.path(), &clock);
+    let segs = wal_segments(d.path());
     assert_eq!(segs.len(), 1, "the checkpoint trimmed the log: {segs:?}");
     fs::remove_file(&segs[0]).unwrap();
-    let (file, reason) = corrupt_reason(Db::open(config(&d.0), Arc::new(clock.clone())));
+    let (file, reason) = corrupt_reason(Db::open(config(d.path()), Arc::new(clock.clone())));
     assert_eq!(Path::new(&file), segs[0]);
     assert!(
         reason.contains(&format!("every record from {} on is lost", seq + 1)),
         "{reason}"
     );
     // Salvage serves what the snapshot holds and says what it gave up.
-    let (db, report) = salvaged(&d.0, &clock);
+    let (db, report) = salvaged(d.path(), &clock);
     assert!(report.wal.warnings[0].contains("salvage"), "{report:?}");
     assert_eq!(read(&db, &[99])[0].0, Some(Value::Int64(99)));
     assert_eq!(read(&db, &[100])[0].0, None);
     db.write("v", &[row(1, T0, 1, "x")]).unwrap();
     db.close().unwrap();
-    let (_db, report) = Db::open(config(&d.0), Arc::new(clock.clone())).unwrap();
+    let (_db, report) = Db::open(config(d.path()), Arc::new(clock.clone())).unwrap();
     assert!(report.wal.warnings.is_empty(), "{report:?}");
 }
 
@@ -1052,8 +984,8 @@ fn deleting_the_only_wal_segment_after_a_checkpoint_is_refused() {
 fn a_wal_segment_cut_half_way_is_refused() {
     let d = TempDir::new("cut-wal");
     let clock = ManualClock::new(T0);
-    checkpointed_dir(&d.0, &clock);
-    let seg = wal_segments(&d.0).pop().unwrap();
+    checkpointed_dir(d.path(), &clock);
+    let seg = wal_segments(d.path()).pop().unwrap();
     let len = fs::metadata(&seg).unwrap().len();
     fs::OpenOptions::new()
         .write(true)
@@ -1061,10 +993,10 @@ fn a_wal_segment_cut_half_way_is_refused() {
         .unwrap()
         .set_len(len / 2)
         .unwrap();
-    let (file, reason) = corrupt_reason(Db::open(config(&d.0), Arc::new(clock.clone())));
+    let (file, reason) = corrupt_reason(Db::open(config(d.path()), Arc::new(clock.clone())));
     assert_eq!(Path::new(&file), seg);
     assert!(reason.contains("cut short"), "{reason}");
-    let (db, report) = salvaged(&d.0, &clock);
+    let (db, report) = salvaged(d.path(), &clock);
     assert!(!report.wal.dropped_files.is_empty(), "{report:?}");
     assert_eq!(read(&db, &[99])[0].0, Some(Value::Int64(99)));
 }
@@ -1073,56 +1005,60 @@ fn a_wal_segment_cut_half_way_is_refused() {
 fn a_deleted_manifest_is_refused_when_data_remains() {
     let d = TempDir::new("no-manifest");
     let clock = ManualClock::new(T0);
-    checkpointed_dir(&d.0, &clock);
-    fs::remove_file(d.0.join(crate::manifest::MANIFEST_FILE)).unwrap();
-    let (file, reason) = corrupt_reason(Db::open(config(&d.0), Arc::new(clock.clone())));
+    checkpointed_dir(d.path(), &clock);
+    fs::remove_file(d.path().join(crate::manifest::MANIFEST_FILE)).unwrap();
+    let (file, reason) = corrupt_reason(Db::open(config(d.path()), Arc::new(clock.clone())));
     assert!(file.ends_with(crate::manifest::MANIFEST_FILE), "{file}");
     assert!(reason.contains("missing"), "{reason}");
-    let snap = fs::read_dir(d.0.join(SNAPSHOT_DIR))
+    let snap = fs::read_dir(d.path().join(SNAPSHOT_DIR))
         .unwrap()
         .next()
         .unwrap()
         .unwrap()
         .path();
-    for named in [snap, wal_segments(&d.0)[0].clone()] {
+    for named in [snap, wal_segments(d.path())[0].clone()] {
         assert!(
             reason.contains(&named.display().to_string()),
             "{named:?} not in {reason}"
         );
     }
     // Nothing was created or changed by refusing.
-    assert!(!d.0.join(crate::manifest::MANIFEST_FILE).exists());
+    assert!(!d.path().join(crate::manifest::MANIFEST_FILE).exists());
 }
 
 #[test]
 fn a_new_directory_names_its_first_wal_segment() {
-    let d = TempDir::new("brand-new");
+    let parent = TempDir::new("brand-new");
+    let d = parent.join("db");
     let clock = ManualClock::new(T0);
-    let (db, report) = Db::open(config(&d.0), Arc::new(clock.clone())).unwrap();
+    let (db, report) = Db::open(config(&d), Arc::new(clock.clone())).unwrap();
     assert!(report.wal.warnings.is_empty());
     db.write("v", &[row(1, T0, 1, "x")]).unwrap();
     db.close().unwrap();
-    let m = Manifest::load(&d.0).unwrap().unwrap();
+    let m = Manifest::load(&d).unwrap().unwrap();
     assert_eq!(m.wal_segment, Some(1));
     // Empty subdirectories (a directory prepared by hand) are not data.
     let d2 = TempDir::new("brand-new-dirs");
-    fs::create_dir_all(d2.0.join(WAL_DIR)).unwrap();
-    fs::create_dir_all(d2.0.join(SNAPSHOT_DIR)).unwrap();
-    Db::open(config(&d2.0), Arc::new(clock.clone())).unwrap();
+    fs::create_dir_all(d2.path().join(WAL_DIR)).unwrap();
+    fs::create_dir_all(d2.path().join(SNAPSHOT_DIR)).unwrap();
+    Db::open(config(d2.path()), Arc::new(clock.clone())).unwrap();
 }
 
 #[test]
 fn a_manifest_without_a_wal_segment_is_brought_up_to_date() {
     let d = TempDir::new("legacy-manifest");
     let clock = ManualClock::new(T0);
-    checkpointed_dir(&d.0, &clock);
-    let mut m = Manifest::load(&d.0).unwrap().unwrap();
+    checkpointed_dir(d.path(), &clock);
+    let mut m = Manifest::load(d.path()).unwrap().unwrap();
     let named = m.wal_segment.take();
     assert!(named.is_some());
-    m.store(&d.0).unwrap();
-    let (db, report) = Db::open(config(&d.0), Arc::new(clock.clone())).unwrap();
+    m.store(d.path()).unwrap();
+    let (db, report) = Db::open(config(d.path()), Arc::new(clock.clone())).unwrap();
     assert!(report.wal.warnings.is_empty(), "{report:?}");
     assert_eq!(read(&db, &[150])[0].0, Some(Value::Int64(150)));
     db.close().unwrap();
-    assert_eq!(Manifest::load(&d.0).unwrap().unwrap().wal_segment, named);
+    assert_eq!(
+        Manifest::load(d.path()).unwrap().unwrap().wal_segment,
+        named
+    );
 }

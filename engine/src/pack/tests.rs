@@ -1,5 +1,5 @@
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use rand::rngs::SmallRng;
@@ -11,113 +11,16 @@ use crate::db::{Db, DbConfig, SnapshotBuilder};
 use crate::key::{KeyBatch, KeyPart};
 use crate::registry::Registry;
 use crate::store::{GetResult, ReadOptions, Row};
+use crate::testing::{TempDir, T0};
 use crate::value::{Value, ValueType};
 use crate::wal::FsyncPolicy;
 
-const T0: i64 = 1_700_000_000_000_000;
-
 /// Every value type, in a view whose policy the test substitutes for `POLICY`, and a
 /// float32 embedding view.
-const SCHEMA: &str = r#"
-[[entity]]
-name = "u"
-join_keys = [{ name = "id", type = "int64" }]
-
-[[feature_view]]
-name = "s"
-entity = "u"
-compression = "POLICY"
-  [[feature_view.feature]]
-  name = "count"
-  type = "int64"
-  [[feature_view.feature]]
-  name = "small"
-  type = "int32"
-  [[feature_view.feature]]
-  name = "ratio"
-  type = "float32"
-  [[feature_view.feature]]
-  name = "score"
-  type = "float64"
-  [[feature_view.feature]]
-  name = "flag"
-  type = "bool"
-  [[feature_view.feature]]
-  name = "country"
-  type = "string"
-  [[feature_view.feature]]
-  name = "blob"
-  type = "bytes"
-  [[feature_view.feature]]
-  name = "seen"
-  type = "timestamp"
-  [[feature_view.feature]]
-  name = "hist"
-  type = "list<int64>"
-  [[feature_view.feature]]
-  name = "names"
-  type = "list<string>"
-  [[feature_view.feature]]
-  name = "weights"
-  type = "list<float32>"
-  [[feature_view.feature]]
-  name = "bits"
-  type = "list<bool>"
-  [[feature_view.feature]]
-  name = "emb"
-  type = "vector<4>"
-
-[[feature_view]]
-name = "e"
-entity = "u"
-compression = "POLICY"
-  [[feature_view.feature]]
-  name = "vec"
-  type = "vector<32>"
-
-[[feature_view]]
-name = "m"
-entity = "u"
-compression = "POLICY"
-  [[feature_view.feature]]
-  name = "n"
-  type = "int64"
-  [[feature_view.feature]]
-  name = "amount"
-  type = "float64"
-  [[feature_view.feature]]
-  name = "max_amount"
-  type = "float64"
-  [[feature_view.feature]]
-  name = "total"
-  type = "float64"
-  [[feature_view.feature]]
-  name = "rate"
-  type = "float32"
-  [[feature_view.feature]]
-  name = "share"
-  type = "float32"
-"#;
+const SCHEMA: &str = include_str!("../../testdata/pack.toml");
 
 fn registry(policy: &str) -> Registry {
     Registry::from_toml(&SCHEMA.replace("POLICY", policy)).unwrap()
-}
-
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        let d = std::env::temp_dir().join(format!("quiver-pack-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&d);
-        fs::create_dir_all(&d).unwrap();
-        Self(d)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
 }
 
 fn open(dir: &Path, reg: &Registry) -> Db {
@@ -247,7 +150,7 @@ fn every_type_round_trips_through_every_policy() {
     for policy in ["none", "zstd", "auto"] {
         let dir = TempDir::new(&format!("types-{policy}"));
         let reg = registry(policy);
-        let db = open(&dir.0, &reg);
+        let db = open(dir.path(), &reg);
         let n = 3000;
         let ids: Vec<i64> = (0..n + 10).collect(); // the last 10 were never written
         for view in ["s", "e", "m"] {
@@ -307,7 +210,7 @@ fn every_type_round_trips_through_every_policy() {
         }
         // The files hold what the codec says: compressed records, fewer stored bytes.
         for (view, info) in [("s", &s), ("e", &e), ("m", &m)] {
-            let snap_dir = dir.0.join(crate::db::SNAPSHOT_DIR);
+            let snap_dir = dir.join(crate::db::SNAPSHOT_DIR);
             let file = fs::read_dir(&snap_dir)
                 .unwrap()
                 .map(|e| e.unwrap().path())
@@ -333,7 +236,7 @@ fn every_type_round_trips_through_every_policy() {
         }
         // Reopening serves the same values from the compressed files.
         drop(db);
-        let db = open(&dir.0, &reg);
+        let db = open(dir.path(), &reg);
         for view in ["s", "e", "m"] {
             let nfeat = reg.view(view).unwrap().features.len();
             let mut want = expected(&rows(&reg, view, 0..n, 7, 3), nfeat);
@@ -351,7 +254,7 @@ fn every_type_round_trips_through_every_policy() {
 fn dictionaries_change_between_snapshots_and_the_delta_merges_over_them() {
     let dir = TempDir::new("dict-change");
     let reg = registry("zstd");
-    let db = open(&dir.0, &reg);
+    let db = open(dir.path(), &reg);
     let nfeat = reg.view("s").unwrap().features.len();
     let ids: Vec<i64> = (0..3000).collect();
 
@@ -387,7 +290,7 @@ fn dictionaries_change_between_snapshots_and_the_delta_merges_over_them() {
         r.event_ts = T0 + 900_000;
     }
     db.write("s", &newest).unwrap();
-    let load = dir.0.join("load.qsnap");
+    let load = dir.join("load.qsnap");
     let third = rows(&reg, "s", 0..3000, 3, 7);
     let mut b = SnapshotBuilder::create(&load, &reg, "s", T0).unwrap();
     for r in &third {

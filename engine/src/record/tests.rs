@@ -1,72 +1,12 @@
 use super::*;
 use crate::registry::Registry;
+use crate::testing::registry;
 use crate::value::FeatureColumn;
 
-const SCHEMA: &str = r#"
-[[entity]]
-name = "e"
-join_keys = [{ name = "id", type = "int64" }]
-[[feature_view]]
-name = "all"
-entity = "e"
-  [[feature_view.feature]]
-  name = "b"
-  type = "bool"
-  [[feature_view.feature]]
-  name = "i32"
-  type = "int32"
-  [[feature_view.feature]]
-  name = "i64"
-  type = "int64"
-  [[feature_view.feature]]
-  name = "f32"
-  type = "float32"
-  [[feature_view.feature]]
-  name = "f64"
-  type = "float64"
-  [[feature_view.feature]]
-  name = "s"
-  type = "string"
-  [[feature_view.feature]]
-  name = "by"
-  type = "bytes"
-  [[feature_view.feature]]
-  name = "ts"
-  type = "timestamp"
-  [[feature_view.feature]]
-  name = "lb"
-  type = "list<bool>"
-  [[feature_view.feature]]
-  name = "li32"
-  type = "list<int32>"
-  [[feature_view.feature]]
-  name = "li64"
-  type = "list<int64>"
-  [[feature_view.feature]]
-  name = "lf32"
-  type = "list<float32>"
-  [[feature_view.feature]]
-  name = "lf64"
-  type = "list<float64>"
-  [[feature_view.feature]]
-  name = "ls"
-  type = "list<string>"
-  [[feature_view.feature]]
-  name = "lby"
-  type = "list<bytes>"
-  [[feature_view.feature]]
-  name = "lts"
-  type = "list<timestamp>"
-  [[feature_view.feature]]
-  name = "vec"
-  type = "vector<3>"
-  [[feature_view.feature]]
-  name = "b2"
-  type = "bool"
-"#;
+const SCHEMA: &str = include_str!("../../testdata/all-types.toml");
 
 fn layout() -> Layout {
-    let r = Registry::from_toml(SCHEMA).unwrap();
+    let r = registry(SCHEMA);
     Layout::new(r.view("all").unwrap())
 }
 

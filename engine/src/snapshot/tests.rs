@@ -1,7 +1,6 @@
 use std::collections::HashSet;
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
@@ -13,41 +12,17 @@ use super::format::{
 use super::*;
 use crate::codec::{put_varint, zigzag};
 use crate::key::MAX_KEY_LEN;
+use crate::testing::TempDir;
 use crate::Result;
 
-/// A fresh directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new(name: &str) -> Self {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "quiver-snapshot-{name}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        fs::create_dir_all(&p).unwrap();
-        Self(p)
-    }
-
-    fn join(&self, name: &str) -> PathBuf {
-        self.0.join(name)
-    }
-
-    fn files(&self) -> Vec<String> {
-        let mut v: Vec<String> = fs::read_dir(&self.0)
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        v.sort();
-        v
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = fs::remove_dir_all(&self.0);
-    }
+/// The names of the files in `dir`, sorted.
+fn file_names(dir: &TempDir) -> Vec<String> {
+    let mut v: Vec<String> = fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    v.sort();
+    v
 }
 
 fn meta(view: &str) -> SnapshotMeta {
@@ -166,7 +141,7 @@ fn round_trip_of_100k_random_keys() {
     w.note_event_ts(-3);
     assert_eq!(w.len(), entries.len());
     let info = w.finish().unwrap();
-    assert_eq!(dir.files(), vec!["v.qsnap".to_string()]);
+    assert_eq!(file_names(&dir), vec!["v.qsnap".to_string()]);
 
     let snap = Snapshot::open(&path).unwrap();
     assert_eq!(snap.info(), &info);
@@ -265,7 +240,7 @@ fn a_key_added_twice_is_refused_and_nothing_is_published() {
             .contains(&show_key(&composite_key(5_000, "m"))),
         "{err}"
     );
-    assert!(dir.files().is_empty(), "{:?}", dir.files());
+    assert!(file_names(&dir).is_empty(), "{:?}", file_names(&dir));
 
     // Also when the duplicate is the very first key, and for an empty key.
     let mut w = SnapshotWriter::create(&path, meta("user_stats")).unwrap();
@@ -273,7 +248,7 @@ fn a_key_added_twice_is_refused_and_nothing_is_published() {
     w.add(b"k", b"b").unwrap();
     w.add(b"", b"a").unwrap();
     assert!(w.finish().is_err());
-    assert!(dir.files().is_empty(), "{:?}", dir.files());
+    assert!(file_names(&dir).is_empty(), "{:?}", file_names(&dir));
 }
 
 #[test]
@@ -287,7 +262,7 @@ fn bad_arguments_are_refused() {
     assert!(SnapshotWriter::create(Path::new("/"), meta("v")).is_err());
     let err = SnapshotWriter::create(dir.join("missing/dir/x.qsnap"), meta("v")).unwrap_err();
     assert!(matches!(err, EngineError::Io { .. }), "{err}");
-    assert!(dir.files().is_empty());
+    assert!(file_names(&dir).is_empty());
 
     // A refused key leaves the writer usable.
     let mut w = SnapshotWriter::create(&path, meta(&"v".repeat(MAX_VIEW_NAME_LEN))).unwrap();
@@ -306,22 +281,22 @@ fn an_unfinished_writer_removes_its_temp_file() {
     let dir = TempDir::new("drop");
     let path = dir.join("t.qsnap");
     let w = SnapshotWriter::create(&path, meta("v")).unwrap();
-    let files = dir.files();
+    let files = file_names(&dir);
     assert_eq!(files.len(), 1);
     assert!(files[0].ends_with(SNAPSHOT_TEMP_SUFFIX), "{files:?}");
     assert!(files[0].starts_with(".t.qsnap."), "{files:?}");
     drop(w);
-    assert!(dir.files().is_empty());
+    assert!(file_names(&dir).is_empty());
 
     let mut w = SnapshotWriter::create(&path, meta("v")).unwrap();
     for i in 0..50_000 {
         w.add(&composite_key(i, "x"), &[7u8; 40]).unwrap();
     }
     drop(w);
-    assert!(dir.files().is_empty());
+    assert!(file_names(&dir).is_empty());
 
     write(&path, &small_entries());
-    assert_eq!(dir.files(), vec!["t.qsnap".to_string()]);
+    assert_eq!(file_names(&dir), vec!["t.qsnap".to_string()]);
 }
 
 #[test]
@@ -337,7 +312,7 @@ fn a_new_file_replaces_the_old_while_the_old_keeps_serving() {
         .map(|i| (composite_key(i, ""), b"new".to_vec()))
         .collect();
     write(&path, &new_entries);
-    assert_eq!(dir.files(), vec!["r.qsnap".to_string()]);
+    assert_eq!(file_names(&dir), vec!["r.qsnap".to_string()]);
     let new = Snapshot::open(&path).unwrap();
     assert_eq!(old.len(), 100);
     assert_eq!(new.len(), 250);

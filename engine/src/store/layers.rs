@@ -262,9 +262,9 @@ impl Store {
 mod tests {
     use super::*;
     use crate::clock::ManualClock;
-    use crate::key::{KeyBatch, KeyPart};
-    use crate::registry::Registry;
-    use crate::store::{ReadOptions, Row, StoreConfig};
+    use crate::key::KeyBatch;
+    use crate::store::{ReadOptions, Row};
+    use crate::testing::{int_key, store_of, HOUR as H, SMALL_SCHEMA, T0};
     use crate::value::{Status, Value};
     use std::collections::BTreeMap;
 
@@ -287,33 +287,8 @@ mod tests {
         }
     }
 
-    const SCHEMA: &str = r#"
-[[entity]]
-name = "u"
-join_keys = [{ name = "id", type = "int64" }]
-[[feature_view]]
-name = "v"
-entity = "u"
-  [[feature_view.feature]]
-  name = "a"
-  type = "int64"
-  ttl = "1h"
-  [[feature_view.feature]]
-  name = "b"
-  type = "string"
-"#;
-    const T0: i64 = 1_700_000_000_000_000;
-    const H: i64 = 3_600_000_000;
-
     fn key(s: &Store, id: i64) -> Vec<u8> {
-        let mut k = Vec::new();
-        crate::encode_key(
-            s.registry().entity("u").unwrap(),
-            &[KeyPart::Int64(id)],
-            &mut k,
-        )
-        .unwrap();
-        k
+        int_key(s.registry().entity("u").unwrap(), id)
     }
 
     fn read(s: &Store, ids: &[i64]) -> Vec<(Option<Value>, Option<Value>)> {
@@ -346,12 +321,7 @@ entity = "u"
     #[test]
     fn checkpoint_merges_layers_and_reads_see_the_newest_value() {
         let clock = ManualClock::new(T0);
-        let s = Store::new(
-            Registry::from_toml(SCHEMA).unwrap(),
-            StoreConfig { shards: 4 },
-            Arc::new(clock.clone()),
-        )
-        .unwrap();
+        let s = store_of(SMALL_SCHEMA, 4, &clock);
         let w = |id, ts, vals: Vec<(usize, Value)>| Row {
             key: key(&s, id),
             event_ts: ts,
@@ -410,12 +380,7 @@ entity = "u"
     #[test]
     fn thaw_restores_the_frozen_delta() {
         let clock = ManualClock::new(T0);
-        let s = Store::new(
-            Registry::from_toml(SCHEMA).unwrap(),
-            StoreConfig { shards: 2 },
-            Arc::new(clock),
-        )
-        .unwrap();
+        let s = store_of(SMALL_SCHEMA, 2, &clock);
         let w = |id, ts, v: i64| Row {
             key: key(&s, id),
             event_ts: ts,

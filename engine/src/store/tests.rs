@@ -6,45 +6,22 @@ use rand::{Rng, SeedableRng};
 use super::*;
 use crate::clock::ManualClock;
 use crate::key::KeyPart;
+use crate::testing::{int_key, mixed_view, registry, store_of, MINUTE as MIN, T0};
 use crate::value::ColumnData;
 
-const SCHEMA: &str = r#"
+/// Entities `user` (int64 `id`) and `pair` (string `a`, int64 `b`); view `v` of users mixes
+/// every kind of feature, `w` has a float64, `p` is keyed by pairs.
+fn store_schema() -> String {
+    let (entities, others) = (
+        r#"
 [[entity]]
 name = "user"
 join_keys = [{ name = "id", type = "int64" }]
 [[entity]]
 name = "pair"
 join_keys = [{ name = "a", type = "string" }, { name = "b", type = "int64" }]
-
-[[feature_view]]
-name = "v"
-entity = "user"
-ttl = "1h"
-  [[feature_view.feature]]
-  name = "count"
-  type = "int64"
-  ttl = "10m"
-  [[feature_view.feature]]
-  name = "ratio"
-  type = "float32"
-  [[feature_view.feature]]
-  name = "flag"
-  type = "bool"
-  [[feature_view.feature]]
-  name = "name"
-  type = "string"
-  ttl = "0"
-  [[feature_view.feature]]
-  name = "hist"
-  type = "list<int32>"
-  [[feature_view.feature]]
-  name = "emb"
-  type = "vector<2>"
-  [[feature_view.feature]]
-  name = "seen"
-  type = "timestamp"
-  ttl = "3h"
-
+"#,
+        r#"
 [[feature_view]]
 name = "w"
 entity = "user"
@@ -58,23 +35,18 @@ entity = "pair"
   [[feature_view.feature]]
   name = "n"
   type = "int32"
-"#;
-
-const T0: i64 = 1_700_000_000_000_000;
-const MIN: i64 = 60 * 1_000_000;
+"#,
+    );
+    format!("{entities}{}{others}", mixed_view("v", "user"))
+}
 
 fn store(shards: usize) -> (Store, ManualClock) {
     let clock = ManualClock::new(T0);
-    let reg = Registry::from_toml(SCHEMA).unwrap();
-    let s = Store::new(reg, StoreConfig { shards }, Arc::new(clock.clone())).unwrap();
-    (s, clock)
+    (store_of(&store_schema(), shards, &clock), clock)
 }
 
 fn user_key(store: &Store, id: i64) -> Vec<u8> {
-    let reg = store.registry();
-    let mut k = Vec::new();
-    crate::encode_key(reg.entity("user").unwrap(), &[KeyPart::Int64(id)], &mut k).unwrap();
-    k
+    int_key(store.registry().entity("user").unwrap(), id)
 }
 
 fn keys(store: &Store, ids: &[i64]) -> KeyBatch {
@@ -367,13 +339,11 @@ fn registry_can_grow_live_without_losing_data() {
     let (s, _) = store(2);
     s.write("v", &[row(&s, 1, T0, vec![(0, Value::Int64(5))])])
         .unwrap();
-    let grown = SCHEMA.replace(
+    let grown = store_schema().replace(
         "  [[feature_view.feature]]\n  name = \"count\"",
         "  [[feature_view.feature]]\n  name = \"fresh\"\n  type = \"string\"\n  [[feature_view.feature]]\n  name = \"count\"",
     );
-    let merged = s
-        .apply_registry(Registry::from_toml(&grown).unwrap())
-        .unwrap();
+    let merged = s.apply_registry(registry(&grown)).unwrap();
     let v = merged.view("v").unwrap();
     assert_eq!(v.features.last().unwrap().name, "fresh");
     let cols = s
@@ -400,16 +370,16 @@ fn registry_can_grow_live_without_losing_data() {
         .unwrap();
     assert_eq!(cols[0].get(0), Some(Value::Int64(5)));
     assert_eq!(cols[1].get(0), Some(Value::String("hi".into())));
-    let bad = SCHEMA.replace("type = \"float32\"", "type = \"float64\"");
+    let bad = store_schema().replace("type = \"float32\"", "type = \"float64\"");
     assert!(matches!(
-        s.apply_registry(Registry::from_toml(&bad).unwrap()),
+        s.apply_registry(registry(&bad)),
         Err(EngineError::Registry(_))
     ));
 }
 
 #[test]
 fn shard_count_must_be_a_power_of_two() {
-    let reg = Registry::from_toml(SCHEMA).unwrap();
+    let reg = registry(&store_schema());
     let e = Store::new(
         reg,
         StoreConfig { shards: 3 },

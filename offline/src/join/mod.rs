@@ -1,7 +1,7 @@
-//! The point-in-time join (DESIGN.md §4): for each entity row `(keys, t)` and each requested
-//! feature of view V, V's latest history row with `event_ts <= t` (ties: latest created time,
-//! then latest in dataset order); the value is kept only if `event_ts >= t - ttl(feature)`
-//! (ttl 0: no bound); no match → null.
+//! The point-in-time join (docs/semantics.md, "Point-in-time join"): for each entity row
+//! `(keys, t)` and each requested feature of view V, V's latest history row with
+//! `event_ts <= t` (ties: latest created time, then latest in dataset order); the value is kept
+//! only if `event_ts >= t - ttl(feature)` (ttl 0: no bound); no match → null.
 //!
 //! # How
 //! Views are joined one at a time. For a view:

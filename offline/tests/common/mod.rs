@@ -1,9 +1,9 @@
 //! Shared by the offline tests: a registry with several views, history and entity batch
-//! builders, and a brute-force point-in-time join written straight from DESIGN.md §4.
+//! builders, and a brute-force point-in-time join written straight from docs/semantics.md,
+//! "Point-in-time join".
 
 #![allow(dead_code)]
 
-use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use arrow_array::types::{Float32Type, Int64Type};
@@ -19,64 +19,7 @@ use rand::{Rng, SeedableRng};
 
 /// Three views with different TTLs, per-feature TTL overrides, a mapped column, a created
 /// column, timestamps of three units, and a composite-key entity.
-pub const REGISTRY: &str = r#"
-project = "offline_test"
-
-[[entity]]
-name = "user"
-join_keys = [{ name = "user_id", type = "int64" }]
-
-[[entity]]
-name = "pair"
-join_keys = [{ name = "user_id", type = "int64" }, { name = "merchant", type = "string" }]
-
-[[feature_view]]
-name = "a"
-entity = "user"
-ttl = 3
-source = { path = "a", timestamp_field = "event_timestamp" }
-  [[feature_view.feature]]
-  name = "x"
-  type = "int64"
-  [[feature_view.feature]]
-  name = "y"
-  type = "string"
-  ttl = 0
-  [[feature_view.feature]]
-  name = "z"
-  type = "float64"
-  ttl = 5
-  column = "z_col"
-
-[[feature_view]]
-name = "b"
-entity = "user"
-source = { path = "b.parquet", timestamp_field = "ts", created_timestamp_field = "created" }
-  [[feature_view.feature]]
-  name = "w"
-  type = "bool"
-  [[feature_view.feature]]
-  name = "l"
-  type = "list<int64>"
-  ttl = 2
-
-[[feature_view]]
-name = "c"
-entity = "pair"
-ttl = 2
-source = { path = "c.parquet", timestamp_field = "event_timestamp", created_timestamp_field = "created" }
-  [[feature_view.feature]]
-  name = "e"
-  type = "vector<2>"
-  [[feature_view.feature]]
-  name = "n"
-  type = "int32"
-  ttl = 4
-  [[feature_view.feature]]
-  name = "q"
-  type = "vector<2>"
-  storage = "int8"
-"#;
+pub const REGISTRY: &str = include_str!("../fixtures/registry.toml");
 
 pub fn registry() -> Registry {
     Registry::from_toml(REGISTRY).expect("test registry")
@@ -274,8 +217,9 @@ pub fn entity_batch(rows: &[EntityRow]) -> RecordBatch {
     .expect("entity batch")
 }
 
-/// The §4 join, by brute force: for each entity row and feature, the latest row with
-/// `ts <= t` (ties: created, then position), kept if `ts >= t - ttl` (ttl 0: always).
+/// The point-in-time join of docs/semantics.md, by brute force: for each entity row and
+/// feature, the latest row with `ts <= t` (ties: created, then position), kept if
+/// `ts >= t - ttl` (ttl 0: always).
 pub fn reference(
     reg: &Registry,
     histories: &[(&str, Vec<HistRow>)],
@@ -441,32 +385,4 @@ pub fn random_history(
 
 pub fn rng(seed: u64) -> SmallRng {
     SmallRng::seed_from_u64(seed)
-}
-
-/// A fresh directory under the system temp dir, removed on drop.
-pub struct TempDir(pub PathBuf);
-
-impl TempDir {
-    pub fn new(name: &str) -> Self {
-        let p = std::env::temp_dir().join(format!(
-            "quiver-offline-{name}-{}-{}",
-            std::process::id(),
-            std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0)
-        ));
-        std::fs::create_dir_all(&p).expect("temp dir");
-        Self(p)
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }

@@ -16,9 +16,7 @@ use quiver_engine::{
     Clock, Db, DbConfig, FsyncPolicy, KeyPart, Maintenance, Registry, Row, SnapshotBuilder,
     SystemClock, Value,
 };
-
-#[path = "../crash_oracle.rs"]
-mod oracle;
+use quiver_tests::crash_oracle as oracle;
 
 /// Pause between a writer's batches.
 const WRITE_PAUSE: Duration = Duration::from_millis(3);

@@ -1,0 +1,57 @@
+//! What the engine's unit tests share: a temporary directory, a fixed clock origin, the
+//! schemas several of them build on, and the few steps every store test takes.
+
+use std::sync::Arc;
+
+use crate::clock::ManualClock;
+use crate::key::{encode_key, KeyPart};
+use crate::registry::{Entity, Registry};
+use crate::store::{Store, StoreConfig};
+
+pub(crate) use quiver_testkit::TempDir;
+
+/// The tests' "now" (2023-11-14), in microseconds since the epoch.
+pub(crate) const T0: i64 = 1_700_000_000_000_000;
+/// A minute, in microseconds.
+pub(crate) const MINUTE: i64 = 60 * 1_000_000;
+/// An hour, in microseconds.
+pub(crate) const HOUR: i64 = 60 * MINUTE;
+
+/// Entity `u` keyed by an int64 `id`, and view `v` of it: `a` (int64, 1 h TTL) and `b`
+/// (string), with no view TTL. Tests append features to it, so it ends with `b`.
+pub(crate) const SMALL_SCHEMA: &str = include_str!("../testdata/small.toml");
+
+/// View `name` of `entity` with a 1 h TTL and a feature of each kind the store handles apart:
+/// `count` (int64, 10 min TTL), `ratio` (float32), `flag` (bool), `name` (string, never
+/// expires), `hist` (list<int32>), `emb` (vector<2>), `seen` (timestamp, 3 h TTL).
+pub(crate) fn mixed_view(name: &str, entity: &str) -> String {
+    // A leading newline keeps it apart from whatever it is appended to.
+    let text = include_str!("../testdata/mixed-view.toml");
+    format!(
+        "\n{}",
+        text.replace("\"NAME\"", &format!("{name:?}"))
+            .replace("\"ENTITY\"", &format!("{entity:?}"))
+    )
+}
+
+/// The registry of a schema the test wrote (and knows to be valid).
+pub(crate) fn registry(toml: &str) -> Registry {
+    Registry::from_toml(toml).unwrap()
+}
+
+/// An in-memory store of `toml`'s registry on `shards` shards, reading time from `clock`.
+pub(crate) fn store_of(toml: &str, shards: usize, clock: &ManualClock) -> Store {
+    Store::new(
+        registry(toml),
+        StoreConfig { shards },
+        Arc::new(clock.clone()),
+    )
+    .unwrap()
+}
+
+/// The encoded key of an entity with a single int64 join key.
+pub(crate) fn int_key(entity: &Entity, id: i64) -> Vec<u8> {
+    let mut k = Vec::new();
+    encode_key(entity, &[KeyPart::Int64(id)], &mut k).unwrap();
+    k
+}
