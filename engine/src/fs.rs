@@ -132,10 +132,7 @@ mod tests {
             loaded_snapshot("v", 7, 2),
             Path::new("snapshots/v-load-7-2.qsnap")
         );
-        assert_eq!(
-            manifest_temp(Path::new("d")),
-            Path::new("d/MANIFEST.tmp")
-        );
+        assert_eq!(manifest_temp(Path::new("d")), Path::new("d/MANIFEST.tmp"));
         assert_eq!(parent_dir(Path::new("x.qsnap")), Path::new("."));
         assert_eq!(parent_dir(Path::new("a/x.qsnap")), Path::new("a"));
     }

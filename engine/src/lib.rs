@@ -44,11 +44,9 @@ mod value;
 mod wal;
 
 pub use clock::{Clock, ManualClock, Micros, SystemClock, MICROS_PER_SEC};
-pub use db::{
-    CheckpointStats, Db, DbConfig, DbStats, Maintenance, OpenReport, SnapshotBuilder,
-};
-pub use fs::{MANIFEST_FILE, SNAPSHOT_DIR, SNAPSHOT_EXTENSION, SNAPSHOT_TEMP_SUFFIX, WAL_DIR};
+pub use db::{CheckpointStats, Db, DbConfig, DbStats, Maintenance, OpenReport, SnapshotBuilder};
 pub use error::{EngineError, Result};
+pub use fs::{MANIFEST_FILE, SNAPSHOT_DIR, SNAPSHOT_EXTENSION, SNAPSHOT_TEMP_SUFFIX, WAL_DIR};
 pub use key::{decode_key, encode_key, KeyBatch, KeyPart, OwnedKeyPart, MAX_KEY_LEN};
 pub use manifest::{Manifest, ViewSnapshot};
 pub use pack::{CodecInfo, PackMethod};

@@ -63,8 +63,7 @@ impl Db {
             self.wal.sync()?;
             let continues_in = self.wal.segment_for(seq + 1);
             for view in registry.views() {
-                let rel =
-                    checkpoint_snapshot(&view.name, seq);
+                let rel = checkpoint_snapshot(&view.name, seq);
                 let path = self.dir.join(&rel);
                 let meta = SnapshotMeta {
                     view: view.name.clone(),

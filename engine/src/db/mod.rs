@@ -26,14 +26,14 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::batch::encode_batch;
-use crate::fs::{io_err, SNAPSHOT_TEMP_SUFFIX};
 use crate::clock::{Clock, Micros};
+use crate::fs::{io_err, SNAPSHOT_TEMP_SUFFIX};
 use crate::key::KeyBatch;
 use crate::manifest::{Manifest, ViewSnapshot};
 use crate::registry::{FeatureView, Registry};
 use crate::snapshot::Snapshot;
-use crate::sync;
 use crate::store::{GetResult, ReadOptions, Row, Selection, Store, StoreConfig, ViewStats};
+use crate::sync;
 use crate::wal::{Wal, WalConfig, WalRecoveryReport, WalStats};
 use crate::{EngineError, Result};
 
@@ -41,7 +41,6 @@ use crate::{EngineError, Result};
 pub(crate) const REC_WRITE: u8 = 1;
 /// WAL record type of a registry change (payload: canonical registry TOML).
 pub(crate) const REC_REGISTRY: u8 = 2;
-
 
 /// How to open a data directory.
 #[derive(Debug, Clone)]

@@ -5,9 +5,9 @@ use std::fs;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
+use super::{Db, DbConfig, OpenReport, Sequencer, REC_REGISTRY, REC_WRITE};
 use crate::batch::decode_batch;
 use crate::clock::Clock;
-use super::{Db, DbConfig, OpenReport, Sequencer, REC_REGISTRY, REC_WRITE};
 use crate::fs::{
     io_err, manifest_temp, LOCK_FILE, MANIFEST_FILE, SEGMENT_EXTENSION, SNAPSHOT_DIR,
     SNAPSHOT_EXTENSION, SNAPSHOT_TEMP_SUFFIX, WAL_DIR,
@@ -63,10 +63,7 @@ pub(crate) fn open(config: DbConfig, clock: Arc<dyn Clock>) -> Result<(Db, OpenR
         }
     };
     let registry = Registry::from_toml(&manifest.registry).map_err(|e| EngineError::Corrupt {
-        file: dir
-            .join(MANIFEST_FILE)
-            .display()
-            .to_string(),
+        file: dir.join(MANIFEST_FILE).display().to_string(),
         offset: 0,
         reason: format!("stored registry does not parse: {e}"),
     })?;
@@ -185,7 +182,10 @@ pub(crate) fn open(config: DbConfig, clock: Arc<dyn Clock>) -> Result<(Db, OpenR
 /// manifest was lost, and starting afresh would silently drop that data.
 fn refuse_orphaned_files(dir: &std::path::Path) -> Result<()> {
     let mut found = Vec::new();
-    for (sub, ext) in [(SNAPSHOT_DIR, SNAPSHOT_EXTENSION), (WAL_DIR, SEGMENT_EXTENSION)] {
+    for (sub, ext) in [
+        (SNAPSHOT_DIR, SNAPSHOT_EXTENSION),
+        (WAL_DIR, SEGMENT_EXTENSION),
+    ] {
         let d = dir.join(sub);
         let Ok(entries) = fs::read_dir(&d) else {
             continue;
@@ -212,10 +212,7 @@ fn refuse_orphaned_files(dir: &std::path::Path) -> Result<()> {
         names.push(format!("and {} more", found.len() - NAMED));
     }
     Err(EngineError::Corrupt {
-        file: dir
-            .join(MANIFEST_FILE)
-            .display()
-            .to_string(),
+        file: dir.join(MANIFEST_FILE).display().to_string(),
         offset: 0,
         reason: format!(
             "missing, but the directory holds {} snapshot or WAL file(s): {}; refusing to \

@@ -19,7 +19,6 @@ use serde::{Deserialize, Serialize};
 use crate::fs::{corrupt, io_err, manifest_temp, write_durably, MANIFEST_FILE};
 use crate::{EngineError, Result};
 
-
 const MAGIC: [u8; 8] = *b"\x89QVMANI\n";
 const VERSION: u32 = 1;
 const HEADER_LEN: usize = 24;

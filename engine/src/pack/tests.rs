@@ -210,7 +210,7 @@ fn every_type_round_trips_through_every_policy() {
         }
         // The files hold what the codec says: compressed records, fewer stored bytes.
         for (view, info) in [("s", &s), ("e", &e), ("m", &m)] {
-            let snap_dir = dir.join(crate::db::SNAPSHOT_DIR);
+            let snap_dir = dir.join(crate::fs::SNAPSHOT_DIR);
             let file = fs::read_dir(&snap_dir)
                 .unwrap()
                 .map(|e| e.unwrap().path())

@@ -32,7 +32,6 @@ pub use format::MAX_VIEW_NAME_LEN;
 pub use reader::{Snapshot, SnapshotIter};
 pub use writer::SnapshotWriter;
 
-
 /// What the writer's caller states about a snapshot; stored in its header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SnapshotMeta {

@@ -11,9 +11,10 @@ use super::format::{
 };
 use super::*;
 use crate::codec::{put_varint, zigzag};
+use crate::fs::SNAPSHOT_TEMP_SUFFIX;
 use crate::key::MAX_KEY_LEN;
 use crate::testing::TempDir;
-use crate::Result;
+use crate::{EngineError, Result};
 
 /// The names of the files in `dir`, sorted.
 fn file_names(dir: &TempDir) -> Vec<String> {

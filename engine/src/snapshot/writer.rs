@@ -12,9 +12,9 @@ use super::format::{
     MAGIC, MAX_CODEC_LEN, MAX_RECORDS_LEN, MAX_VIEW_NAME_LEN, NO_EVENT_TS, SLOT_LEN,
 };
 use super::{show_key, SnapshotInfo, SnapshotMeta};
-use crate::fs::{io_err, publish, SNAPSHOT_TEMP_SUFFIX};
 use crate::clock::Micros;
 use crate::codec::{get_varint, take, varint_bytes};
+use crate::fs::{io_err, publish, SNAPSHOT_TEMP_SUFFIX};
 use crate::key::MAX_KEY_LEN;
 use crate::{EngineError, Result};
 

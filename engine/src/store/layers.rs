@@ -4,11 +4,11 @@
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use crate::sync;
 use super::shard::{hash_key, shard_of_key};
 use super::{BaseRecords, Delta, Layers, RecordVisitor, Store, ViewStore};
 use crate::pack::{is_packed, unpack, Dctx};
 use crate::record::{self, Cell, CellState, Layout};
+use crate::sync;
 use crate::{EngineError, Result};
 
 /// What building a checkpoint of one view produced.

@@ -7,11 +7,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::sync;
 use super::shard::{entry_at, hash_key};
 use super::{Store, ViewStore};
 use crate::background::Periodic;
 use crate::record::{self, CellState};
+use crate::sync;
 
 /// What a reclaim pass did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

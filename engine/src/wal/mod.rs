@@ -83,11 +83,11 @@ use std::time::Duration;
 pub use format::MAX_WAL_PAYLOAD;
 pub use writer::WalFaults;
 
+use crate::fs::{io_err, sync_dir};
+use crate::sync::lock;
 use format::{parse_segment_name, segment_path, MAX_SEQ};
 use reader::{scan_segment, Decoder};
 use recovery::read_segment;
-use crate::fs::{io_err, sync_dir};
-use crate::sync::lock;
 use writer::{poisoned_error, Shared};
 
 use crate::{EngineError, Result};

@@ -11,8 +11,8 @@ use super::format::{
 };
 use super::reader::{scan_segment, Decoder, Problem, SegmentScan};
 use super::writer::{write_seal, ActiveSegment, SegmentMeta};
-use crate::fs::{io_err, sync_dir, DROPPED_EXTENSION, SEGMENT_EXTENSION, TEMP_EXTENSION};
 use super::{WalRecord, WalRecoveryOptions, WalRecoveryReport};
+use crate::fs::{io_err, sync_dir, DROPPED_EXTENSION, SEGMENT_EXTENSION, TEMP_EXTENSION};
 use crate::{EngineError, Result};
 
 /// The outcome of a successful recovery: where to append next.
