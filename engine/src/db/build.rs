@@ -5,7 +5,8 @@ use std::path::Path;
 
 use super::schema_fingerprint;
 use crate::clock::Micros;
-use crate::pack::{CodecInfo, PackingWriter};
+use crate::pack::CodecInfo;
+use crate::snapshot::PackingWriter;
 use crate::record::{self, Cell, Layout, NO_CREATED};
 use crate::registry::Registry;
 use crate::snapshot::{SnapshotInfo, SnapshotMeta};

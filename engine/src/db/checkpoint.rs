@@ -10,7 +10,7 @@ use std::time::Instant;
 use super::{schema_fingerprint, Db};
 use crate::fs::{checkpoint_snapshot, SNAPSHOT_DIR};
 use crate::manifest::{Manifest, ViewSnapshot};
-use crate::pack::PackingWriter;
+use crate::snapshot::PackingWriter;
 use crate::record::Layout;
 use crate::snapshot::{Snapshot, SnapshotMeta};
 use crate::store::BaseRecords;

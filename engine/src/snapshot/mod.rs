@@ -8,15 +8,22 @@
 //!   with temp → fsync → rename → directory fsync.
 //! - `reader`: [`Snapshot::open`] validates the file before serving it; [`Snapshot::get`]
 //!   and [`Snapshot::iter`] borrow from the map.
+//! - `packing`: [`PackingWriter`], the writer the engine uses: it samples a view's first
+//!   records, lets `crate::pack` choose how to compress them, and stores the codec section
+//!   and the compressed records.
 //! - `mmap`: the one `unsafe` block (mapping the file).
 //!
-//! Record bytes are opaque here: the store decodes them with the record codec. A published
+//! The file format treats record bytes as opaque; the store decodes them with the record
+//! codec. Compression is the one thing this module knows about records, and it learns it from
+//! `crate::pack` (the reader parses the codec section and checks compressed records with it);
+//! `pack` knows nothing of snapshots. A published
 //! snapshot is never modified; a newer one replaces it by rename, and readers that still hold
 //! the old [`Snapshot`] keep reading the old inode until they drop it.
 
 mod format;
 #[allow(unsafe_code)]
 mod mmap;
+mod packing;
 mod reader;
 mod writer;
 
@@ -30,6 +37,7 @@ use crate::clock::Micros;
 
 pub use format::MAX_VIEW_NAME_LEN;
 pub use reader::{Snapshot, SnapshotIter};
+pub(crate) use packing::PackingWriter;
 pub use writer::SnapshotWriter;
 
 /// What the writer's caller states about a snapshot; stored in its header.
