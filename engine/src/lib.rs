@@ -17,15 +17,15 @@
 //! - `batch`: the logged form of a write.
 //! - `clock`: injected time.
 //! - `background`: periodic background threads.
-//! - `codec`: varints and other shared encoding helpers.
+//! - `encoding`: varints, zigzag and bounded slicing shared by every byte format.
 
 #![deny(unsafe_code)]
 
 mod background;
 mod batch;
 mod clock;
-mod codec;
 mod db;
+mod encoding;
 mod error;
 mod fs;
 #[doc(hidden)]
@@ -43,6 +43,7 @@ mod testing;
 mod value;
 mod wal;
 
+pub use batch::Row;
 pub use clock::{Clock, ManualClock, Micros, SystemClock, MICROS_PER_SEC};
 pub use db::{CheckpointStats, Db, DbConfig, DbStats, Maintenance, OpenReport, SnapshotBuilder};
 pub use error::{EngineError, Result};
@@ -58,8 +59,8 @@ pub use snapshot::{
     Snapshot, SnapshotInfo, SnapshotIter, SnapshotMeta, SnapshotWriter, MAX_VIEW_NAME_LEN,
 };
 pub use store::{
-    GetResult, MergeStats, ReadOptions, ReclaimStats, Reclaimer, Row, Selection, Store,
-    StoreConfig, ViewStats,
+    GetResult, MergeStats, ReadOptions, ReclaimStats, Reclaimer, Selection, Store, StoreConfig,
+    ViewStats,
 };
 pub use value::{
     ColumnData, FeatureColumn, ScalarType, Status, Value, ValueType, VarColumn, VectorStorage,

@@ -26,13 +26,14 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::batch::encode_batch;
+use crate::batch::Row;
 use crate::clock::{Clock, Micros};
 use crate::fs::{io_err, SNAPSHOT_TEMP_SUFFIX};
 use crate::key::KeyBatch;
 use crate::manifest::{Manifest, ViewSnapshot};
 use crate::registry::{FeatureView, Registry};
 use crate::snapshot::Snapshot;
-use crate::store::{GetResult, ReadOptions, Row, Selection, Store, StoreConfig, ViewStats};
+use crate::store::{GetResult, ReadOptions, Selection, Store, StoreConfig, ViewStats};
 use crate::sync;
 use crate::wal::{Wal, WalConfig, WalRecoveryReport, WalStats};
 use crate::{EngineError, Result};

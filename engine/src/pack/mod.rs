@@ -52,7 +52,7 @@ use std::time::Instant;
 
 use zstd::zstd_safe::{self, CCtx, CParameter, DCtx, DDict, DParameter, FrameFormat};
 
-use crate::codec::{get_varint, put_varint};
+use crate::encoding::{get_varint, put_varint};
 use crate::record::{self, Cell, Layout, Malformed};
 use crate::registry::{Compression, CompressionPolicy};
 

@@ -6,11 +6,12 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use super::*;
+use crate::batch::Row;
 use crate::clock::ManualClock;
 use crate::db::{Db, DbConfig, SnapshotBuilder};
 use crate::key::{KeyBatch, KeyPart};
 use crate::registry::Registry;
-use crate::store::{GetResult, ReadOptions, Row};
+use crate::store::{GetResult, ReadOptions};
 use crate::testing::{TempDir, T0};
 use crate::value::{Value, ValueType};
 use crate::wal::FsyncPolicy;

@@ -36,8 +36,8 @@ use std::path::{Path, PathBuf};
 use crate::clock::Micros;
 
 pub use format::MAX_VIEW_NAME_LEN;
-pub use reader::{Snapshot, SnapshotIter};
 pub(crate) use packing::PackingWriter;
+pub use reader::{Snapshot, SnapshotIter};
 pub use writer::SnapshotWriter;
 
 /// What the writer's caller states about a snapshot; stored in its header.

@@ -10,7 +10,7 @@ use super::format::{
     OFF_HEADER_CRC, OFF_VERSION, SLOT_LEN,
 };
 use super::*;
-use crate::codec::{put_varint, zigzag};
+use crate::encoding::{put_varint, zigzag};
 use crate::fs::SNAPSHOT_TEMP_SUFFIX;
 use crate::key::MAX_KEY_LEN;
 use crate::testing::TempDir;

@@ -13,7 +13,7 @@ use super::format::{
 };
 use super::{show_key, SnapshotInfo, SnapshotMeta};
 use crate::clock::Micros;
-use crate::codec::{get_varint, take, varint_bytes};
+use crate::encoding::{get_varint, take, varint_bytes};
 use crate::fs::{io_err, publish, SNAPSHOT_TEMP_SUFFIX};
 use crate::key::MAX_KEY_LEN;
 use crate::{EngineError, Result};

@@ -261,9 +261,10 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::batch::Row;
     use crate::clock::ManualClock;
     use crate::key::KeyBatch;
-    use crate::store::{ReadOptions, Row};
+    use crate::store::ReadOptions;
     use crate::testing::{int_key, store_of, HOUR as H, SMALL_SCHEMA, T0};
     use crate::value::{Status, Value};
     use std::collections::BTreeMap;

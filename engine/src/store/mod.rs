@@ -17,6 +17,7 @@ pub use reclaim::{ReclaimStats, Reclaimer};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 
+use crate::batch::Row;
 use crate::clock::{Clock, Micros};
 use crate::key::{decode_key, KeyBatch, MAX_KEY_LEN};
 use crate::pack::{self, Codec, CodecInfo};
@@ -38,19 +39,6 @@ impl Default for StoreConfig {
     fn default() -> Self {
         Self { shards: 64 }
     }
-}
-
-/// One entity row to write: values for some or all of a view's features.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Row {
-    /// Canonical entity key (see [`KeyBatch`] / [`crate::encode_key`]).
-    pub key: Vec<u8>,
-    /// Event time of every value in the row, microseconds.
-    pub event_ts: Micros,
-    /// Optional created time, the tie-breaker for equal event times.
-    pub created_ts: Option<Micros>,
-    /// `(feature index in the view, value)`.
-    pub values: Vec<(usize, Value)>,
 }
 
 /// Options of one read.
