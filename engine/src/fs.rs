@@ -139,8 +139,8 @@ mod tests {
 
     #[test]
     fn write_durably_replaces_the_whole_file() {
-        let dir = std::env::temp_dir().join(format!("quiver-fs-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
+        let tmp_dir = crate::testing::TempDir::new("fs");
+        let dir = tmp_dir.path();
         let (tmp, path) = (dir.join("f.tmp"), dir.join("f"));
         write_durably(&tmp, &path, b"first, longer contents").unwrap();
         write_durably(&tmp, &path, b"second").unwrap();
@@ -149,6 +149,5 @@ mod tests {
         let missing = dir.join("no-such-dir").join("f");
         let err = write_durably(&missing.with_extension("tmp"), &missing, b"x").unwrap_err();
         assert!(err.to_string().contains("no-such-dir"), "{err}");
-        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -19,8 +19,6 @@
 //! - `background`: periodic background threads.
 //! - `encoding`: varints, zigzag and bounded slicing shared by every byte format.
 
-#![deny(unsafe_code)]
-
 mod background;
 mod batch;
 mod clock;
@@ -28,7 +26,8 @@ mod db;
 mod encoding;
 mod error;
 mod fs;
-#[doc(hidden)]
+/// Entry points for the fuzz targets in `fuzz/` and their regression tests (not a stable API).
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 mod key;
 mod manifest;
@@ -43,29 +42,38 @@ mod testing;
 mod value;
 mod wal;
 
-pub use batch::Row;
-pub use clock::{Clock, ManualClock, Micros, SystemClock, MICROS_PER_SEC};
+// The durable engine: open a data directory, write, read, checkpoint, bulk-load.
 pub use db::{CheckpointStats, Db, DbConfig, DbStats, Maintenance, OpenReport, SnapshotBuilder};
-pub use error::{EngineError, Result};
-pub use fs::{MANIFEST_FILE, SNAPSHOT_DIR, SNAPSHOT_EXTENSION, SNAPSHOT_TEMP_SUFFIX, WAL_DIR};
-pub use key::{decode_key, encode_key, KeyBatch, KeyPart, OwnedKeyPart, MAX_KEY_LEN};
-pub use manifest::{Manifest, ViewSnapshot};
-pub use pack::{CodecInfo, PackMethod};
+pub use wal::{FsyncPolicy, WalConfig, WalRecoveryReport, WalStats};
+
+// The in-memory store alone (no WAL, no snapshots): what `Db` serves reads from.
+pub use batch::Row;
+pub use store::{GetResult, ReadOptions, Selection, Store, StoreConfig, ViewStats};
+
+// The schema.
 pub use registry::{
     parse_ttl, Compression, CompressionPolicy, Entity, Feature, FeatureRef, FeatureService,
     FeatureView, JoinKey, KeyType, OfflineSource, Registry, RegistryError,
 };
-pub use snapshot::{
-    Snapshot, SnapshotInfo, SnapshotIter, SnapshotMeta, SnapshotWriter, MAX_VIEW_NAME_LEN,
-};
-pub use store::{
-    GetResult, MergeStats, ReadOptions, ReclaimStats, Reclaimer, Selection, Store, StoreConfig,
-    ViewStats,
-};
+
+// Values, keys and time.
+pub use clock::{Clock, ManualClock, Micros, SystemClock, MICROS_PER_SEC};
+pub use key::{decode_key, encode_key, KeyBatch, KeyPart, OwnedKeyPart, MAX_KEY_LEN};
 pub use value::{
     ColumnData, FeatureColumn, ScalarType, Status, Value, ValueType, VarColumn, VectorStorage,
 };
-pub use wal::{
-    inspect_wal, FsyncPolicy, Wal, WalConfig, WalFaults, WalRecord, WalRecoveryOptions,
-    WalRecoveryReport, WalSegmentInfo, WalStats, MAX_WAL_PAYLOAD,
-};
+
+// Snapshot files, as materializers build them and tools read them.
+pub use pack::{CodecInfo, PackMethod};
+pub use snapshot::{Snapshot, SnapshotInfo, SnapshotIter};
+
+pub use error::{EngineError, Result};
+
+/// What operators' tools need to look inside a data directory: its layout names and the WAL
+/// segment scanner (docs/formats.md, "Data directory"). Serving code has no use for these.
+pub mod inspect {
+    pub use crate::fs::{
+        MANIFEST_FILE, SNAPSHOT_DIR, SNAPSHOT_EXTENSION, SNAPSHOT_TEMP_SUFFIX, WAL_DIR,
+    };
+    pub use crate::wal::{inspect_wal, WalSegmentInfo};
+}

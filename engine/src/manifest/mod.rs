@@ -12,7 +12,7 @@
 //! ```
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
@@ -152,26 +152,12 @@ impl Manifest {
         let path = dir.join(MANIFEST_FILE);
         write_durably(&tmp, &path, &bytes)
     }
-
-    /// The snapshot file of `view`, if it has one.
-    pub fn snapshot_of(&self, view: &str) -> Option<PathBuf> {
-        self.snapshots
-            .iter()
-            .find(|s| s.view == view)
-            .map(|s| PathBuf::from(&s.file))
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn temp_dir(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("quiver-manifest-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&d);
-        fs::create_dir_all(&d).unwrap();
-        d
-    }
+    use crate::testing::TempDir;
 
     fn sample() -> Manifest {
         Manifest {
@@ -189,16 +175,16 @@ mod tests {
 
     #[test]
     fn round_trips_and_replaces() {
-        let d = temp_dir("rt");
-        assert_eq!(Manifest::load(&d).unwrap(), None);
-        sample().store(&d).unwrap();
-        assert_eq!(Manifest::load(&d).unwrap(), Some(sample()));
+        let dir = TempDir::new("manifest");
+        let d = dir.path();
+        assert_eq!(Manifest::load(d).unwrap(), None);
+        sample().store(d).unwrap();
+        assert_eq!(Manifest::load(d).unwrap(), Some(sample()));
         let mut m = sample();
         m.checkpoint_seq = 99;
-        m.store(&d).unwrap();
-        assert_eq!(Manifest::load(&d).unwrap().unwrap().checkpoint_seq, 99);
+        m.store(d).unwrap();
+        assert_eq!(Manifest::load(d).unwrap().unwrap().checkpoint_seq, 99);
         assert!(!d.join("MANIFEST.tmp").exists());
-        fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]

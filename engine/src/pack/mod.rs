@@ -774,6 +774,7 @@ pub(crate) fn plan(compression: Compression, layout: &Layout, sample: &[&[u8]]) 
 
 /// A codec and packer for exactly `method` (dictionary trained on `sample` for the zstd
 /// methods), whatever it saves: for tests and fuzzing.
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) fn forced(
     method: PackMethod,
     layout: &Layout,

@@ -21,7 +21,10 @@
 //! the old [`Snapshot`] keep reading the old inode until they drop it.
 
 mod format;
-#[allow(unsafe_code)]
+#[expect(
+    unsafe_code,
+    reason = "mapping a snapshot file is the one unsafe operation; see its SAFETY comment"
+)]
 mod mmap;
 mod packing;
 mod reader;
@@ -35,10 +38,9 @@ use std::path::{Path, PathBuf};
 
 use crate::clock::Micros;
 
-pub use format::MAX_VIEW_NAME_LEN;
 pub(crate) use packing::PackingWriter;
 pub use reader::{Snapshot, SnapshotIter};
-pub use writer::SnapshotWriter;
+pub(crate) use writer::SnapshotWriter;
 
 /// What the writer's caller states about a snapshot; stored in its header.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,7 +7,7 @@ use rand::{Rng, SeedableRng};
 
 use super::format::{
     header_crc, key_hash, pack_slot, tag, Header, EMPTY_SLOT, FOOTER_LEN, HEADER_LEN,
-    OFF_HEADER_CRC, OFF_VERSION, SLOT_LEN,
+    MAX_VIEW_NAME_LEN, OFF_HEADER_CRC, OFF_VERSION, SLOT_LEN,
 };
 use super::*;
 use crate::encoding::{put_varint, zigzag};
@@ -270,7 +270,7 @@ fn bad_arguments_are_refused() {
     let err = w.add(&vec![1u8; MAX_KEY_LEN + 1], b"r").unwrap_err();
     assert!(matches!(err, EngineError::InvalidArgument(_)), "{err}");
     w.add(&vec![1u8; MAX_KEY_LEN], b"r").unwrap();
-    assert!(!w.is_empty());
+    assert_eq!(w.len(), 1);
     w.finish().unwrap();
     let snap = Snapshot::open(&path).unwrap();
     assert_eq!(snap.get(&vec![1u8; MAX_KEY_LEN]), Some(&b"r"[..]));

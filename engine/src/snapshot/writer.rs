@@ -160,11 +160,6 @@ impl SnapshotWriter {
         self.entries.len()
     }
 
-    /// Whether no entity was added yet.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
     /// Writes the index, footer and header, makes the file durable and renames it to its
     /// final path. On error nothing is published and the temporary file is removed.
     ///

@@ -10,10 +10,6 @@ mod layers;
 mod reclaim;
 mod shard;
 
-pub use layers::MergeStats;
-
-pub use reclaim::{ReclaimStats, Reclaimer};
-
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, RwLock};
 

@@ -4,12 +4,9 @@
 //! back, a bounded number of entries per lock acquisition so no shard pauses for long.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
-use std::time::Duration;
 
 use super::shard::{entry_at, hash_key};
 use super::{Store, ViewStore};
-use crate::background::Periodic;
 use crate::record::{self, CellState};
 use crate::sync;
 
@@ -121,23 +118,4 @@ fn reclaim_shard(view: &ViewStore, s: usize, now: i64, budget: usize) -> Reclaim
         shard.cursor = pos;
     }
     stats
-}
-
-/// A background thread that runs [`Store::reclaim_step`] over every shard each interval.
-#[derive(Debug)]
-pub struct Reclaimer {
-    _thread: Periodic,
-}
-
-impl Reclaimer {
-    /// Starts reclaiming `store` every `interval`, `budget` entries per shard visit.
-    pub fn spawn(store: Arc<Store>, interval: Duration, budget: usize) -> std::io::Result<Self> {
-        let thread = Periodic::spawn("quiver-reclaim", interval, move || {
-            let slots = store.catalog().views.len() * (store.shard_mask + 1);
-            for _ in 0..slots {
-                store.reclaim_step(budget);
-            }
-        })?;
-        Ok(Self { _thread: thread })
-    }
 }

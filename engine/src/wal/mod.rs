@@ -80,8 +80,8 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-pub use format::MAX_WAL_PAYLOAD;
-pub use writer::WalFaults;
+pub(crate) use format::MAX_WAL_PAYLOAD;
+pub(crate) use writer::WalFaults;
 
 use crate::fs::{io_err, sync_dir};
 use crate::sync::lock;
@@ -479,11 +479,6 @@ impl Wal {
             fsyncs: self.shared.fsyncs.load(Ordering::Relaxed),
             poisoned: st.poisoned.clone(),
         }
-    }
-
-    /// The log directory.
-    pub fn dir(&self) -> &Path {
-        &self.shared.dir
     }
 
     /// Stops the writer after it has written and fsynced everything appended; fails if the
