@@ -21,8 +21,6 @@
 //! - `compare`: Quiver against Redis (Feast layout and packed blobs), issue 5.
 //! - `error`: the harness's error type.
 
-#![deny(unsafe_code)]
-
 mod compare;
 mod dataset;
 mod durable;

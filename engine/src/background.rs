@@ -4,6 +4,8 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+use crate::sync;
+
 /// Runs `tick` every `interval` on its own thread; dropping it stops and joins the thread.
 #[derive(Debug)]
 pub(crate) struct Periodic {
@@ -24,11 +26,9 @@ impl Periodic {
             .spawn(move || loop {
                 tick();
                 let (lock, cv) = &*flag;
-                let guard = lock.lock().unwrap_or_else(|p| p.into_inner());
                 // Wakes early when told to stop, so shutdown never waits a whole interval.
-                let (guard, _) = cv
-                    .wait_timeout_while(guard, interval, |stopped| !*stopped)
-                    .unwrap_or_else(|p| p.into_inner());
+                let guard =
+                    sync::wait_timeout_while(cv, sync::lock(lock), interval, |stopped| !*stopped);
                 if *guard {
                     return;
                 }
@@ -43,7 +43,7 @@ impl Periodic {
 impl Drop for Periodic {
     fn drop(&mut self) {
         let (lock, cv) = &*self.stop;
-        *lock.lock().unwrap_or_else(|p| p.into_inner()) = true;
+        *sync::lock(lock) = true;
         cv.notify_all();
         if let Some(h) = self.handle.take() {
             let _ = h.join();

@@ -12,13 +12,26 @@
 //!          varint dimension first)
 //! ```
 
-use crate::codec::{get_varint, put_varint, take, take_prefixed, unzigzag, zigzag};
+use crate::clock::Micros;
+use crate::encoding::{get_varint, put_varint, take, take_prefixed, unzigzag, zigzag};
 use crate::key::MAX_KEY_LEN;
 use crate::record::encode_value;
-use crate::store::Row;
 use crate::value::{ColumnData, ScalarType, Value, ValueType, MAX_VECTOR_DIM};
 
 const VERSION: u8 = 1;
+
+/// One entity row to write: values for some or all of a view's features.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    /// Canonical entity key (see [`crate::KeyBatch`] / [`crate::encode_key`]).
+    pub key: Vec<u8>,
+    /// Event time of every value in the row, microseconds.
+    pub event_ts: Micros,
+    /// Optional created time, the tie-breaker for equal event times.
+    pub created_ts: Option<Micros>,
+    /// `(feature index in the view, value)`.
+    pub values: Vec<(usize, Value)>,
+}
 
 /// Encodes a write of `rows` to `view` for the log.
 pub(crate) fn encode_batch(view: &str, rows: &[Row], out: &mut Vec<u8>) {
@@ -194,7 +207,7 @@ fn decode_value(tag: u8, buf: &[u8], pos: &mut usize) -> Result<Value, &'static 
     };
     // Decode through the same code the read path uses, one value into a one-row column.
     let start = *pos;
-    crate::record::skip_value_pub(ty, buf, pos).ok_or("truncated value")?;
+    crate::record::skip_value(ty, buf, pos).ok_or("truncated value")?;
     let mut col = ColumnData::new(ty);
     col.reset(1);
     crate::record::decode_bytes_into(ty, &buf[start..*pos], &mut col, 0).map_err(|m| m.0)?;

@@ -76,7 +76,7 @@ pub fn batch(data: &[u8]) {
 /// The WAL segment scanner on `data` as a segment file's contents: it must report damage,
 /// never panic or allocate without bound.
 pub fn wal_segment(data: &[u8]) {
-    let _ = crate::WalSegmentInfo::scan(Path::new("00000000000000000001.log"), data);
+    let _ = crate::inspect::WalSegmentInfo::scan(Path::new("00000000000000000001.log"), data);
 }
 
 /// Where [`snapshot_open`] writes its input: one file per process, in memory when `/dev/shm`

@@ -4,7 +4,7 @@
 //! and its UTF-8 bytes. The encoding is injective for a given entity, so equal keys are equal
 //! bytes, and it is what the store hashes and what snapshot files store.
 
-use crate::codec::{get_varint, put_varint, take_prefixed, unzigzag, zigzag};
+use crate::encoding::{get_varint, put_varint, take_prefixed, unzigzag, zigzag};
 use crate::registry::{Entity, KeyType};
 use crate::EngineError;
 

@@ -10,61 +10,70 @@
 //! - `wal`: the write-ahead log: segments, frames, group commit, recovery.
 //! - `snapshot`: immutable, memory-mapped snapshot files (the only `unsafe`: the mmap).
 //! - `manifest`: the data directory's root: registry, checkpoint sequence, snapshot per view.
-//! - `db`, `recovery`: the durable engine (store + WAL + snapshots), checkpoint, bulk load,
-//!   opening a directory.
+//! - `db`: the durable engine (store + WAL + snapshots): opening a directory, checkpoint,
+//!   bulk load.
+//! - `fs`: the data directory's layout names, durable publication, I/O error mapping.
+//! - `sync`: poison-tolerant locks.
 //! - `batch`: the logged form of a write.
 //! - `clock`: injected time.
 //! - `background`: periodic background threads.
-//! - `codec`: varints and other shared encoding helpers.
-
-#![deny(unsafe_code)]
+//! - `encoding`: varints, zigzag and bounded slicing shared by every byte format.
 
 mod background;
 mod batch;
 mod clock;
-mod codec;
 mod db;
+mod encoding;
 mod error;
-#[doc(hidden)]
+mod fs;
+/// Entry points for the fuzz targets in `fuzz/` and their regression tests (not a stable API).
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 mod key;
 mod manifest;
 mod pack;
 mod record;
-mod recovery;
 mod registry;
 mod snapshot;
 mod store;
+mod sync;
 #[cfg(test)]
 mod testing;
 mod value;
 mod wal;
 
-pub use clock::{Clock, ManualClock, Micros, SystemClock, MICROS_PER_SEC};
-pub use db::{
-    CheckpointStats, Db, DbConfig, DbStats, Maintenance, OpenReport, SnapshotBuilder, SNAPSHOT_DIR,
-    WAL_DIR,
-};
-pub use error::{EngineError, Result};
-pub use key::{decode_key, encode_key, KeyBatch, KeyPart, OwnedKeyPart, MAX_KEY_LEN};
-pub use manifest::{Manifest, ViewSnapshot, MANIFEST_FILE};
-pub use pack::{CodecInfo, PackMethod};
+// The durable engine: open a data directory, write, read, checkpoint, bulk-load.
+pub use db::{CheckpointStats, Db, DbConfig, DbStats, Maintenance, OpenReport, SnapshotBuilder};
+pub use wal::{FsyncPolicy, WalConfig, WalRecoveryReport, WalStats};
+
+// The in-memory store alone (no WAL, no snapshots): what `Db` serves reads from.
+pub use batch::Row;
+pub use store::{GetResult, ReadOptions, Selection, Store, StoreConfig, ViewStats};
+
+// The schema.
 pub use registry::{
     parse_ttl, Compression, CompressionPolicy, Entity, Feature, FeatureRef, FeatureService,
     FeatureView, JoinKey, KeyType, OfflineSource, Registry, RegistryError,
 };
-pub use snapshot::{
-    Snapshot, SnapshotInfo, SnapshotIter, SnapshotMeta, SnapshotWriter, MAX_VIEW_NAME_LEN,
-    SNAPSHOT_EXTENSION, SNAPSHOT_TEMP_SUFFIX,
-};
-pub use store::{
-    GetResult, MergeStats, ReadOptions, ReclaimStats, Reclaimer, Row, Selection, Store,
-    StoreConfig, ViewStats,
-};
+
+// Values, keys and time.
+pub use clock::{Clock, ManualClock, Micros, SystemClock, MICROS_PER_SEC};
+pub use key::{decode_key, encode_key, KeyBatch, KeyPart, OwnedKeyPart, MAX_KEY_LEN};
 pub use value::{
     ColumnData, FeatureColumn, ScalarType, Status, Value, ValueType, VarColumn, VectorStorage,
 };
-pub use wal::{
-    inspect_wal, FsyncPolicy, Wal, WalConfig, WalFaults, WalRecord, WalRecoveryOptions,
-    WalRecoveryReport, WalSegmentInfo, WalStats, MAX_WAL_PAYLOAD,
-};
+
+// Snapshot files, as materializers build them and tools read them.
+pub use pack::{CodecInfo, PackMethod};
+pub use snapshot::{Snapshot, SnapshotInfo, SnapshotIter};
+
+pub use error::{EngineError, Result};
+
+/// What operators' tools need to look inside a data directory: its layout names and the WAL
+/// segment scanner (docs/formats.md, "Data directory"). Serving code has no use for these.
+pub mod inspect {
+    pub use crate::fs::{
+        MANIFEST_FILE, SNAPSHOT_DIR, SNAPSHOT_EXTENSION, SNAPSHOT_TEMP_SUFFIX, WAL_DIR,
+    };
+    pub use crate::wal::{inspect_wal, WalSegmentInfo};
+}

@@ -16,8 +16,6 @@
 //! - `time`: command-line time parsing.
 //! - `error`: [`OfflineError`].
 
-#![deny(unsafe_code)]
-
 mod error;
 mod history;
 mod join;

@@ -15,9 +15,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use arrow_array::Array;
+use quiver_engine::inspect::MANIFEST_FILE;
 use quiver_engine::{
-    encode_key, Db, DbConfig, Entity, KeyPart, KeyType, Registry, Row, SnapshotBuilder,
-    SystemClock, MANIFEST_FILE,
+    encode_key, Db, DbConfig, Entity, KeyPart, KeyType, Registry, Row, SnapshotBuilder, SystemClock,
 };
 
 use crate::error::{OfflineError, Result};

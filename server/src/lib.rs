@@ -15,8 +15,6 @@
 //! - `cli`: the `quiver` subcommands.
 //! - `proto`: generated code.
 
-#![deny(unsafe_code)]
-
 mod admission;
 mod cli;
 #[doc(hidden)]
@@ -26,7 +24,8 @@ mod convert;
 mod demo;
 mod error;
 mod feast;
-#[doc(hidden)]
+/// Entry points for the `requests` fuzz target in `fuzz/` (not a stable API).
+#[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 mod limits;
 mod metrics;

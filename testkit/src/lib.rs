@@ -10,7 +10,6 @@
 //!   workspace and builds it first when asked to. Only harnesses that run outside `cargo test`
 //!   (the benchmarks) build; tests use the binary cargo built for them.
 
-#![deny(unsafe_code)]
 #![warn(missing_docs)]
 
 mod binary;

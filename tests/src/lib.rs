@@ -6,8 +6,6 @@
 //! Because it belongs to this package, `cargo test` builds it before the integration tests, in
 //! the same invocation and with the same features, and nothing here runs cargo.
 
-#![deny(unsafe_code)]
-
 pub mod crash_oracle;
 pub mod fixtures;
 pub mod req;

@@ -4,12 +4,13 @@
 use std::path::Path;
 
 use super::schema_fingerprint;
+use crate::batch::Row;
 use crate::clock::Micros;
-use crate::pack::{CodecInfo, PackingWriter};
+use crate::pack::CodecInfo;
 use crate::record::{self, Cell, Layout, NO_CREATED};
 use crate::registry::Registry;
+use crate::snapshot::PackingWriter;
 use crate::snapshot::{SnapshotInfo, SnapshotMeta};
-use crate::store::Row;
 use crate::{EngineError, Result};
 
 /// Writes one view's snapshot from whole rows, one row per entity, encoding records exactly as

@@ -7,10 +7,11 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::{schema_fingerprint, Db, SNAPSHOT_DIR};
+use super::{schema_fingerprint, Db};
+use crate::fs::{checkpoint_snapshot, SNAPSHOT_DIR};
 use crate::manifest::{Manifest, ViewSnapshot};
-use crate::pack::PackingWriter;
 use crate::record::Layout;
+use crate::snapshot::PackingWriter;
 use crate::snapshot::{Snapshot, SnapshotMeta};
 use crate::store::BaseRecords;
 use crate::Result;
@@ -62,8 +63,7 @@ impl Db {
             self.wal.sync()?;
             let continues_in = self.wal.segment_for(seq + 1);
             for view in registry.views() {
-                let rel =
-                    PathBuf::from(SNAPSHOT_DIR).join(format!("{}-{seq:020}.qsnap", view.name));
+                let rel = checkpoint_snapshot(&view.name, seq);
                 let path = self.dir.join(&rel);
                 let meta = SnapshotMeta {
                     view: view.name.clone(),

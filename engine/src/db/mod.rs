@@ -1,11 +1,5 @@
-//! The durable engine: the store, its write-ahead log, its snapshots and its manifest.
-//!
-//! ```text
-//! <dir>/LOCK                      held while open: one process per directory
-//! <dir>/MANIFEST                  registry, checkpoint sequence, snapshot per view
-//! <dir>/wal/<first seq>.log       write-ahead log segments
-//! <dir>/snapshots/<view>-*.qsnap  immutable snapshot files (the bases)
-//! ```
+//! The durable engine: the store, its write-ahead log, its snapshots and its manifest, in a
+//! data directory laid out as `crate::fs` describes; `open` is how a directory is opened.
 //!
 //! A write is validated, logged, acknowledged per the fsync policy, then applied to the store
 //! **in log order**: every logged record takes a ticket (its sequence number) and records are
@@ -17,6 +11,7 @@
 mod build;
 mod checkpoint;
 mod maintenance;
+mod open;
 #[cfg(test)]
 mod tests;
 
@@ -31,12 +26,15 @@ use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::Duration;
 
 use crate::batch::encode_batch;
+use crate::batch::Row;
 use crate::clock::{Clock, Micros};
+use crate::fs::{io_err, SNAPSHOT_TEMP_SUFFIX};
 use crate::key::KeyBatch;
 use crate::manifest::{Manifest, ViewSnapshot};
 use crate::registry::{FeatureView, Registry};
 use crate::snapshot::Snapshot;
-use crate::store::{GetResult, ReadOptions, Row, Selection, Store, StoreConfig, ViewStats};
+use crate::store::{GetResult, ReadOptions, Selection, Store, StoreConfig, ViewStats};
+use crate::sync;
 use crate::wal::{Wal, WalConfig, WalRecoveryReport, WalStats};
 use crate::{EngineError, Result};
 
@@ -44,12 +42,6 @@ use crate::{EngineError, Result};
 pub(crate) const REC_WRITE: u8 = 1;
 /// WAL record type of a registry change (payload: canonical registry TOML).
 pub(crate) const REC_REGISTRY: u8 = 2;
-
-/// Subdirectory of the WAL segments.
-pub const WAL_DIR: &str = "wal";
-/// Subdirectory of the snapshot files.
-pub const SNAPSHOT_DIR: &str = "snapshots";
-pub(crate) const LOCK_FILE_NAME: &str = "LOCK";
 
 /// How to open a data directory.
 #[derive(Debug, Clone)]
@@ -132,18 +124,15 @@ impl Sequencer {
     }
 
     pub(crate) fn lock(&self) -> MutexGuard<'_, u64> {
-        self.applied.lock().unwrap_or_else(|p| p.into_inner())
+        sync::lock(&self.applied)
     }
 
     fn run<T>(&self, seq: u64, f: impl FnOnce() -> Result<T>) -> Result<T> {
         let mut applied = self.lock();
         while *applied + 1 < seq {
-            let (g, timeout) = self
-                .turn(seq)
-                .wait_timeout(applied, SEQUENCER_PATIENCE)
-                .unwrap_or_else(|p| p.into_inner());
+            let (g, timed_out) = sync::wait_timeout(self.turn(seq), applied, SEQUENCER_PATIENCE);
             applied = g;
-            if timeout.timed_out() && *applied + 1 < seq {
+            if timed_out && *applied + 1 < seq {
                 return Err(EngineError::InvalidArgument(format!(
                     "record {seq} waited too long for record {} to be applied",
                     *applied + 1
@@ -192,13 +181,6 @@ pub struct Db {
     pub(crate) _lock: fs::File,
 }
 
-pub(crate) fn io_err(path: &Path, e: std::io::Error) -> EngineError {
-    EngineError::Io {
-        path: path.display().to_string(),
-        source: e,
-    }
-}
-
 /// A stable fingerprint of the first `n` features' types of a view: snapshots record it so a
 /// file built for another schema is refused.
 pub(crate) fn schema_fingerprint(view: &FeatureView, n: usize) -> u64 {
@@ -227,7 +209,7 @@ pub(crate) fn schema_fingerprint(view: &FeatureView, n: usize) -> u64 {
 impl Db {
     /// Opens (creating if needed) the data directory: manifest → snapshots → WAL replay.
     pub fn open(config: DbConfig, clock: Arc<dyn Clock>) -> Result<(Self, OpenReport)> {
-        crate::recovery::open(config, clock)
+        open::open(config, clock)
     }
 
     /// The store, for reads.
@@ -313,11 +295,7 @@ impl Db {
         let stamp = self.store.clock().now_micros().max(0);
         let (rel, dst) = (0u64..)
             .map(|n| {
-                let name = match n {
-                    0 => format!("{view}-load-{stamp}.qsnap"),
-                    n => format!("{view}-load-{stamp}-{n}.qsnap"),
-                };
-                let rel = PathBuf::from(SNAPSHOT_DIR).join(name);
+                let rel = crate::fs::loaded_snapshot(view, stamp, n);
                 let dst = self.dir.join(&rel);
                 (rel, dst)
             })
@@ -353,7 +331,7 @@ impl Db {
     }
 
     fn lock_maintenance(&self) -> MutexGuard<'_, Manifest> {
-        self.maintenance.lock().unwrap_or_else(|p| p.into_inner())
+        sync::lock(&self.maintenance)
     }
 
     /// Size and health of everything.
@@ -407,13 +385,12 @@ fn check_snapshot_fits(snap: &Snapshot, view: &FeatureView) -> Result<()> {
 fn place_file(src: &Path, dst: &Path) -> Result<bool> {
     let linked = fs::hard_link(src, dst).is_ok();
     if !linked {
-        let tmp = dst.with_extension(&crate::snapshot::SNAPSHOT_TEMP_SUFFIX[1..]);
+        let tmp = dst.with_extension(&SNAPSHOT_TEMP_SUFFIX[1..]);
         fs::copy(src, &tmp).map_err(|e| io_err(src, e))?;
         let f = fs::File::open(&tmp).map_err(|e| io_err(&tmp, e))?;
-        f.sync_all().map_err(|e| io_err(&tmp, e))?;
-        fs::rename(&tmp, dst).map_err(|e| io_err(dst, e))?;
+        return crate::fs::publish(&f, &tmp, dst).map(|()| false);
     }
-    crate::manifest::sync_dir(dst.parent().unwrap_or(Path::new(".")))?;
+    crate::fs::sync_dir(crate::fs::parent_dir(dst))?;
     Ok(linked)
 }
 

@@ -5,6 +5,7 @@ use rand::{Rng, SeedableRng};
 
 use super::*;
 use crate::clock::ManualClock;
+use crate::fs::{SNAPSHOT_DIR, WAL_DIR};
 use crate::key::KeyPart;
 use crate::registry::CompressionPolicy;
 use crate::testing::{
@@ -1006,9 +1007,9 @@ fn a_deleted_manifest_is_refused_when_data_remains() {
     let d = TempDir::new("no-manifest");
     let clock = ManualClock::new(T0);
     checkpointed_dir(d.path(), &clock);
-    fs::remove_file(d.path().join(crate::manifest::MANIFEST_FILE)).unwrap();
+    fs::remove_file(d.path().join(crate::fs::MANIFEST_FILE)).unwrap();
     let (file, reason) = corrupt_reason(Db::open(config(d.path()), Arc::new(clock.clone())));
-    assert!(file.ends_with(crate::manifest::MANIFEST_FILE), "{file}");
+    assert!(file.ends_with(crate::fs::MANIFEST_FILE), "{file}");
     assert!(reason.contains("missing"), "{reason}");
     let snap = fs::read_dir(d.path().join(SNAPSHOT_DIR))
         .unwrap()
@@ -1023,7 +1024,7 @@ fn a_deleted_manifest_is_refused_when_data_remains() {
         );
     }
     // Nothing was created or changed by refusing.
-    assert!(!d.path().join(crate::manifest::MANIFEST_FILE).exists());
+    assert!(!d.path().join(crate::fs::MANIFEST_FILE).exists());
 }
 
 #[test]

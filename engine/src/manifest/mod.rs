@@ -12,15 +12,12 @@
 //! ```
 
 use std::fs;
-use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
+use crate::fs::{corrupt, io_err, manifest_temp, write_durably, MANIFEST_FILE};
 use crate::{EngineError, Result};
-
-/// File name of the manifest inside a data directory.
-pub const MANIFEST_FILE: &str = "MANIFEST";
 
 const MAGIC: [u8; 8] = *b"\x89QVMANI\n";
 const VERSION: u32 = 1;
@@ -55,21 +52,6 @@ pub struct Manifest {
     /// One entry per view that has a snapshot.
     #[serde(default)]
     pub snapshots: Vec<ViewSnapshot>,
-}
-
-fn io_err(path: &Path, e: std::io::Error) -> EngineError {
-    EngineError::Io {
-        path: path.display().to_string(),
-        source: e,
-    }
-}
-
-fn corrupt(path: &Path, offset: u64, reason: impl Into<String>) -> EngineError {
-    EngineError::Corrupt {
-        file: path.display().to_string(),
-        offset,
-        reason: reason.into(),
-    }
 }
 
 impl Manifest {
@@ -166,47 +148,16 @@ impl Manifest {
     /// Replaces the manifest of `dir` atomically: temp file, fsync, rename, fsync directory.
     pub fn store(&self, dir: &Path) -> Result<()> {
         let bytes = self.encode()?;
-        let tmp = dir.join(format!("{MANIFEST_FILE}.tmp"));
+        let tmp = manifest_temp(dir);
         let path = dir.join(MANIFEST_FILE);
         write_durably(&tmp, &path, &bytes)
     }
-
-    /// The snapshot file of `view`, if it has one.
-    pub fn snapshot_of(&self, view: &str) -> Option<PathBuf> {
-        self.snapshots
-            .iter()
-            .find(|s| s.view == view)
-            .map(|s| PathBuf::from(&s.file))
-    }
-}
-
-/// Writes `bytes` to `tmp`, fsyncs it, renames it over `path` and fsyncs the directory, so
-/// that after a crash `path` holds either the old or the new contents, never a mix.
-pub(crate) fn write_durably(tmp: &Path, path: &Path, bytes: &[u8]) -> Result<()> {
-    let mut f = fs::File::create(tmp).map_err(|e| io_err(tmp, e))?;
-    f.write_all(bytes).map_err(|e| io_err(tmp, e))?;
-    f.sync_all().map_err(|e| io_err(tmp, e))?;
-    drop(f);
-    fs::rename(tmp, path).map_err(|e| io_err(path, e))?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
-}
-
-/// Fsyncs a directory so that renames and creations in it are durable.
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    let d = fs::File::open(dir).map_err(|e| io_err(dir, e))?;
-    d.sync_all().map_err(|e| io_err(dir, e))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn temp_dir(name: &str) -> PathBuf {
-        let d = std::env::temp_dir().join(format!("quiver-manifest-{name}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&d);
-        fs::create_dir_all(&d).unwrap();
-        d
-    }
+    use crate::testing::TempDir;
 
     fn sample() -> Manifest {
         Manifest {
@@ -224,16 +175,16 @@ mod tests {
 
     #[test]
     fn round_trips_and_replaces() {
-        let d = temp_dir("rt");
-        assert_eq!(Manifest::load(&d).unwrap(), None);
-        sample().store(&d).unwrap();
-        assert_eq!(Manifest::load(&d).unwrap(), Some(sample()));
+        let dir = TempDir::new("manifest");
+        let d = dir.path();
+        assert_eq!(Manifest::load(d).unwrap(), None);
+        sample().store(d).unwrap();
+        assert_eq!(Manifest::load(d).unwrap(), Some(sample()));
         let mut m = sample();
         m.checkpoint_seq = 99;
-        m.store(&d).unwrap();
-        assert_eq!(Manifest::load(&d).unwrap().unwrap().checkpoint_seq, 99);
+        m.store(d).unwrap();
+        assert_eq!(Manifest::load(d).unwrap().unwrap().checkpoint_seq, 99);
         assert!(!d.join("MANIFEST.tmp").exists());
-        fs::remove_dir_all(&d).unwrap();
     }
 
     #[test]

@@ -6,11 +6,12 @@ use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
 use super::*;
+use crate::batch::Row;
 use crate::clock::ManualClock;
 use crate::db::{Db, DbConfig, SnapshotBuilder};
 use crate::key::{KeyBatch, KeyPart};
 use crate::registry::Registry;
-use crate::store::{GetResult, ReadOptions, Row};
+use crate::store::{GetResult, ReadOptions};
 use crate::testing::{TempDir, T0};
 use crate::value::{Value, ValueType};
 use crate::wal::FsyncPolicy;
@@ -210,7 +211,7 @@ fn every_type_round_trips_through_every_policy() {
         }
         // The files hold what the codec says: compressed records, fewer stored bytes.
         for (view, info) in [("s", &s), ("e", &e), ("m", &m)] {
-            let snap_dir = dir.join(crate::db::SNAPSHOT_DIR);
+            let snap_dir = dir.join(crate::fs::SNAPSHOT_DIR);
             let file = fs::read_dir(&snap_dir)
                 .unwrap()
                 .map(|e| e.unwrap().path())

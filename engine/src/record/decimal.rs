@@ -21,7 +21,7 @@
 use super::{
     bit, parse_head, set_bit, simple_head, step, Cell, CellState, Layout, Malformed, Skip, NO_FLOAT,
 };
-use crate::codec::{get_varint, put_varint, skip_varint, unzigzag, zigzag};
+use crate::encoding::{get_varint, put_varint, skip_varint, unzigzag, zigzag};
 use crate::value::{ScalarType, ValueType};
 
 const POW10: [f64; 8] = [1.0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7];
@@ -125,7 +125,7 @@ pub(crate) fn decimal_pack(
             // Coded only when that is shorter than the raw bytes.
             match width
                 .and_then(|_| encode(value))
-                .filter(|&c| crate::codec::varint_bytes(c).1 < value.len())
+                .filter(|&c| crate::encoding::varint_bytes(c).1 < value.len())
             {
                 Some(code) => {
                     set_bit(&mut out[bitmap_at..], j);

@@ -34,7 +34,7 @@ mod tests;
 
 pub(crate) use decimal::{decimal_pack, decimal_unpack};
 
-use crate::codec::{get_varint, put_varint, skip_varint, take, unzigzag, zigzag};
+use crate::encoding::{get_varint, put_varint, skip_varint, take, unzigzag, zigzag};
 use crate::registry::FeatureView;
 use crate::value::{ColumnData, ScalarType, Value, ValueType, VectorStorage};
 
@@ -427,13 +427,8 @@ fn add_delta(base: i64, delta: u64, scale: i64) -> Result<i64, Malformed> {
     i64::try_from(v).map_err(|_| Malformed("timestamp out of range"))
 }
 
-/// Advances `pos` over one encoded value of type `ty` (for codecs that embed values).
-pub(crate) fn skip_value_pub(ty: ValueType, buf: &[u8], pos: &mut usize) -> Option<()> {
-    skip_value(ty, buf, pos)
-}
-
 /// Advances `pos` over one encoded value of type `ty`.
-fn skip_value(ty: ValueType, buf: &[u8], pos: &mut usize) -> Option<()> {
+pub(crate) fn skip_value(ty: ValueType, buf: &[u8], pos: &mut usize) -> Option<()> {
     match ty {
         ValueType::Scalar(s) => skip_scalar(s, buf, pos),
         ValueType::Vector { dim } => take(buf, pos, dim as usize * 4).map(drop),

@@ -46,7 +46,7 @@
 //! `hash & (S - 1)`, and a lookup probes forward (wrapping) until it finds the key, an empty
 //! slot, or has visited S slots. crc32 is IEEE CRC-32 as computed by `crc32fast`.
 
-use crate::codec::{get_varint, take};
+use crate::encoding::{get_varint, take};
 use crate::key::MAX_KEY_LEN;
 
 /// First 8 bytes of every snapshot file (and its last 8). The high byte stops the file from
@@ -309,7 +309,7 @@ impl Header {
 
     /// Checks every field against the format's rules and the actual file length, returning
     /// the validated layout or the offset and description of the first problem.
-    pub(super) fn validate(&self, file_len: u64) -> Result<Layout, (u64, String)> {
+    pub(super) fn validate(&self, file_len: u64) -> Result<Sections, (u64, String)> {
         let at = |off: usize, msg: String| Err((off as u64, msg));
         if self.flags & !KNOWN_FLAGS != 0 {
             return at(
@@ -427,7 +427,7 @@ impl Header {
             };
             return at(OFF_INDEX_LEN, what);
         }
-        Ok(Layout {
+        Ok(Sections {
             view: view.to_owned(),
             codec_start: HEADER_LEN as u64,
             records_start: self.records_off,
@@ -442,7 +442,7 @@ impl Header {
 
 /// Where the regions of a file with a validated header are.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(super) struct Layout {
+pub(super) struct Sections {
     pub(super) view: String,
     pub(super) codec_start: u64,
     pub(super) records_start: u64,
@@ -480,7 +480,7 @@ mod tests {
         let mut counts = vec![0u32; slots as usize];
         let n = 3 * slots / 4;
         for i in 0..n {
-            let (b, len) = crate::codec::varint_bytes(crate::codec::zigzag(i as i64));
+            let (b, len) = crate::encoding::varint_bytes(crate::encoding::zigzag(i as i64));
             counts[home_slot(key_hash(&b[..len]), slots) as usize] += 1;
         }
         let max = counts.iter().copied().max().unwrap();

@@ -8,15 +8,25 @@
 //!   with temp → fsync → rename → directory fsync.
 //! - `reader`: [`Snapshot::open`] validates the file before serving it; [`Snapshot::get`]
 //!   and [`Snapshot::iter`] borrow from the map.
+//! - `packing`: [`PackingWriter`], the writer the engine uses: it samples a view's first
+//!   records, lets `crate::pack` choose how to compress them, and stores the codec section
+//!   and the compressed records.
 //! - `mmap`: the one `unsafe` block (mapping the file).
 //!
-//! Record bytes are opaque here: the store decodes them with the record codec. A published
+//! The file format treats record bytes as opaque; the store decodes them with the record
+//! codec. Compression is the one thing this module knows about records, and it learns it from
+//! `crate::pack` (the reader parses the codec section and checks compressed records with it);
+//! `pack` knows nothing of snapshots. A published
 //! snapshot is never modified; a newer one replaces it by rename, and readers that still hold
 //! the old [`Snapshot`] keep reading the old inode until they drop it.
 
 mod format;
-#[allow(unsafe_code)]
+#[expect(
+    unsafe_code,
+    reason = "mapping a snapshot file is the one unsafe operation; see its SAFETY comment"
+)]
 mod mmap;
+mod packing;
 mod reader;
 mod writer;
 
@@ -27,18 +37,10 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::clock::Micros;
-use crate::EngineError;
 
-pub use format::MAX_VIEW_NAME_LEN;
+pub(crate) use packing::PackingWriter;
 pub use reader::{Snapshot, SnapshotIter};
-pub use writer::SnapshotWriter;
-
-/// File extension of published snapshot files.
-pub const SNAPSHOT_EXTENSION: &str = "qsnap";
-
-/// Suffix of a writer's temporary file (`.<final name>.<pid>-<n>.qsnap-tmp`, in the final
-/// file's directory). A crash can leave one behind; startup may delete them.
-pub const SNAPSHOT_TEMP_SUFFIX: &str = ".qsnap-tmp";
+pub(crate) use writer::SnapshotWriter;
 
 /// What the writer's caller states about a snapshot; stored in its header.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -120,21 +122,6 @@ impl fmt::Display for SnapshotInfo {
             Some(ts) => write!(f, "{ts} µs"),
             None => f.write_str("none"),
         }
-    }
-}
-
-fn io_err(path: &Path, source: std::io::Error) -> EngineError {
-    EngineError::Io {
-        path: path.display().to_string(),
-        source,
-    }
-}
-
-fn corrupt(path: &Path, offset: u64, reason: impl Into<String>) -> EngineError {
-    EngineError::Corrupt {
-        file: path.display().to_string(),
-        offset,
-        reason: reason.into(),
     }
 }
 

@@ -14,7 +14,8 @@ use super::format::{
     OLDEST_READABLE_VERSION, SLOT_LEN,
 };
 use super::mmap::ReadOnlyMap;
-use super::{corrupt, io_err, show_key, SnapshotInfo};
+use super::{show_key, SnapshotInfo};
+use crate::fs::{corrupt, io_err};
 use crate::pack::{is_decimal, is_packed, packed_raw_len, unpack, Codec, CodecInfo, Dctx};
 use crate::{EngineError, Result};
 

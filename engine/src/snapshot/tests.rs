@@ -7,13 +7,14 @@ use rand::{Rng, SeedableRng};
 
 use super::format::{
     header_crc, key_hash, pack_slot, tag, Header, EMPTY_SLOT, FOOTER_LEN, HEADER_LEN,
-    OFF_HEADER_CRC, OFF_VERSION, SLOT_LEN,
+    MAX_VIEW_NAME_LEN, OFF_HEADER_CRC, OFF_VERSION, SLOT_LEN,
 };
 use super::*;
-use crate::codec::{put_varint, zigzag};
+use crate::encoding::{put_varint, zigzag};
+use crate::fs::SNAPSHOT_TEMP_SUFFIX;
 use crate::key::MAX_KEY_LEN;
 use crate::testing::TempDir;
-use crate::Result;
+use crate::{EngineError, Result};
 
 /// The names of the files in `dir`, sorted.
 fn file_names(dir: &TempDir) -> Vec<String> {
@@ -269,7 +270,7 @@ fn bad_arguments_are_refused() {
     let err = w.add(&vec![1u8; MAX_KEY_LEN + 1], b"r").unwrap_err();
     assert!(matches!(err, EngineError::InvalidArgument(_)), "{err}");
     w.add(&vec![1u8; MAX_KEY_LEN], b"r").unwrap();
-    assert!(!w.is_empty());
+    assert_eq!(w.len(), 1);
     w.finish().unwrap();
     let snap = Snapshot::open(&path).unwrap();
     assert_eq!(snap.get(&vec![1u8; MAX_KEY_LEN]), Some(&b"r"[..]));

@@ -11,9 +11,10 @@ use super::format::{
     FOOTER_INDEX_CRC, FOOTER_LEN, FOOTER_MAGIC, FOOTER_RECORDS_CRC, FORMAT_VERSION, HEADER_LEN,
     MAGIC, MAX_CODEC_LEN, MAX_RECORDS_LEN, MAX_VIEW_NAME_LEN, NO_EVENT_TS, SLOT_LEN,
 };
-use super::{io_err, show_key, SnapshotInfo, SnapshotMeta, SNAPSHOT_TEMP_SUFFIX};
+use super::{show_key, SnapshotInfo, SnapshotMeta};
 use crate::clock::Micros;
-use crate::codec::{get_varint, take, varint_bytes};
+use crate::encoding::{get_varint, take, varint_bytes};
+use crate::fs::{io_err, publish, SNAPSHOT_TEMP_SUFFIX};
 use crate::key::MAX_KEY_LEN;
 use crate::{EngineError, Result};
 
@@ -159,11 +160,6 @@ impl SnapshotWriter {
         self.entries.len()
     }
 
-    /// Whether no entity was added yet.
-    pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
-    }
-
     /// Writes the index, footer and header, makes the file durable and renames it to its
     /// final path. On error nothing is published and the temporary file is removed.
     ///
@@ -230,16 +226,8 @@ impl SnapshotWriter {
         out.seek(SeekFrom::Start(0)).map_err(io)?;
         out.write_all(&header.encode()).map_err(io)?;
         let file = out.into_inner().map_err(|e| io(e.into_error()))?;
-        file.sync_all().map_err(io)?;
-        drop(file);
-
-        fs::rename(&self.temp, &self.path).map_err(io)?;
+        publish(&file, &self.temp, &self.path)?;
         self.published = true;
-        let dir = match self.path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d,
-            _ => Path::new("."),
-        };
-        sync_dir(dir).map_err(|e| io_err(dir, e))?;
         let file_size = index_off + header.index_len + FOOTER_LEN as u64;
         Ok(SnapshotInfo::new(
             &self.path,
@@ -374,15 +362,4 @@ impl<'a> KeyReader<'a> {
                 )
             })
     }
-}
-
-#[cfg(unix)]
-fn sync_dir(dir: &Path) -> io::Result<()> {
-    File::open(dir)?.sync_all()
-}
-
-#[cfg(not(unix))]
-fn sync_dir(_dir: &Path) -> io::Result<()> {
-    // Directories cannot be opened for fsync here; the rename is as durable as the OS makes it.
-    Ok(())
 }

@@ -5,9 +5,10 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use super::shard::{hash_key, shard_of_key};
-use super::{read_lock, write_lock, BaseRecords, Delta, Layers, RecordVisitor, Store, ViewStore};
+use super::{BaseRecords, Delta, Layers, RecordVisitor, Store, ViewStore};
 use crate::pack::{is_packed, unpack, Dctx};
 use crate::record::{self, Cell, CellState, Layout};
+use crate::sync;
 use crate::{EngineError, Result};
 
 /// What building a checkpoint of one view produced.
@@ -68,7 +69,7 @@ impl Store {
     }
 
     fn swap_layers(view: &ViewStore, f: impl FnOnce(&Layers) -> Layers) {
-        let mut guard = write_lock(&view.layers);
+        let mut guard = sync::write(&view.layers);
         let next = f(&guard);
         *guard = Arc::new(next);
     }
@@ -115,7 +116,7 @@ impl Store {
         let (mut dctx, mut plain) = (Dctx::default(), Vec::new());
         if let Some(frozen) = &layers.frozen {
             for lock in frozen.shards.iter() {
-                let shard = read_lock(lock);
+                let shard = sync::read(lock);
                 for entry in shard.live_entries() {
                     let (key, rec) = entry.map_err(|m| vs.corrupt(m))?;
                     record::parse(layout, rec, &mut a).map_err(|m| vs.corrupt(m))?;
@@ -148,7 +149,7 @@ impl Store {
             let mask = self.shard_mask;
             base.for_each(&mut |key, rec| {
                 if let Some(frozen) = &layers.frozen {
-                    let shard = read_lock(&frozen.shards[shard_of_key(key, mask)]);
+                    let shard = sync::read(&frozen.shards[shard_of_key(key, mask)]);
                     if shard.find(hash_key(key), key).is_some() {
                         return Ok(());
                     }
@@ -206,8 +207,8 @@ impl Store {
             };
             let (mut a, mut b, mut encoded) = (Vec::new(), Vec::new(), Vec::new());
             for (s, lock) in frozen.shards.iter().enumerate() {
-                let old = read_lock(lock);
-                let mut active = write_lock(&layers.active.shards[s]);
+                let old = sync::read(lock);
+                let mut active = sync::write(&layers.active.shards[s]);
                 for entry in old.live_entries() {
                     let (key, rec) = entry.map_err(|m| vs.corrupt(m))?;
                     let h = hash_key(key);
@@ -260,9 +261,10 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::batch::Row;
     use crate::clock::ManualClock;
     use crate::key::KeyBatch;
-    use crate::store::{ReadOptions, Row};
+    use crate::store::ReadOptions;
     use crate::testing::{int_key, store_of, HOUR as H, SMALL_SCHEMA, T0};
     use crate::value::{Status, Value};
     use std::collections::BTreeMap;

@@ -10,18 +10,16 @@ mod layers;
 mod reclaim;
 mod shard;
 
-pub use layers::MergeStats;
-
-pub use reclaim::{ReclaimStats, Reclaimer};
-
 use std::sync::atomic::{AtomicI64, Ordering};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, RwLock};
 
+use crate::batch::Row;
 use crate::clock::{Clock, Micros};
 use crate::key::{decode_key, KeyBatch, MAX_KEY_LEN};
 use crate::pack::{self, Codec, CodecInfo};
 use crate::record::{self, Cell, CellState, Layout, Malformed, NO_CREATED};
 use crate::registry::{Entity, FeatureRef, Registry};
+use crate::sync;
 use crate::value::{FeatureColumn, Status, Value, ValueType};
 use crate::{EngineError, Result};
 use shard::{hash_key, shard_of, Shard};
@@ -37,19 +35,6 @@ impl Default for StoreConfig {
     fn default() -> Self {
         Self { shards: 64 }
     }
-}
-
-/// One entity row to write: values for some or all of a view's features.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Row {
-    /// Canonical entity key (see [`KeyBatch`] / [`crate::encode_key`]).
-    pub key: Vec<u8>,
-    /// Event time of every value in the row, microseconds.
-    pub event_ts: Micros,
-    /// Optional created time, the tie-breaker for equal event times.
-    pub created_ts: Option<Micros>,
-    /// `(feature index in the view, value)`.
-    pub values: Vec<(usize, Value)>,
 }
 
 /// Options of one read.
@@ -153,7 +138,7 @@ struct ViewStore {
 
 impl ViewStore {
     fn layers(&self) -> Arc<Layers> {
-        read_lock(&self.layers).clone()
+        sync::read(&self.layers).clone()
     }
 
     fn corrupt(&self, m: Malformed) -> EngineError {
@@ -179,16 +164,6 @@ pub struct Store {
     shard_mask: usize,
     /// Next (view, shard) slot the reclaimer visits.
     reclaim_next: std::sync::atomic::AtomicUsize,
-}
-
-fn read_lock<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
-    // A panic while holding a shard lock cannot leave a shard half-written (every mutation is
-    // a bounded copy after validation), so a poisoned lock is still safe to use.
-    l.read().unwrap_or_else(|p| p.into_inner())
-}
-
-fn write_lock<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
-    l.write().unwrap_or_else(|p| p.into_inner())
 }
 
 /// A set of requested features resolved against one registry version.
@@ -336,7 +311,7 @@ impl Store {
     }
 
     fn catalog(&self) -> Arc<Catalog> {
-        read_lock(&self.catalog).clone()
+        sync::read(&self.catalog).clone()
     }
 
     /// The current registry.
@@ -357,7 +332,7 @@ impl Store {
     /// Replaces the registry with a compatible new version, live. Existing views keep their
     /// data; their features keep their stored order (see [`Registry::evolve`]).
     pub fn apply_registry(&self, next: Registry) -> Result<Arc<Registry>> {
-        let mut guard = write_lock(&self.catalog);
+        let mut guard = sync::write(&self.catalog);
         let merged = Arc::new(guard.registry.evolve(next)?);
         let catalog = Self::build_catalog(merged.clone(), Some(&guard), self.shard_mask + 1)?;
         *guard = Arc::new(catalog);
@@ -501,8 +476,8 @@ impl Store {
             let mut guards = Vec::with_capacity(shards.min(n));
             for s in 0..shards {
                 if out.starts[s] != out.starts[s + 1] {
-                    let frozen = layers.frozen.as_ref().map(|f| read_lock(&f.shards[s]));
-                    guards.push((s, read_lock(&layers.active.shards[s]), frozen));
+                    let frozen = layers.frozen.as_ref().map(|f| sync::read(&f.shards[s]));
+                    guards.push((s, sync::read(&layers.active.shards[s]), frozen));
                 }
             }
             let empty: &[u8] = &[];
@@ -682,7 +657,7 @@ impl Store {
             if idxs.is_empty() {
                 continue;
             }
-            let mut shard = write_lock(&layers.active.shards[s]);
+            let mut shard = sync::write(&layers.active.shards[s]);
             for &i in idxs {
                 let row = &rows[i as usize];
                 let h = hashes[i as usize];
@@ -740,7 +715,7 @@ impl Store {
                 let (mut entities, mut bytes) = (0u64, 0u64);
                 for delta in std::iter::once(&layers.active).chain(layers.frozen.as_ref()) {
                     for s in delta.shards.iter() {
-                        let s = read_lock(s);
+                        let s = sync::read(s);
                         entities += s.entities() as u64;
                         bytes += s.memory_bytes() as u64;
                     }

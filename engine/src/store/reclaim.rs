@@ -4,13 +4,11 @@
 //! back, a bounded number of entries per lock acquisition so no shard pauses for long.
 
 use std::sync::atomic::Ordering;
-use std::sync::Arc;
-use std::time::Duration;
 
 use super::shard::{entry_at, hash_key};
-use super::{write_lock, Store, ViewStore};
-use crate::background::Periodic;
+use super::{Store, ViewStore};
 use crate::record::{self, CellState};
+use crate::sync;
 
 /// What a reclaim pass did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -55,7 +53,7 @@ impl Store {
         let mut total = ReclaimStats::default();
         for v in &catalog.views {
             for s in 0..=self.shard_mask {
-                write_lock(&v.layers().active.shards[s]).cursor = 0;
+                sync::write(&v.layers().active.shards[s]).cursor = 0;
                 total.add(reclaim_shard(v, s, now, usize::MAX));
             }
         }
@@ -66,7 +64,7 @@ impl Store {
 fn reclaim_shard(view: &ViewStore, s: usize, now: i64, budget: usize) -> ReclaimStats {
     let mut stats = ReclaimStats::default();
     let layers = view.layers();
-    let mut shard = write_lock(&layers.active.shards[s]);
+    let mut shard = sync::write(&layers.active.shards[s]);
     let mut pos = shard.cursor;
     let mut cells = Vec::new();
     let mut encoded = Vec::new();
@@ -120,23 +118,4 @@ fn reclaim_shard(view: &ViewStore, s: usize, now: i64, budget: usize) -> Reclaim
         shard.cursor = pos;
     }
     stats
-}
-
-/// A background thread that runs [`Store::reclaim_step`] over every shard each interval.
-#[derive(Debug)]
-pub struct Reclaimer {
-    _thread: Periodic,
-}
-
-impl Reclaimer {
-    /// Starts reclaiming `store` every `interval`, `budget` entries per shard visit.
-    pub fn spawn(store: Arc<Store>, interval: Duration, budget: usize) -> std::io::Result<Self> {
-        let thread = Periodic::spawn("quiver-reclaim", interval, move || {
-            let slots = store.catalog().views.len() * (store.shard_mask + 1);
-            for _ in 0..slots {
-                store.reclaim_step(budget);
-            }
-        })?;
-        Ok(Self { _thread: thread })
-    }
 }

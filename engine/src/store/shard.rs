@@ -14,7 +14,7 @@ use std::hash::BuildHasher;
 
 use hashbrown::HashTable;
 
-use crate::codec::{get_varint, put_varint, varint_bytes};
+use crate::encoding::{get_varint, put_varint, varint_bytes};
 use crate::record::Malformed;
 
 /// Seed for the in-memory hash. Fixed so that shard placement is reproducible run to run.

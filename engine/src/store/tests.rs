@@ -3,6 +3,7 @@ use std::collections::HashMap;
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
+use super::reclaim::ReclaimStats;
 use super::*;
 use crate::clock::ManualClock;
 use crate::key::KeyPart;

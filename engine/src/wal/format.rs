@@ -1,6 +1,7 @@
 //! Byte layout of segment headers and frames (documented at the top of `wal/mod.rs` and in
 //! `docs/formats.md`), and the pure decoders that the recovery scan and the fuzz target use.
 
+use crate::fs::SEGMENT_EXTENSION;
 use std::path::{Path, PathBuf};
 
 /// `"\x89QVWAL\r\n"`: the non-ASCII first byte catches 7-bit transfers, the CR LF pair catches
@@ -57,16 +58,10 @@ pub(crate) const MAX_SEQ: u64 = i64::MAX as u64;
 /// is at most 1 GiB); anything larger was not written by Quiver and is not read into memory.
 pub(crate) const MAX_SEGMENT_FILE: u64 = 2 << 30;
 
-/// Segment files are named by their first sequence number, zero-padded so names sort.
-pub(crate) const SEGMENT_EXT: &str = "log";
-/// A segment being created: header written and fsynced, then renamed to its final name.
-pub(crate) const TEMP_EXT: &str = "tmp";
-/// Suffix given to data set aside by salvage.
-pub(crate) const DROPPED_EXT: &str = "dropped";
-
-/// File name of the segment whose first record has sequence number `first_seq`.
+/// File name of the segment whose first record has sequence number `first_seq`: zero-padded
+/// so that names sort.
 pub(crate) fn segment_name(first_seq: u64) -> String {
-    format!("{first_seq:020}.{SEGMENT_EXT}")
+    format!("{first_seq:020}.{SEGMENT_EXTENSION}")
 }
 
 /// Path of the segment starting at `first_seq` in `dir`.
@@ -76,20 +71,20 @@ pub(crate) fn segment_path(dir: &Path, first_seq: u64) -> PathBuf {
 
 /// The first sequence number encoded in a segment file name, if `name` is one.
 pub(crate) fn parse_segment_name(name: &str) -> Option<u64> {
-    let digits = name.strip_suffix(SEGMENT_EXT)?.strip_suffix('.')?;
+    let digits = name.strip_suffix(SEGMENT_EXTENSION)?.strip_suffix('.')?;
     if digits.len() != 20 || !digits.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
     digits.parse().ok()
 }
 
-fn u32_at(b: &[u8], at: usize) -> u32 {
+fn le_u32(b: &[u8], at: usize) -> u32 {
     let mut a = [0u8; 4];
     a.copy_from_slice(&b[at..at + 4]);
     u32::from_le_bytes(a)
 }
 
-fn u64_at(b: &[u8], at: usize) -> u64 {
+fn le_u64(b: &[u8], at: usize) -> u64 {
     let mut a = [0u8; 8];
     a.copy_from_slice(&b[at..at + 8]);
     u64::from_le_bytes(a)
@@ -170,7 +165,7 @@ pub(crate) fn decode_segment_header(bytes: &[u8]) -> Result<SegmentHeader, Heade
             "not a Quiver WAL segment (bad magic)".into(),
         ));
     }
-    let version = u32_at(bytes, SH_VERSION);
+    let version = le_u32(bytes, SH_VERSION);
     let crc_at = match version {
         FORMAT_VERSION_V1 => SH_CRC_V1,
         FORMAT_VERSION => SH_CRC,
@@ -179,7 +174,7 @@ pub(crate) fn decode_segment_header(bytes: &[u8]) -> Result<SegmentHeader, Heade
     if bytes.len() < crc_at + 4 {
         return Err(short(crc_at + 4));
     }
-    let stored = u32_at(bytes, crc_at);
+    let stored = le_u32(bytes, crc_at);
     let actual = crc32fast::hash(&bytes[..crc_at]);
     if stored != actual {
         return Err(HeaderError::Corrupt(
@@ -189,7 +184,7 @@ pub(crate) fn decode_segment_header(bytes: &[u8]) -> Result<SegmentHeader, Heade
             ),
         ));
     }
-    let file_len = (version == FORMAT_VERSION).then(|| u64_at(bytes, SH_FILE_LEN));
+    let file_len = (version == FORMAT_VERSION).then(|| le_u64(bytes, SH_FILE_LEN));
     if let Some(len) = file_len {
         if !(SEGMENT_HEADER_LEN as u64..=MAX_SEGMENT_FILE).contains(&len) {
             return Err(HeaderError::Corrupt(
@@ -200,7 +195,7 @@ pub(crate) fn decode_segment_header(bytes: &[u8]) -> Result<SegmentHeader, Heade
     }
     Ok(SegmentHeader {
         version,
-        first_seq: u64_at(bytes, SH_FIRST_SEQ),
+        first_seq: le_u64(bytes, SH_FIRST_SEQ),
         file_len,
     })
 }
@@ -296,11 +291,11 @@ fn decode_frame_header(bytes: &[u8]) -> Result<FrameHeader, FrameError> {
         });
     }
     let h = FrameHeader {
-        body_len: u32_at(bytes, FH_LEN),
-        seq: u64_at(bytes, FH_SEQ),
+        body_len: le_u32(bytes, FH_LEN),
+        seq: le_u64(bytes, FH_SEQ),
         record_type: bytes[FH_TYPE],
         flags: bytes[FH_FLAGS],
-        raw_len: u32_at(bytes, FH_RAW_LEN),
+        raw_len: le_u32(bytes, FH_RAW_LEN),
     };
     let (body_len, raw_len) = (h.body_len as usize, h.raw_len as usize);
     if body_len > MAX_WAL_PAYLOAD || raw_len > MAX_WAL_PAYLOAD {
@@ -349,7 +344,7 @@ pub(crate) fn decode_frame(bytes: &[u8]) -> Result<Frame<'_>, FrameError> {
     crc.update(&frame[..FH_CRC]);
     crc.update(&frame[FH_SEQ..FRAME_HEADER_LEN]);
     let actual = crc.finalize();
-    let expected = u32_at(frame, FH_CRC);
+    let expected = le_u32(frame, FH_CRC);
     if expected != actual {
         return Err(FrameError::Checksum { expected, actual });
     }

@@ -80,13 +80,15 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-pub use format::MAX_WAL_PAYLOAD;
-pub use writer::WalFaults;
+pub(crate) use format::MAX_WAL_PAYLOAD;
+pub(crate) use writer::WalFaults;
 
+use crate::fs::{io_err, sync_dir};
+use crate::sync::lock;
 use format::{parse_segment_name, segment_path, MAX_SEQ};
 use reader::{scan_segment, Decoder};
 use recovery::read_segment;
-use writer::{io_err, lock, poisoned_error, sync_dir, Shared};
+use writer::{poisoned_error, Shared};
 
 use crate::{EngineError, Result};
 
@@ -477,11 +479,6 @@ impl Wal {
             fsyncs: self.shared.fsyncs.load(Ordering::Relaxed),
             poisoned: st.poisoned.clone(),
         }
-    }
-
-    /// The log directory.
-    pub fn dir(&self) -> &Path {
-        &self.shared.dir
     }
 
     /// Stops the writer after it has written and fsynced everything appended; fails if the

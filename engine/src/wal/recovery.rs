@@ -6,12 +6,13 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use super::format::{
-    data_end, decode_segment_header, parse_segment_name, segment_name, segment_path, DROPPED_EXT,
-    MAX_SEGMENT_FILE, SEAL_LEN, SEGMENT_EXT, SEGMENT_HEADER_LEN, TEMP_EXT,
+    data_end, decode_segment_header, parse_segment_name, segment_name, segment_path,
+    MAX_SEGMENT_FILE, SEAL_LEN, SEGMENT_HEADER_LEN,
 };
 use super::reader::{scan_segment, Decoder, Problem, SegmentScan};
-use super::writer::{io_err, sync_dir, write_seal, ActiveSegment, SegmentMeta};
+use super::writer::{write_seal, ActiveSegment, SegmentMeta};
 use super::{WalRecord, WalRecoveryOptions, WalRecoveryReport};
+use crate::fs::{io_err, sync_dir, DROPPED_EXTENSION, SEGMENT_EXTENSION, TEMP_EXTENSION};
 use crate::{EngineError, Result};
 
 /// The outcome of a successful recovery: where to append next.
@@ -28,7 +29,7 @@ pub(crate) struct Recovered {
 fn list_segments(dir: &Path, report: &mut WalRecoveryReport) -> Result<(Vec<u64>, bool)> {
     let mut seqs = Vec::new();
     let mut changed = false;
-    let temp_suffix = format!(".{SEGMENT_EXT}.{TEMP_EXT}");
+    let temp_suffix = format!(".{SEGMENT_EXTENSION}.{TEMP_EXTENSION}");
     for entry in fs::read_dir(dir).map_err(|e| io_err(dir, e))? {
         let entry = entry.map_err(|e| io_err(dir, e))?;
         let name = entry.file_name();
@@ -36,7 +37,7 @@ fn list_segments(dir: &Path, report: &mut WalRecoveryReport) -> Result<(Vec<u64>
         if let Some(seq) = parse_segment_name(name) {
             seqs.push(seq);
         } else if let Some(stem) = name.strip_suffix(&temp_suffix) {
-            if parse_segment_name(&format!("{stem}.{SEGMENT_EXT}")).is_some() {
+            if parse_segment_name(&format!("{stem}.{SEGMENT_EXTENSION}")).is_some() {
                 let path = entry.path();
                 fs::remove_file(&path).map_err(|e| io_err(&path, e))?;
                 report
@@ -116,7 +117,7 @@ fn open_at(path: &Path, at: u64) -> Result<fs::File> {
 
 fn dropped_path(path: &Path) -> PathBuf {
     let mut name = path.as_os_str().to_owned();
-    name.push(format!(".{DROPPED_EXT}"));
+    name.push(format!(".{DROPPED_EXTENSION}"));
     PathBuf::from(name)
 }
 

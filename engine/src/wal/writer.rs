@@ -3,19 +3,21 @@
 //! wakes everyone it covered.
 
 use std::cell::RefCell;
-use std::fs::{self, File, OpenOptions};
+use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Condvar, Mutex, MutexGuard, PoisonError};
+use std::sync::{Condvar, Mutex, MutexGuard};
 use std::time::Instant;
 
 use super::format::{
     encode_segment_header, put_frame, segment_name, segment_path, FrameHeader, FLAG_SEAL,
     FLAG_ZSTD, FRAME_HEADER_LEN, MAX_SEQ, MAX_WAL_PAYLOAD, SEAL_LEN, SEGMENT_HEADER_LEN,
-    TEAR_ALIGN, TEMP_EXT,
+    TEAR_ALIGN,
 };
 use super::{FsyncPolicy, WalConfig};
+use crate::fs::{io_err, publish, TEMP_EXTENSION};
+use crate::sync::{self, lock, wait};
 use crate::{EngineError, Result};
 
 /// Makes the WAL's next write or fsync fail, to test poisoning. Shared through
@@ -136,25 +138,10 @@ pub(crate) struct Shared {
     pub(crate) fsyncs: AtomicU64,
 }
 
-pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
-
-fn wait<'a, T>(cv: &Condvar, g: MutexGuard<'a, T>) -> MutexGuard<'a, T> {
-    cv.wait(g).unwrap_or_else(PoisonError::into_inner)
-}
-
 pub(crate) fn poisoned_error(why: &str) -> EngineError {
     EngineError::WalPoisoned(format!(
         "{why}; the write-ahead log accepts no writes until it is reopened"
     ))
-}
-
-pub(crate) fn io_err(path: &Path, source: std::io::Error) -> EngineError {
-    EngineError::Io {
-        path: path.display().to_string(),
-        source,
-    }
 }
 
 impl Shared {
@@ -328,10 +315,7 @@ impl Shared {
                         if since >= every {
                             break;
                         }
-                        st = self
-                            .work
-                            .wait_timeout(st, every - since)
-                            .map_or_else(|e| e.into_inner().0, |(g, _)| g);
+                        st = sync::wait_timeout(&self.work, st, every - since).0;
                     }
                     _ => st = wait(&self.work, st),
                 }
@@ -470,7 +454,7 @@ impl Shared {
 /// of that name.
 pub(crate) fn create_segment(dir: &Path, first_seq: u64, capacity: u64) -> Result<File> {
     let path = segment_path(dir, first_seq);
-    let tmp = dir.join(format!("{}.{TEMP_EXT}", segment_name(first_seq)));
+    let tmp = dir.join(format!("{}.{TEMP_EXTENSION}", segment_name(first_seq)));
     let mut file = OpenOptions::new()
         .write(true)
         .create(true)
@@ -482,17 +466,8 @@ pub(crate) fn create_segment(dir: &Path, first_seq: u64, capacity: u64) -> Resul
     // A sparse extension on most file systems: no zeros are written, and since the size never
     // changes again, a file found shorter than this was cut, not torn.
     file.set_len(capacity).map_err(|e| io_err(&tmp, e))?;
-    file.sync_all().map_err(|e| io_err(&tmp, e))?;
-    fs::rename(&tmp, &path).map_err(|e| io_err(&path, e))?;
-    sync_dir(dir)?;
+    publish(&file, &tmp, &path)?;
     Ok(file)
-}
-
-/// Fsyncs a directory so that file creations, renames and deletions in it are durable.
-pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
-    File::open(dir)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| io_err(dir, e))
 }
 
 /// Per-thread zstd context and output buffer, so appenders compress in parallel without

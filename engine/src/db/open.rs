@@ -5,14 +5,16 @@ use std::fs;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
+use super::{Db, DbConfig, OpenReport, Sequencer, REC_REGISTRY, REC_WRITE};
 use crate::batch::decode_batch;
 use crate::clock::Clock;
-use crate::db::{
-    io_err, Db, DbConfig, OpenReport, Sequencer, REC_REGISTRY, REC_WRITE, SNAPSHOT_DIR, WAL_DIR,
+use crate::fs::{
+    io_err, manifest_temp, LOCK_FILE, MANIFEST_FILE, SEGMENT_EXTENSION, SNAPSHOT_DIR,
+    SNAPSHOT_EXTENSION, SNAPSHOT_TEMP_SUFFIX, WAL_DIR,
 };
 use crate::manifest::Manifest;
 use crate::registry::Registry;
-use crate::snapshot::{Snapshot, SNAPSHOT_TEMP_SUFFIX};
+use crate::snapshot::Snapshot;
 use crate::store::Store;
 use crate::wal::{Wal, WalRecord, WalRecoveryOptions};
 use crate::{EngineError, Result};
@@ -22,7 +24,7 @@ pub(crate) fn open(config: DbConfig, clock: Arc<dyn Clock>) -> Result<(Db, OpenR
     for d in [dir.clone(), dir.join(WAL_DIR), dir.join(SNAPSHOT_DIR)] {
         fs::create_dir_all(&d).map_err(|e| io_err(&d, e))?;
     }
-    let lock_path = dir.join(super::db::LOCK_FILE_NAME);
+    let lock_path = dir.join(LOCK_FILE);
     let lock = fs::OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -61,10 +63,7 @@ pub(crate) fn open(config: DbConfig, clock: Arc<dyn Clock>) -> Result<(Db, OpenR
         }
     };
     let registry = Registry::from_toml(&manifest.registry).map_err(|e| EngineError::Corrupt {
-        file: dir
-            .join(crate::manifest::MANIFEST_FILE)
-            .display()
-            .to_string(),
+        file: dir.join(MANIFEST_FILE).display().to_string(),
         offset: 0,
         reason: format!("stored registry does not parse: {e}"),
     })?;
@@ -73,7 +72,7 @@ pub(crate) fn open(config: DbConfig, clock: Arc<dyn Clock>) -> Result<(Db, OpenR
 
     // Leftovers of interrupted checkpoints, loads or manifest writes are never referenced.
     remove_temp_files(&dir.join(SNAPSHOT_DIR));
-    let _ = fs::remove_file(dir.join(format!("{}.tmp", crate::manifest::MANIFEST_FILE)));
+    let _ = fs::remove_file(manifest_temp(&dir));
 
     for entry in &manifest.snapshots {
         let path = dir.join(&entry.file);
@@ -183,7 +182,10 @@ pub(crate) fn open(config: DbConfig, clock: Arc<dyn Clock>) -> Result<(Db, OpenR
 /// manifest was lost, and starting afresh would silently drop that data.
 fn refuse_orphaned_files(dir: &std::path::Path) -> Result<()> {
     let mut found = Vec::new();
-    for (sub, ext) in [(SNAPSHOT_DIR, "qsnap"), (WAL_DIR, "log")] {
+    for (sub, ext) in [
+        (SNAPSHOT_DIR, SNAPSHOT_EXTENSION),
+        (WAL_DIR, SEGMENT_EXTENSION),
+    ] {
         let d = dir.join(sub);
         let Ok(entries) = fs::read_dir(&d) else {
             continue;
@@ -210,10 +212,7 @@ fn refuse_orphaned_files(dir: &std::path::Path) -> Result<()> {
         names.push(format!("and {} more", found.len() - NAMED));
     }
     Err(EngineError::Corrupt {
-        file: dir
-            .join(crate::manifest::MANIFEST_FILE)
-            .display()
-            .to_string(),
+        file: dir.join(MANIFEST_FILE).display().to_string(),
         offset: 0,
         reason: format!(
             "missing, but the directory holds {} snapshot or WAL file(s): {}; refusing to \
