@@ -17,7 +17,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use clap::Args;
-use quiver_engine::{Db, FsyncPolicy, Snapshot, SystemClock, MICROS_PER_SEC, SNAPSHOT_DIR};
+use quiver_engine::inspect::SNAPSHOT_DIR;
+use quiver_engine::{Db, FsyncPolicy, Snapshot, SystemClock, MICROS_PER_SEC};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Map, Value as Json};
@@ -225,7 +226,7 @@ pub fn run_restart(args: &RestartArgs) -> Result<()> {
         .iter()
         .find(|v| v.view == VIEW)
         .map_or(0, |v| v.base_bytes);
-    let wal_bytes = bytes_under(&data.join(quiver_engine::WAL_DIR))?;
+    let wal_bytes = bytes_under(&data.join(quiver_engine::inspect::WAL_DIR))?;
 
     let sample = expected.sample(args.check.min(args.entities), 100, args.seed ^ SALT_CHECK);
     let mut opens = Vec::with_capacity(args.repeats);
@@ -330,7 +331,7 @@ fn single_snapshot(dir: &std::path::Path) -> Result<PathBuf> {
     for e in std::fs::read_dir(dir).map_err(io)? {
         let p = e.map_err(io)?.path();
         if p.extension()
-            .is_some_and(|x| x == quiver_engine::SNAPSHOT_EXTENSION)
+            .is_some_and(|x| x == quiver_engine::inspect::SNAPSHOT_EXTENSION)
         {
             found.push(p);
         }

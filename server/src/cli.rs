@@ -859,7 +859,7 @@ fn ratio(plain: u64, stored: u64) -> f64 {
 
 /// One line per snapshot file in `dir` (or in its `snapshots/`): the per-view ratios.
 fn inspect_dir(dir: &std::path::Path) -> Result<(), String> {
-    let sub = dir.join(quiver_engine::SNAPSHOT_DIR);
+    let sub = dir.join(quiver_engine::inspect::SNAPSHOT_DIR);
     let dir = if sub.is_dir() { sub } else { dir.to_path_buf() };
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .map_err(|e| format!("{}: {e}", dir.display()))?
@@ -932,7 +932,7 @@ fn snapshot(cmd: SnapshotCommand) -> Result<(), String> {
 }
 
 fn wal_inspect(dir: &std::path::Path) -> Result<(), String> {
-    let segs = quiver_engine::inspect_wal(dir).map_err(|e| e.to_string())?;
+    let segs = quiver_engine::inspect::inspect_wal(dir).map_err(|e| e.to_string())?;
     if segs.is_empty() {
         println!("no WAL segments in {}", dir.display());
     }

@@ -457,12 +457,12 @@ impl FeatureStoreService {
                 header.view
             )));
         }
-        let dir = db.dir().join(quiver_engine::SNAPSHOT_DIR);
+        let dir = db.dir().join(quiver_engine::inspect::SNAPSHOT_DIR);
         let path = dir.join(format!(
             ".upload-{}-{}{}",
             std::process::id(),
             SystemClock.now_micros(),
-            quiver_engine::SNAPSHOT_TEMP_SUFFIX
+            quiver_engine::inspect::SNAPSHOT_TEMP_SUFFIX
         ));
         let file = std::fs::File::create(&path)
             .map_err(|e| Status::internal(format!("cannot create {}: {e}", path.display())))?;

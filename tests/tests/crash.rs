@@ -24,9 +24,10 @@ use std::process::{Command, Stdio};
 use std::sync::{mpsc, Arc};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use quiver_engine::inspect::{SNAPSHOT_DIR, SNAPSHOT_TEMP_SUFFIX};
 use quiver_engine::{
     Db, DbConfig, GetResult, KeyBatch, KeyPart, ReadOptions, Registry, Selection, Status,
-    SystemClock, Value, SNAPSHOT_DIR, SNAPSHOT_TEMP_SUFFIX,
+    SystemClock, Value,
 };
 use quiver_tests::crash_oracle as oracle;
 use quiver_tests::workspace_root;
