@@ -8,7 +8,8 @@
 //! - `convert`: protobuf columns ⇄ engine keys, rows and result columns.
 //! - `error`: the single engine-error → gRPC-status mapping.
 //! - `admission`: load shedding on the transport, before a request's body is read.
-//! - `limits`: the bounds on what one request may ask for; bearer-token authentication.
+//! - `auth`: bearer-token authentication.
+//! - `limits`: the bounds on what one request may ask for.
 //! - `state`: what handlers share: the engine once recovered, limits, metrics.
 //! - `metrics`: Prometheus counters and histograms and their HTTP endpoint.
 //! - `config`: the server configuration (file, environment, flags).
@@ -18,6 +19,7 @@
 #![deny(unsafe_code)]
 
 mod admission;
+mod auth;
 mod cli;
 #[doc(hidden)]
 pub mod codec;

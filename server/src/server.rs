@@ -14,9 +14,9 @@ use tonic::transport::Server;
 use tracing::{error, info, warn};
 
 use crate::admission::AdmissionLayer;
+use crate::auth::BearerAuth;
 use crate::config::{ConfigError, ServerConfig};
 use crate::feast::FeastService;
-use crate::limits::BearerAuth;
 use crate::metrics::{serve_metrics, Metrics};
 use crate::proto::feast::serving::serving_service_server::ServingServiceServer;
 use crate::proto::quiver::v1::feature_store_server::FeatureStoreServer;
