@@ -57,8 +57,8 @@ async fn registry(c: &NativeClient) -> Result<pb::GetRegistryResponse, String> {
     .await
 }
 
-/// `quiver get`: features of some entity keys as a table, with a legend for the cells that
-/// hold no value.
+/// `quiver get`: features of some entity keys as a table on stdout, and on stderr a legend
+/// for the cells that hold no value.
 pub(super) fn get(
     client: &ClientArgs,
     features: Vec<String>,
@@ -177,12 +177,9 @@ async fn get_table(
             .collect();
         println!("{}", cells.join("  ").trim_end());
     }
-    let legend = legend(&resp.columns);
-    if !legend.is_empty() {
-        println!();
-    }
-    for (mark, meaning) in legend {
-        println!("{mark:<9}  {meaning}");
+    // On stderr: stdout stays the table alone, for whatever reads it.
+    for (mark, meaning) in legend(&resp.columns) {
+        eprintln!("{mark:<9}  {meaning}");
     }
     Ok(())
 }
