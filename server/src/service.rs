@@ -57,6 +57,17 @@ pub(crate) fn output_names(
     Ok(names)
 }
 
+/// The feature references of the feature service `name`, or NOT_FOUND.
+pub(crate) fn service_features(reg: &Registry, name: &str) -> Result<Vec<String>, Status> {
+    reg.service(name)
+        .map(|s| s.features.clone())
+        .ok_or_else(|| {
+            Status::not_found(format!(
+                "feature_service: no feature service named {name:?}"
+            ))
+        })
+}
+
 /// Refuses two output columns with the same bare name (without full feature names, features of
 /// different views can collide).
 pub(crate) fn check_unique_names(names: &[String]) -> Result<(), Status> {
@@ -81,15 +92,7 @@ impl FeatureStoreService {
         let refs: Vec<String> = match req.features {
             Some(pb::get_online_features_request::Features::Refs(r)) => r.refs,
             Some(pb::get_online_features_request::Features::FeatureService(name)) => {
-                let reg = db.registry();
-                reg.service(&name)
-                    .ok_or_else(|| {
-                        Status::not_found(format!(
-                            "feature_service: no feature service named {name:?}"
-                        ))
-                    })?
-                    .features
-                    .clone()
+                service_features(&db.registry(), &name)?
             }
             None => {
                 return Err(Status::invalid_argument(
