@@ -295,8 +295,9 @@ pub struct Retry {
 }
 
 impl Default for Retry {
-    /// Five attempts over about 3 s: long enough for a server that is loading a small data
-    /// directory or shedding a burst, short enough that a person at the terminal waits.
+    /// Five attempts, pausing 0.2, 0.4, 0.8 and 1.6 s (each jittered down to half) between
+    /// them: long enough for a server loading a small data directory or shedding a burst,
+    /// short enough for a person at the terminal to wait.
     fn default() -> Self {
         Self {
             attempts: 5,
