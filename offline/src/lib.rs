@@ -13,7 +13,7 @@
 //! - `keys`: join key columns → canonical engine keys.
 //! - `parallel`: scoped worker threads and the terminal progress line.
 //! - `state`: the end time of each view's last materialization, for `--incremental`.
-//! - `time`: command-line time parsing.
+//! - `time`: command-line times: parsing what people type, RFC 3339 printing.
 //! - `error`: [`OfflineError`].
 
 mod error;
@@ -37,7 +37,7 @@ pub use materialize::{
     MaterializeOptions, MaterializeSummary, FETCH_CHUNK, WRITE_BATCH,
 };
 pub use state::{last_materialized, record_materialized};
-pub use time::parse_time;
+pub use time::{format_time, parse_time};
 pub use types::{arrow_type, value_at, EpochUnit};
 
 pub use quiver_engine::{FeatureView, Registry};

@@ -1,4 +1,4 @@
-//! Times given on the command line.
+//! Times on the command line: parsing what people type, printing what they read.
 
 use quiver_engine::{Clock, SystemClock, MICROS_PER_SEC};
 
@@ -88,6 +88,35 @@ fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     era * 146_097 + doe - 719_468
 }
 
+/// A time in microseconds since the Unix epoch as RFC 3339 in UTC:
+/// `2023-11-14T22:13:20Z`, with `.ffffff` when it has a fraction of a second.
+pub fn format_time(micros: i64) -> String {
+    let secs = micros.div_euclid(MICROS_PER_SEC);
+    let frac = micros.rem_euclid(MICROS_PER_SEC);
+    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+    let s = secs.rem_euclid(86_400);
+    let clock = format!("{:02}:{:02}:{:02}", s / 3600, s % 3600 / 60, s % 60);
+    if frac == 0 {
+        format!("{y:04}-{m:02}-{d:02}T{clock}Z")
+    } else {
+        format!("{y:04}-{m:02}-{d:02}T{clock}.{frac:06}Z")
+    }
+}
+
+/// The proleptic Gregorian date of a day count since 1970-01-01: the inverse of
+/// [`days_from_civil`] (Howard Hinnant's algorithm).
+fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -108,5 +137,30 @@ mod tests {
         assert!(parse_time("2023-02-29").is_err());
         assert!(parse_time("2024-13-01").is_err());
         assert!(parse_time("yesterday").is_err());
+    }
+
+    #[test]
+    fn formats_rfc3339_utc_and_parses_back() {
+        assert_eq!(format_time(0), "1970-01-01T00:00:00Z");
+        assert_eq!(format_time(1_700_000_000_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(
+            format_time(951_782_400_000_001),
+            "2000-02-29T00:00:00.000001Z"
+        );
+        assert_eq!(format_time(-1), "1969-12-31T23:59:59.999999Z");
+        for t in [
+            0,
+            -86_400_000_000,
+            951_782_400_000_000,
+            1_705_321_800_250_000,
+            4_102_444_799_999_999,
+        ] {
+            assert_eq!(parse_time(&format_time(t)), Ok(t), "{t}");
+        }
+        // Every day of four centuries maps back to itself.
+        for days in -73_000..73_000 {
+            let (y, m, d) = civil_from_days(days);
+            assert_eq!(days_from_civil(y, m, d), days);
+        }
     }
 }

@@ -19,7 +19,7 @@ use crate::limits::{quote, Api};
 use crate::metrics::Rpc;
 use crate::proto::feast::serving as fs;
 use crate::proto::feast::types as ft;
-use crate::service::check_unique_names;
+use crate::service::{check_unique_names, service_features};
 use crate::state::AppState;
 
 /// The Feast-compatible service.
@@ -62,15 +62,9 @@ impl FeastService {
         let registry = db.registry();
         let refs: Vec<String> = match req.kind {
             Some(fs::get_online_features_request::Kind::Features(list)) => list.val,
-            Some(fs::get_online_features_request::Kind::FeatureService(name)) => registry
-                .service(&name)
-                .ok_or_else(|| {
-                    Status::not_found(format!(
-                        "feature_service: no feature service named {name:?}"
-                    ))
-                })?
-                .features
-                .clone(),
+            Some(fs::get_online_features_request::Kind::FeatureService(name)) => {
+                service_features(&registry, &name)?
+            }
             None => {
                 return Err(Status::invalid_argument(
                     "kind: give features or a feature_service",

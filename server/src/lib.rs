@@ -5,18 +5,24 @@
 //! - `service`: `quiver.v1.FeatureStore`, the native columnar API.
 //! - `feast`: `feast.serving.ServingService`, wire-compatible with Feast.
 //! - `codec`: the protobuf codec (bad request bytes are INVALID_ARGUMENT).
-//! - `convert`: protobuf columns ⇄ engine keys, rows and result columns.
+//! - `convert`: protobuf messages ⇄ engine keys, rows (both directions), result columns and
+//!   the registry.
 //! - `error`: the single engine-error → gRPC-status mapping.
 //! - `admission`: load shedding on the transport, before a request's body is read.
-//! - `limits`: the bounds on what one request may ask for; bearer-token authentication.
+//! - `auth`: bearer-token authentication.
+//! - `limits`: the bounds on what one request may ask for.
 //! - `state`: what handlers share: the engine once recovered, limits, metrics.
 //! - `metrics`: Prometheus counters and histograms and their HTTP endpoint.
 //! - `config`: the server configuration (file, environment, flags).
-//! - `cli`: the `quiver` subcommands.
+//! - [`client`]: connecting to a server (token, TLS, timeouts, retries), for the CLI, the
+//!   tests and the benchmarks.
+//! - `cli`: the `quiver` subcommands, a module per command group.
 //! - `proto`: generated code.
 
 mod admission;
+mod auth;
 mod cli;
+pub mod client;
 #[doc(hidden)]
 pub mod codec;
 mod config;
@@ -33,6 +39,8 @@ pub mod proto;
 mod server;
 mod service;
 mod state;
+#[cfg(test)]
+mod testing;
 
 pub use cli::{run_cli, Cli};
 pub use config::{ConfigError, ServerConfig};

@@ -14,9 +14,9 @@ use tonic::transport::Server;
 use tracing::{error, info, warn};
 
 use crate::admission::AdmissionLayer;
+use crate::auth::BearerAuth;
 use crate::config::{ConfigError, ServerConfig};
 use crate::feast::FeastService;
-use crate::limits::BearerAuth;
 use crate::metrics::{serve_metrics, Metrics};
 use crate::proto::feast::serving::serving_service_server::ServingServiceServer;
 use crate::proto::quiver::v1::feature_store_server::FeatureStoreServer;
@@ -44,10 +44,12 @@ pub enum ServeError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// A socket could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr} (set by `{setting}`): {source}")]
     Bind {
         /// The address.
         addr: SocketAddr,
+        /// The configuration key that chose it: `listen` or `metrics_listen`.
+        setting: &'static str,
         /// The OS error.
         source: std::io::Error,
     },
@@ -57,6 +59,18 @@ pub enum ServeError {
     /// The gRPC transport failed.
     #[error("server failed: {0}")]
     Transport(String),
+}
+
+/// The error of binding `addr`, chosen by the configuration key `setting`.
+fn bind_error(
+    addr: SocketAddr,
+    setting: &'static str,
+) -> impl FnOnce(std::io::Error) -> ServeError {
+    move |source| ServeError::Bind {
+        addr,
+        setting,
+        source,
+    }
 }
 
 /// Hook run once the engine is ready (the demo uses it to load data).
@@ -77,10 +91,8 @@ pub async fn run(
     let addr = config.listen_addr()?;
     let listener = TcpListener::bind(addr)
         .await
-        .map_err(|e| ServeError::Bind { addr, source: e })?;
-    let grpc = listener
-        .local_addr()
-        .map_err(|e| ServeError::Bind { addr, source: e })?;
+        .map_err(bind_error(addr, "listen"))?;
+    let grpc = listener.local_addr().map_err(bind_error(addr, "listen"))?;
     let metrics = Arc::new(Metrics::default());
     let state = Arc::new(AppState::new(config.clone(), metrics.clone()));
 
@@ -88,10 +100,8 @@ pub async fn run(
         Some(a) => {
             let l = TcpListener::bind(a)
                 .await
-                .map_err(|e| ServeError::Bind { addr: a, source: e })?;
-            let bound = l
-                .local_addr()
-                .map_err(|e| ServeError::Bind { addr: a, source: e })?;
+                .map_err(bind_error(a, "metrics_listen"))?;
+            let bound = l.local_addr().map_err(bind_error(a, "metrics_listen"))?;
             tokio::spawn(serve_metrics(l, metrics.clone(), state.db.clone()));
             info!(url = %crate::metrics::describe(bound), "metrics listening");
             Some(bound)
@@ -304,4 +314,49 @@ pub async fn shutdown_signal() {
         _ = term => {}
     }
     info!("shutdown requested: finishing in-flight requests");
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use crate::testing::{config, TempDir};
+
+    #[tokio::test]
+    async fn a_taken_port_names_the_setting() {
+        let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let dir = TempDir::new();
+        let mut c = config(&dir);
+        c.listen = taken.local_addr().unwrap().to_string();
+        let e = run(c, None, std::future::pending(), None, None)
+            .await
+            .unwrap_err();
+        match &e {
+            ServeError::Bind {
+                setting, source, ..
+            } => {
+                assert_eq!(*setting, "listen");
+                assert_eq!(source.kind(), std::io::ErrorKind::AddrInUse);
+            }
+            other => panic!("expected Bind, got {other:?}"),
+        }
+        assert!(e.to_string().starts_with("cannot listen on"), "{e}");
+
+        let mut c = config(&dir);
+        c.metrics_listen = taken.local_addr().unwrap().to_string();
+        let e = run(c, None, std::future::pending(), None, None)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                ServeError::Bind {
+                    setting: "metrics_listen",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+    }
 }

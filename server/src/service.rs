@@ -9,7 +9,7 @@ use quiver_engine::{Clock, GetResult, KeyBatch, ReadOptions, Registry, SystemClo
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::convert::{column_to_proto, keys_from_columns, rows_from_write, type_to_proto};
+use crate::convert::{column_to_proto, keys_from_columns, registry_to_proto, rows_from_write};
 use crate::error::{status_of, Origin};
 use crate::limits::{quote, Api};
 use crate::metrics::Rpc;
@@ -57,6 +57,17 @@ pub(crate) fn output_names(
     Ok(names)
 }
 
+/// The feature references of the feature service `name`, or NOT_FOUND.
+pub(crate) fn service_features(reg: &Registry, name: &str) -> Result<Vec<String>, Status> {
+    reg.service(name)
+        .map(|s| s.features.clone())
+        .ok_or_else(|| {
+            Status::not_found(format!(
+                "feature_service: no feature service named {name:?}"
+            ))
+        })
+}
+
 /// Refuses two output columns with the same bare name (without full feature names, features of
 /// different views can collide).
 pub(crate) fn check_unique_names(names: &[String]) -> Result<(), Status> {
@@ -81,15 +92,7 @@ impl FeatureStoreService {
         let refs: Vec<String> = match req.features {
             Some(pb::get_online_features_request::Features::Refs(r)) => r.refs,
             Some(pb::get_online_features_request::Features::FeatureService(name)) => {
-                let reg = db.registry();
-                reg.service(&name)
-                    .ok_or_else(|| {
-                        Status::not_found(format!(
-                            "feature_service: no feature service named {name:?}"
-                        ))
-                    })?
-                    .features
-                    .clone()
+                service_features(&db.registry(), &name)?
             }
             None => {
                 return Err(Status::invalid_argument(
@@ -331,7 +334,7 @@ impl pb::feature_store_server::FeatureStore for FeatureStoreService {
                 )));
             }
             let mut changes = removals;
-            changes.extend(diff(&current, &merged));
+            changes.extend(current.changes(&merged));
             if req.dry_run || changes.is_empty() {
                 return Ok(Response::new(pb::ApplyRegistryResponse {
                     version: db.stats().registry_version,
@@ -565,129 +568,5 @@ impl Write for LimitedWriter {
 
     fn flush(&mut self) -> std::io::Result<()> {
         self.inner.flush()
-    }
-}
-
-/// Human-readable additions from `old` to `new`.
-fn diff(old: &Registry, new: &Registry) -> Vec<String> {
-    let mut out = Vec::new();
-    for e in new.entities() {
-        if old.entity(&e.name).is_none() {
-            out.push(format!("add entity {}", e.name));
-        }
-    }
-    for v in new.views() {
-        match old.view(&v.name) {
-            None => out.push(format!(
-                "add feature view {} ({} features)",
-                v.name,
-                v.features.len()
-            )),
-            Some(o) => {
-                for f in &v.features {
-                    if o.feature_index(&f.name).is_none() {
-                        out.push(format!("add feature {}:{} ({})", v.name, f.name, f.ty));
-                    }
-                }
-                if o.ttl_secs != v.ttl_secs {
-                    out.push(format!(
-                        "change ttl of {} from {}s to {}s",
-                        v.name, o.ttl_secs, v.ttl_secs
-                    ));
-                }
-                for f in &v.features {
-                    if let Some(i) = o.feature_index(&f.name) {
-                        if o.features[i].ttl_secs != f.ttl_secs {
-                            out.push(format!("change ttl of {}:{}", v.name, f.name));
-                        }
-                        if o.features[i].description != f.description {
-                            out.push(format!("change description of {}:{}", v.name, f.name));
-                        }
-                    }
-                }
-                if o.description != v.description || o.owner != v.owner || o.tags != v.tags {
-                    out.push(format!("change metadata of {}", v.name));
-                }
-                if o.compression != v.compression {
-                    out.push(format!(
-                        "change compression of {} from {} (level {}) to {} (level {}); \
-                         takes effect at the next checkpoint or load",
-                        v.name,
-                        o.compression.policy.name(),
-                        o.compression.level,
-                        v.compression.policy.name(),
-                        v.compression.level
-                    ));
-                }
-            }
-        }
-    }
-    for s in new.services() {
-        match old.service(&s.name) {
-            None => out.push(format!("add feature service {}", s.name)),
-            Some(o) if o != s => out.push(format!("change feature service {}", s.name)),
-            Some(_) => {}
-        }
-    }
-    out
-}
-
-/// The typed registry for GetRegistry.
-fn registry_to_proto(reg: &Registry, version: u64) -> pb::GetRegistryResponse {
-    pb::GetRegistryResponse {
-        version,
-        toml: reg.to_toml(),
-        project: reg.project().to_owned(),
-        entities: reg
-            .entities()
-            .iter()
-            .map(|e| pb::EntitySchema {
-                name: e.name.clone(),
-                join_keys: e
-                    .join_keys
-                    .iter()
-                    .map(|k| pb::JoinKeySchema {
-                        name: k.name.clone(),
-                        r#type: match k.ty {
-                            quiver_engine::KeyType::Int64 => pb::KeyType::Int64 as i32,
-                            quiver_engine::KeyType::String => pb::KeyType::String as i32,
-                        },
-                    })
-                    .collect(),
-                description: e.description.clone(),
-            })
-            .collect(),
-        views: reg
-            .views()
-            .iter()
-            .map(|v| pb::ViewSchema {
-                name: v.name.clone(),
-                entity: v.entity.clone(),
-                ttl_seconds: v.ttl_secs,
-                features: v
-                    .features
-                    .iter()
-                    .enumerate()
-                    .map(|(i, f)| pb::FeatureSchema {
-                        name: f.name.clone(),
-                        r#type: Some(type_to_proto(f.ty)),
-                        ttl_seconds: v.feature_ttl_secs(i),
-                        description: f.description.clone(),
-                    })
-                    .collect(),
-                description: v.description.clone(),
-                owner: v.owner.clone(),
-                tags: v.tags.clone().into_iter().collect(),
-            })
-            .collect(),
-        feature_services: reg
-            .services()
-            .iter()
-            .map(|s| pb::FeatureServiceSchema {
-                name: s.name.clone(),
-                features: s.features.clone(),
-                description: s.description.clone(),
-            })
-            .collect(),
     }
 }

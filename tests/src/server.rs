@@ -7,11 +7,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitStatus;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use quiver_server::proto::feast::serving::serving_service_client::ServingServiceClient;
-use quiver_server::proto::quiver::v1::feature_store_client::FeatureStoreClient;
+use quiver_server::client::{Connect, FeastClient, NativeClient};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
@@ -204,11 +202,10 @@ impl Server {
     /// The health status of `service` ("" = the whole server), if the server answers.
     pub async fn health(&self, service: &str) -> Result<Option<ServingStatus>, tonic::Status> {
         let channel = self
-            .endpoint()
-            .map_err(|e| tonic::Status::unavailable(e.to_string()))?
+            .connect(None)
             .connect_timeout(Duration::from_secs(1))
-            .timeout(Duration::from_secs(2))
-            .connect()
+            .request_timeout(Some(Duration::from_secs(2)))
+            .channel()
             .await
             .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
         let r = HealthClient::new(channel)
@@ -229,40 +226,41 @@ impl Server {
         format!("{scheme}://{}", self.grpc)
     }
 
-    /// An endpoint for the gRPC listener, trusting the test CA when the server speaks TLS.
-    fn endpoint(&self) -> Result<Endpoint, tonic::transport::Error> {
-        let endpoint = Endpoint::from_shared(self.url())?;
+    /// How the tests reach this server: its URL, the test CA when it speaks TLS, connect
+    /// within 5 s, a 20 s deadline per request, and `token` as the bearer token.
+    pub fn connect(&self, token: Option<&str>) -> Connect {
+        let connect = Connect::new(self.url())
+            .token(token)
+            .connect_timeout(Duration::from_secs(5))
+            .request_timeout(Some(Duration::from_secs(20)));
         match &self.tls_ca {
-            Some(ca) => endpoint.tls_config(
-                ClientTlsConfig::new()
-                    .ca_certificate(Certificate::from_pem(ca))
-                    .domain_name("localhost"),
-            ),
-            None => Ok(endpoint),
+            Some(ca) => connect.ca_pem(ca.clone()).domain_name("localhost"),
+            None => connect,
         }
     }
 
-    /// A new HTTP/2 connection to the server (requests time out after 20 s).
+    /// A new HTTP/2 connection to the server.
     pub async fn channel(&self) -> Channel {
-        self.endpoint()
-            .expect("valid url")
-            .connect_timeout(Duration::from_secs(5))
-            .timeout(Duration::from_secs(20))
-            .connect()
+        self.connect(None)
+            .channel()
             .await
             .expect("connect to the server")
     }
 
     /// A native API client sending `token` as a bearer token, if given.
     pub async fn native(&self, token: Option<&str>) -> Native {
-        FeatureStoreClient::with_interceptor(self.channel().await, Bearer::new(token))
-            .max_decoding_message_size(usize::MAX)
+        self.connect(token)
+            .native()
+            .await
+            .expect("connect to the server")
     }
 
     /// A Feast-compatible client sending `token` as a bearer token, if given.
     pub async fn feast(&self, token: Option<&str>) -> Feast {
-        ServingServiceClient::with_interceptor(self.channel().await, Bearer::new(token))
-            .max_decoding_message_size(usize::MAX)
+        self.connect(token)
+            .feast()
+            .await
+            .expect("connect to the server")
     }
 
     /// The Prometheus text of `GET /metrics`.
@@ -351,30 +349,7 @@ impl Drop for Server {
     }
 }
 
-/// Adds `authorization: Bearer <token>` to every call when a token is set.
-#[derive(Debug, Clone)]
-pub struct Bearer(Option<String>);
-
-impl Bearer {
-    /// An interceptor for `token` (None: send no header).
-    pub fn new(token: Option<&str>) -> Self {
-        Self(token.map(str::to_owned))
-    }
-}
-
-impl tonic::service::Interceptor for Bearer {
-    fn call(&mut self, mut req: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
-        if let Some(t) = &self.0 {
-            let v = format!("Bearer {t}")
-                .parse()
-                .map_err(|_| tonic::Status::invalid_argument("token: invalid characters"))?;
-            req.metadata_mut().insert("authorization", v);
-        }
-        Ok(req)
-    }
-}
-
 /// The native API client the tests use.
-pub type Native = FeatureStoreClient<InterceptedService<Channel, Bearer>>;
+pub type Native = NativeClient;
 /// The Feast-compatible client the tests use.
-pub type Feast = ServingServiceClient<InterceptedService<Channel, Bearer>>;
+pub type Feast = FeastClient;

@@ -141,6 +141,34 @@ async fn cli_client_talks_to_the_server() {
         ],
         "{out}"
     );
+    // The marks are explained on stderr, so stdout stays the table alone; nothing on a pipe
+    // carries terminal colours.
+    assert!(err.contains("not found: never written"), "{err}");
+    assert!(err.contains("written as null"), "{err}");
+    assert!(!err.contains("\x1b["), "{err:?}");
+
+    // A misspelled feature or join key is answered with the nearest known name.
+    let (code, _, err) = quiver_cli(common(&[
+        "get",
+        "--features",
+        "user_stats:clickz",
+        "--key",
+        "user_id=1",
+    ]))
+    .await;
+    assert_eq!(code, Some(2));
+    assert!(err.contains("did you mean \"user_stats:clicks\"?"), "{err}");
+    let (code, _, err) = quiver_cli(common(&[
+        "get",
+        "--features",
+        "user_stats:clicks",
+        "--key",
+        "user_ids=1",
+    ]))
+    .await;
+    assert_eq!(code, Some(2));
+    assert!(err.contains("did you mean \"user_id\"?"), "{err}");
+    assert!(!err.contains("\x1b["), "{err:?}");
 
     let (code, out, err) = quiver_cli(common(&["stats"])).await;
     assert_eq!(code, Some(0), "{err}");
@@ -148,6 +176,7 @@ async fn cli_client_talks_to_the_server() {
     let (code, out, err) = quiver_cli(common(&["checkpoint"])).await;
     assert_eq!(code, Some(0), "{err}");
     assert!(out.contains("checkpoint at sequence"), "{out}");
+    assert!(out.contains("WAL bytes freed"), "{out}");
     // The checkpoint's snapshot says how its records are stored: two rows are too few to
     // pay for compression, so `auto` (the default) keeps them plain and says what it tried.
     let (code, out, err) = quiver_cli(common(&["stats"])).await;
@@ -172,6 +201,32 @@ async fn cli_client_talks_to_the_server() {
     assert_eq!(
         cols.get(1..6),
         Some(&["2", cols[2], cols[2], "1.00x", "none"][..]),
+        "{out}"
+    );
+    // `snapshot inspect FILE` prints times as RFC 3339 UTC.
+    let snapshots = dir
+        .path()
+        .join("data")
+        .join(quiver_engine::inspect::SNAPSHOT_DIR);
+    let file = std::fs::read_dir(&snapshots)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.display().to_string().contains("user_stats"))
+        .expect("a user_stats snapshot");
+    let (code, out, err) = quiver_cli(vec![
+        "snapshot".into(),
+        "inspect".into(),
+        file.display().to_string(),
+    ])
+    .await;
+    assert_eq!(code, Some(0), "{err}");
+    let created = out
+        .lines()
+        .find(|l| l.starts_with("created at"))
+        .unwrap_or_default();
+    let time = created.split_whitespace().nth(2).unwrap_or_default();
+    assert!(
+        time.starts_with("20") && time.contains('T') && time.ends_with('Z'),
         "{out}"
     );
 

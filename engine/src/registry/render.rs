@@ -1,5 +1,6 @@
-//! Registry → canonical TOML, so the data directory can persist the registry exactly as the
-//! store uses it (features in stored order) and parse it back unchanged.
+//! Registry → text: the canonical TOML the data directory persists (features in stored order,
+//! parsed back unchanged), and what people read: a summary of what a registry declares and
+//! the change lines of replacing one registry with another.
 
 use std::fmt::Write;
 
@@ -91,4 +92,167 @@ pub(super) fn render(r: &Registry) -> String {
         );
     }
     s
+}
+
+impl Registry {
+    /// What the registry declares, a line per entity, feature view and feature service.
+    pub fn summary(&self) -> String {
+        let mut s = format!("project {:?}\n", self.project());
+        for e in self.entities() {
+            let keys: Vec<String> = e
+                .join_keys
+                .iter()
+                .map(|k| format!("{}: {}", k.name, k.ty.name()))
+                .collect();
+            let _ = writeln!(s, "entity {} ({})", e.name, keys.join(", "));
+        }
+        for v in self.views() {
+            let vectors = v
+                .features
+                .iter()
+                .filter(|f| matches!(f.ty, crate::value::ValueType::Vector { .. }))
+                .count();
+            let _ = writeln!(
+                s,
+                "feature view {} on {}: {} features ({} vectors), ttl {}s",
+                v.name,
+                v.entity,
+                v.features.len(),
+                vectors,
+                v.ttl_secs
+            );
+        }
+        for svc in self.services() {
+            let _ = writeln!(
+                s,
+                "feature service {}: {} features",
+                svc.name,
+                svc.features.len()
+            );
+        }
+        s
+    }
+
+    /// What replacing `self` with `next` would add or change, each as a change line ("add
+    /// feature view user_stats (20 features)"); [`Registry::removals`] lists what it would
+    /// remove.
+    pub fn changes(&self, next: &Registry) -> Vec<String> {
+        let mut out = Vec::new();
+        for e in next.entities() {
+            if self.entity(&e.name).is_none() {
+                out.push(format!("add entity {}", e.name));
+            }
+        }
+        for v in next.views() {
+            let Some(o) = self.view(&v.name) else {
+                out.push(format!(
+                    "add feature view {} ({} features)",
+                    v.name,
+                    v.features.len()
+                ));
+                continue;
+            };
+            for f in &v.features {
+                if o.feature_index(&f.name).is_none() {
+                    out.push(format!("add feature {}:{} ({})", v.name, f.name, f.ty));
+                }
+            }
+            if o.ttl_secs != v.ttl_secs {
+                out.push(format!(
+                    "change ttl of {} from {}s to {}s",
+                    v.name, o.ttl_secs, v.ttl_secs
+                ));
+            }
+            for f in &v.features {
+                if let Some(i) = o.feature_index(&f.name) {
+                    if o.features[i].ttl_secs != f.ttl_secs {
+                        out.push(format!("change ttl of {}:{}", v.name, f.name));
+                    }
+                    if o.features[i].description != f.description {
+                        out.push(format!("change description of {}:{}", v.name, f.name));
+                    }
+                }
+            }
+            if o.description != v.description || o.owner != v.owner || o.tags != v.tags {
+                out.push(format!("change metadata of {}", v.name));
+            }
+            if o.compression != v.compression {
+                out.push(format!(
+                    "change compression of {} from {} (level {}) to {} (level {}); takes \
+                     effect at the next checkpoint or load",
+                    v.name,
+                    o.compression.policy.name(),
+                    o.compression.level,
+                    v.compression.policy.name(),
+                    v.compression.level
+                ));
+            }
+        }
+        for s in next.services() {
+            match self.service(&s.name) {
+                None => out.push(format!("add feature service {}", s.name)),
+                Some(o) if o != s => out.push(format!("change feature service {}", s.name)),
+                Some(_) => {}
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::Registry;
+
+    const BASE: &str = r#"
+[[entity]]
+name = "user"
+join_keys = [{ name = "user_id", type = "int64" }]
+
+[[feature_view]]
+name = "v"
+entity = "user"
+ttl = "1d"
+  [[feature_view.feature]]
+  name = "a"
+  type = "int64"
+  [[feature_view.feature]]
+  name = "e"
+  type = "vector<4>"
+"#;
+
+    #[test]
+    fn summary_names_every_declaration() {
+        let r = Registry::from_toml(BASE).unwrap();
+        let s = r.summary();
+        assert!(s.contains("entity user (user_id: int64)"), "{s}");
+        assert!(
+            s.contains("feature view v on user: 2 features (1 vectors), ttl 86400s"),
+            "{s}"
+        );
+    }
+
+    #[test]
+    fn changes_list_additions_and_edits_but_not_removals() {
+        let old = Registry::from_toml(BASE).unwrap();
+        let next = BASE.replace("ttl = \"1d\"", "ttl = \"2d\"")
+            + "  [[feature_view.feature]]\n  name = \"b\"\n  type = \"float32\"\n\n\
+               [[feature_service]]\nname = \"s\"\nfeatures = [\"v:a\"]\n";
+        let new = old.evolve(Registry::from_toml(&next).unwrap()).unwrap();
+        assert_eq!(
+            old.changes(&new),
+            [
+                "add feature v:b (float32)",
+                "change ttl of v from 86400s to 172800s",
+                "add feature service s",
+            ]
+        );
+        assert!(new.changes(&new).is_empty());
+        // The way back removes b and s: removals are listed by `removals`, not here.
+        assert_eq!(
+            new.changes(&old),
+            ["change ttl of v from 172800s to 86400s"]
+        );
+    }
 }

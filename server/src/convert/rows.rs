@@ -1,207 +1,17 @@
-//! Native protobuf columns ⇄ engine keys, rows and result columns.
-//!
-//! Requests decode straight into a [`KeyBatch`] and engine [`Row`]s; responses move the
-//! engine's packed column vectors into the protobuf messages without a message per value.
+//! Write batches ⇄ engine rows. The server decodes a batch into rows, validating every
+//! shape, type and bound against the view; the materializer encodes rows into batches for
+//! StreamWriteFeatures. A row that makes the round trip comes back equal.
 
 use quiver_engine::{
-    ColumnData, Entity, FeatureColumn, FeatureView, KeyBatch, KeyPart, KeyType, Row, ScalarType,
-    Value, ValueType,
+    decode_key, Entity, FeatureView, KeyBatch, KeyType, OwnedKeyPart, Row, ScalarType, Value,
+    ValueType,
 };
 use tonic::Status;
 
+use super::keys_from_columns;
 use crate::limits::{quote, WriteLimits};
 use crate::proto::quiver::v1 as pb;
 use pb::column::Data;
-use pb::key_column::Values as KeyValues;
-
-/// Turns key columns into encoded keys of `entity`, checking names, types and lengths.
-/// Returns the row count.
-pub(crate) fn keys_from_columns(
-    entity: &Entity,
-    cols: &[pb::KeyColumn],
-    max_rows: usize,
-    out: &mut KeyBatch,
-) -> Result<usize, Status> {
-    out.clear();
-    if cols.is_empty() {
-        return Err(Status::invalid_argument(format!(
-            "keys: no key columns; entity {:?} needs {}",
-            entity.name,
-            join_key_names(entity)
-        )));
-    }
-    let mut ordered: Vec<&pb::KeyColumn> = Vec::with_capacity(entity.join_keys.len());
-    for jk in &entity.join_keys {
-        let mut found = cols.iter().filter(|c| c.name == jk.name);
-        let col = found.next().ok_or_else(|| {
-            Status::invalid_argument(format!(
-                "keys: missing join key column {:?} of entity {:?} (it needs {})",
-                jk.name,
-                entity.name,
-                join_key_names(entity)
-            ))
-        })?;
-        if found.next().is_some() {
-            return Err(Status::invalid_argument(format!(
-                "keys: join key column {:?} given twice",
-                jk.name
-            )));
-        }
-        ordered.push(col);
-    }
-    if let Some(extra) = cols
-        .iter()
-        .find(|c| !entity.join_keys.iter().any(|jk| jk.name == c.name))
-    {
-        return Err(Status::invalid_argument(format!(
-            "keys: {} is not a join key of entity {:?} (it needs {})",
-            quote(&extra.name),
-            entity.name,
-            join_key_names(entity)
-        )));
-    }
-    let mut rows = None;
-    for (jk, col) in entity.join_keys.iter().zip(&ordered) {
-        let n = match (&col.values, jk.ty) {
-            (Some(KeyValues::Int64Values(v)), KeyType::Int64) => v.values.len(),
-            (Some(KeyValues::StringValues(v)), KeyType::String) => v.values.len(),
-            (None, _) => {
-                return Err(Status::invalid_argument(format!(
-                    "keys: join key column {:?} has no values",
-                    jk.name
-                )))
-            }
-            (Some(_), ty) => {
-                return Err(Status::invalid_argument(format!(
-                    "keys: join key {:?} of entity {:?} is {}; send it as {}",
-                    jk.name,
-                    entity.name,
-                    ty.name(),
-                    match ty {
-                        KeyType::Int64 => "int64_values",
-                        KeyType::String => "string_values",
-                    }
-                )))
-            }
-        };
-        match rows {
-            None => rows = Some(n),
-            Some(r) if r != n => {
-                return Err(Status::invalid_argument(format!(
-                    "keys: join key column {:?} has {n} values but {:?} has {r}",
-                    jk.name, entity.join_keys[0].name
-                )))
-            }
-            Some(_) => {}
-        }
-    }
-    let rows = rows.unwrap_or(0);
-    if rows == 0 {
-        return Err(Status::invalid_argument("keys: no entity rows requested"));
-    }
-    if rows > max_rows {
-        return Err(Status::invalid_argument(format!(
-            "keys: {rows} entity rows exceed the server's limit of {max_rows} per request"
-        )));
-    }
-    let mut parts: Vec<KeyPart<'_>> = Vec::with_capacity(ordered.len());
-    for i in 0..rows {
-        parts.clear();
-        for col in &ordered {
-            parts.push(match &col.values {
-                Some(KeyValues::Int64Values(v)) => KeyPart::Int64(v.values[i]),
-                Some(KeyValues::StringValues(v)) => KeyPart::String(&v.values[i]),
-                None => return Err(Status::invalid_argument("keys: empty key column")),
-            });
-        }
-        out.push(entity, &parts)
-            .map_err(|e| Status::invalid_argument(format!("keys: row {i}: {e}")))?;
-    }
-    Ok(rows)
-}
-
-fn join_key_names(entity: &Entity) -> String {
-    let names: Vec<String> = entity
-        .join_keys
-        .iter()
-        .map(|k| format!("{} ({})", k.name, k.ty.name()))
-        .collect();
-    names.join(", ")
-}
-
-/// Moves an engine result column into its protobuf form.
-pub(crate) fn column_to_proto(col: FeatureColumn) -> pb::FeatureColumn {
-    pb::FeatureColumn {
-        values: Some(data_to_proto(col.values)),
-        statuses: col.statuses.iter().map(|s| *s as i32).collect(),
-        event_timestamps: col.event_ts,
-    }
-}
-
-fn data_to_proto(data: ColumnData) -> pb::Column {
-    let d = match data {
-        ColumnData::Bool(v) => Data::BoolValues(pb::BoolValues { values: v }),
-        ColumnData::Int32(v) => Data::Int32Values(pb::Int32Values { values: v }),
-        ColumnData::Int64(v) => Data::Int64Values(pb::Int64Values { values: v }),
-        ColumnData::Float32(v) => Data::Float32Values(pb::Float32Values { values: v }),
-        ColumnData::Float64(v) => Data::Float64Values(pb::Float64Values { values: v }),
-        ColumnData::Timestamp(v) => Data::TimestampValues(pb::TimestampValues { micros: v }),
-        ColumnData::String(v) => Data::StringValues(pb::StringValues {
-            values: (0..v.spans.len())
-                .map(|i| String::from_utf8_lossy(v.get(i)).into_owned())
-                .collect(),
-        }),
-        ColumnData::Bytes(v) => Data::BytesValues(pb::BytesValues {
-            values: (0..v.spans.len()).map(|i| v.get(i).to_vec()).collect(),
-        }),
-        ColumnData::Vector { dim, data } => {
-            Data::VectorValues(pb::VectorValues { dim, values: data })
-        }
-        ColumnData::List { spans, items } => {
-            // Items were appended in shard-visit order; lay them out in row order.
-            let lengths: Vec<u32> = spans.iter().map(|s| s.1).collect();
-            let ordered = reorder_items(&spans, *items);
-            Data::ListValues(Box::new(pb::ListValues {
-                lengths,
-                items: Some(Box::new(data_to_proto(ordered))),
-            }))
-        }
-    };
-    pb::Column { data: Some(d) }
-}
-
-fn reorder_items(spans: &[(u32, u32)], items: ColumnData) -> ColumnData {
-    fn pick<T: Clone>(v: &[T], spans: &[(u32, u32)]) -> Vec<T> {
-        spans
-            .iter()
-            .flat_map(|&(s, l)| v[s as usize..(s + l) as usize].iter().cloned())
-            .collect()
-    }
-    match items {
-        ColumnData::Bool(v) => ColumnData::Bool(pick(&v, spans)),
-        ColumnData::Int32(v) => ColumnData::Int32(pick(&v, spans)),
-        ColumnData::Int64(v) => ColumnData::Int64(pick(&v, spans)),
-        ColumnData::Float32(v) => ColumnData::Float32(pick(&v, spans)),
-        ColumnData::Float64(v) => ColumnData::Float64(pick(&v, spans)),
-        ColumnData::Timestamp(v) => ColumnData::Timestamp(pick(&v, spans)),
-        ColumnData::String(v) => ColumnData::String(pick_var(&v, spans)),
-        ColumnData::Bytes(v) => ColumnData::Bytes(pick_var(&v, spans)),
-        other => other,
-    }
-}
-
-fn pick_var(v: &quiver_engine::VarColumn, spans: &[(u32, u32)]) -> quiver_engine::VarColumn {
-    let mut out = quiver_engine::VarColumn::default();
-    for &(s, l) in spans {
-        for j in s..s + l {
-            let b = v.get(j as usize);
-            let start = out.data.len() as u32;
-            out.data.extend_from_slice(b);
-            out.spans.push((start, b.len() as u32));
-        }
-    }
-    out
-}
 
 /// Decodes one write batch into engine rows for `view`.
 pub(crate) fn rows_from_write(
@@ -459,26 +269,267 @@ fn kind(d: &Data) -> &'static str {
     }
 }
 
-/// The proto form of a value type.
-pub(crate) fn type_to_proto(ty: ValueType) -> pb::ValueType {
-    use pb::value_type::Kind;
-    let scalar = |s: ScalarType| -> i32 {
-        (match s {
-            ScalarType::Bool => pb::ScalarType::Bool,
-            ScalarType::Int32 => pb::ScalarType::Int32,
-            ScalarType::Int64 => pb::ScalarType::Int64,
-            ScalarType::Float32 => pb::ScalarType::Float32,
-            ScalarType::Float64 => pb::ScalarType::Float64,
-            ScalarType::Timestamp => pb::ScalarType::Timestamp,
-            ScalarType::String => pb::ScalarType::String,
-            ScalarType::Bytes => pb::ScalarType::Bytes,
-        }) as i32
-    };
-    pb::ValueType {
-        kind: Some(match ty {
-            ValueType::Scalar(s) => Kind::Scalar(scalar(s)),
-            ValueType::List(s) => Kind::List(scalar(s)),
-            ValueType::Vector { dim } => Kind::VectorDim(dim),
+/// Engine rows (whole rows, as the materializer makes them) → one native write batch.
+pub(crate) fn write_from_rows(
+    view: &FeatureView,
+    entity: &Entity,
+    rows: &[Row],
+) -> Result<pb::WriteFeaturesRequest, String> {
+    let keys: Vec<Vec<OwnedKeyPart>> = rows
+        .iter()
+        .map(|r| decode_key(entity, &r.key).ok_or("undecodable entity key"))
+        .collect::<Result<_, _>>()?;
+    let key_columns = entity
+        .join_keys
+        .iter()
+        .enumerate()
+        .map(|(k, jk)| pb::KeyColumn {
+            name: jk.name.clone(),
+            values: Some(match jk.ty {
+                KeyType::Int64 => pb::key_column::Values::Int64Values(pb::Int64Values {
+                    values: keys
+                        .iter()
+                        .map(|p| match &p[k] {
+                            OwnedKeyPart::Int64(v) => *v,
+                            OwnedKeyPart::String(_) => 0,
+                        })
+                        .collect(),
+                }),
+                KeyType::String => pb::key_column::Values::StringValues(pb::StringValues {
+                    values: keys
+                        .iter()
+                        .map(|p| match &p[k] {
+                            OwnedKeyPart::String(s) => s.clone(),
+                            OwnedKeyPart::Int64(_) => String::new(),
+                        })
+                        .collect(),
+                }),
+            }),
+        })
+        .collect();
+    let mut features = Vec::with_capacity(view.features.len());
+    for (fi, f) in view.features.iter().enumerate() {
+        let vals: Vec<&Value> = rows
+            .iter()
+            .map(|r| {
+                r.values
+                    .iter()
+                    .find(|(i, _)| *i == fi)
+                    .map_or(&Value::Null, |(_, v)| v)
+            })
+            .collect();
+        let mut nulls = vec![0u8; vals.len().div_ceil(8)];
+        for (i, v) in vals.iter().enumerate() {
+            if matches!(v, Value::Null) {
+                nulls[i / 8] |= 1 << (i % 8);
+            }
+        }
+        features.push(pb::FeatureWrite {
+            name: f.name.clone(),
+            values: Some(pb::Column {
+                data: Some(data_of_values(f.ty, &vals)),
+            }),
+            null_bitmap: if nulls.iter().any(|b| *b != 0) {
+                nulls
+            } else {
+                Vec::new()
+            },
+        });
+    }
+    let created = rows.iter().any(|r| r.created_ts.is_some());
+    Ok(pb::WriteFeaturesRequest {
+        view: view.name.clone(),
+        keys: key_columns,
+        event_timestamps: rows.iter().map(|r| r.event_ts).collect(),
+        created_timestamps: if created {
+            rows.iter()
+                .map(|r| r.created_ts.unwrap_or(i64::MIN))
+                .collect()
+        } else {
+            Vec::new()
+        },
+        features,
+    })
+}
+
+/// One feature's values as a native column; nulls hold placeholders (the bitmap marks them).
+fn data_of_values(ty: ValueType, vals: &[&Value]) -> Data {
+    use ScalarType as S;
+    use Value as V;
+    macro_rules! pick {
+        ($variant:ident, $msg:ident, $field:ident, $pat:ident, $default:expr) => {
+            Data::$variant(pb::$msg {
+                $field: vals
+                    .iter()
+                    .map(|v| match v {
+                        V::$pat(x) => x.clone(),
+                        _ => $default,
+                    })
+                    .collect(),
+            })
+        };
+    }
+    macro_rules! items {
+        ($variant:ident, $msg:ident, $field:ident, $pat:ident) => {
+            Data::$variant(pb::$msg {
+                $field: vals
+                    .iter()
+                    .flat_map(|v| match v {
+                        V::$pat(x) => x.clone(),
+                        _ => Vec::new(),
+                    })
+                    .collect(),
+            })
+        };
+    }
+    match ty {
+        ValueType::Scalar(s) => match s {
+            S::Bool => pick!(BoolValues, BoolValues, values, Bool, false),
+            S::Int32 => pick!(Int32Values, Int32Values, values, Int32, 0),
+            S::Int64 => pick!(Int64Values, Int64Values, values, Int64, 0),
+            S::Float32 => pick!(Float32Values, Float32Values, values, Float32, 0.0),
+            S::Float64 => pick!(Float64Values, Float64Values, values, Float64, 0.0),
+            S::Timestamp => pick!(TimestampValues, TimestampValues, micros, Timestamp, 0),
+            S::String => pick!(StringValues, StringValues, values, String, String::new()),
+            S::Bytes => pick!(BytesValues, BytesValues, values, Bytes, Vec::new()),
+        },
+        ValueType::Vector { dim } => Data::VectorValues(pb::VectorValues {
+            dim,
+            values: vals
+                .iter()
+                .flat_map(|v| match v {
+                    V::Vector(x) => x.clone(),
+                    _ => vec![0.0; dim as usize],
+                })
+                .collect(),
         }),
+        ValueType::List(s) => {
+            let lengths = vals
+                .iter()
+                .map(|v| match v {
+                    V::BoolList(x) => x.len(),
+                    V::Int32List(x) => x.len(),
+                    V::Int64List(x) | V::TimestampList(x) => x.len(),
+                    V::Float32List(x) => x.len(),
+                    V::Float64List(x) => x.len(),
+                    V::StringList(x) => x.len(),
+                    V::BytesList(x) => x.len(),
+                    _ => 0,
+                } as u32)
+                .collect();
+            let items = match s {
+                S::Bool => items!(BoolValues, BoolValues, values, BoolList),
+                S::Int32 => items!(Int32Values, Int32Values, values, Int32List),
+                S::Int64 => items!(Int64Values, Int64Values, values, Int64List),
+                S::Float32 => items!(Float32Values, Float32Values, values, Float32List),
+                S::Float64 => items!(Float64Values, Float64Values, values, Float64List),
+                S::Timestamp => items!(TimestampValues, TimestampValues, micros, TimestampList),
+                S::String => items!(StringValues, StringValues, values, StringList),
+                S::Bytes => items!(BytesValues, BytesValues, values, BytesList),
+            };
+            Data::ListValues(Box::new(pb::ListValues {
+                lengths,
+                items: Some(Box::new(pb::Column { data: Some(items) })),
+            }))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use quiver_engine::{encode_key, KeyPart, Registry};
+
+    use super::*;
+    use crate::config::ServerConfig;
+
+    const REGISTRY: &str = r#"
+[[entity]]
+name = "store_user"
+join_keys = [{ name = "store", type = "string" }, { name = "user_id", type = "int64" }]
+
+[[feature_view]]
+name = "v"
+entity = "store_user"
+ttl = "1d"
+  [[feature_view.feature]]
+  name = "flag"
+  type = "bool"
+  [[feature_view.feature]]
+  name = "count"
+  type = "int32"
+  [[feature_view.feature]]
+  name = "total"
+  type = "float64"
+  [[feature_view.feature]]
+  name = "seen"
+  type = "timestamp"
+  [[feature_view.feature]]
+  name = "country"
+  type = "string"
+  [[feature_view.feature]]
+  name = "prices"
+  type = "list<float64>"
+  [[feature_view.feature]]
+  name = "embedding"
+  type = "vector<3>"
+"#;
+
+    #[test]
+    fn whole_rows_survive_the_round_trip() {
+        let reg = Registry::from_toml(REGISTRY).unwrap();
+        let view = reg.view("v").unwrap();
+        let entity = reg.view_entity(view).unwrap();
+        let row = |store: &str, user: i64, values: Vec<Value>| {
+            let mut key = Vec::new();
+            encode_key(
+                entity,
+                &[KeyPart::String(store), KeyPart::Int64(user)],
+                &mut key,
+            )
+            .unwrap();
+            Row {
+                key,
+                event_ts: 1_700_000_000_000_000 + user,
+                created_ts: None,
+                values: values.into_iter().enumerate().collect(),
+            }
+        };
+        let rows = vec![
+            row(
+                "north",
+                1,
+                vec![
+                    Value::Bool(true),
+                    Value::Int32(-7),
+                    Value::Float64(2.5),
+                    Value::Timestamp(1_600_000_000_000_000),
+                    Value::String("NZ".into()),
+                    Value::Float64List(vec![1.0, 2.0]),
+                    Value::Vector(vec![0.1, 0.2, 0.3]),
+                ],
+            ),
+            // Nulls everywhere but one feature: placeholders travel, the bitmap marks them.
+            row(
+                "south",
+                2,
+                vec![
+                    Value::Null,
+                    Value::Int32(3),
+                    Value::Null,
+                    Value::Null,
+                    Value::Null,
+                    Value::Null,
+                    Value::Null,
+                ],
+            ),
+        ];
+        let req = write_from_rows(view, entity, &rows).unwrap();
+        assert_eq!(req.view, "v");
+        assert!(req.created_timestamps.is_empty());
+        let limits = WriteLimits::new(&ServerConfig::default());
+        let back = rows_from_write(view, entity, &req, &limits, 1_700_000_000_000_000).unwrap();
+        assert_eq!(back, rows);
     }
 }
