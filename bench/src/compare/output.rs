@@ -7,12 +7,13 @@ use std::path::{Path, PathBuf};
 use plotters::prelude::*;
 use serde_json::{json, Map, Value as Json};
 
-use crate::compare::procs::io;
-use crate::compare::redis::LoadTime;
-use crate::compare::run::{Outcome, System};
+use crate::clients::procs::io;
+use crate::clients::runner::{Contender, Outcome};
+use crate::compare::bulk::LoadTime;
 use crate::compare::{Settings, WorkloadId};
+use crate::harness::host::loadavg;
+use crate::harness::report::{num, ratio, Table};
 use crate::keys::Dist;
-use crate::report::{num, ratio, Table};
 use crate::{BenchError, Result};
 
 /// The machine a run happened on.
@@ -26,13 +27,6 @@ pub(crate) struct Machine {
     /// `/proc/loadavg` at the start and at the end: other work on the machine skews figures.
     pub(crate) load_before: String,
     pub(crate) load_after: String,
-}
-
-/// `/proc/loadavg`'s three load averages.
-pub(crate) fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
 }
 
 impl Machine {
@@ -70,7 +64,7 @@ impl Machine {
 #[derive(Debug, Clone)]
 pub(crate) struct Measured {
     pub(crate) workload: WorkloadId,
-    pub(crate) system: System,
+    pub(crate) system: Contender,
     pub(crate) dist: Dist,
     pub(crate) concurrency: usize,
     pub(crate) outcome: Outcome,
@@ -175,7 +169,7 @@ impl Report {
 
     /// The measurement of `system` closest to (`w`, uniform keys if measured, `concurrency`):
     /// the largest measured concurrency not above it, else the smallest.
-    fn pick(&self, w: WorkloadId, system: System, concurrency: usize) -> Option<&Measured> {
+    fn pick(&self, w: WorkloadId, system: Contender, concurrency: usize) -> Option<&Measured> {
         let dist = if self.settings.dists.contains(&Dist::Uniform) {
             Dist::Uniform
         } else {
@@ -197,8 +191,8 @@ impl Report {
         &self,
         w: WorkloadId,
         c: usize,
-        a: System,
-        b: System,
+        a: Contender,
+        b: Contender,
         f: impl Fn(&Outcome) -> f64,
     ) -> Option<f64> {
         let (x, y) = (self.pick(w, a, c)?, self.pick(w, b, c)?);
@@ -206,7 +200,7 @@ impl Report {
     }
 
     fn headlines(&self) -> Vec<Headline> {
-        use System::{Quiver as Q, RedisBlob as B, RedisFeast as F};
+        use Contender::{Quiver as Q, RedisBlob as B, RedisFeast as F};
         let vps = |o: &Outcome| o.values_per_sec();
         let p99 = |o: &Outcome| o.latency.summary().p99_us;
         let at_least = |v: Option<f64>, goal: f64| v.map(|v| v >= goal);
@@ -611,14 +605,14 @@ impl Report {
         let root = SVGBackend::new(path, (1200, 400)).into_drawing_area();
         root.fill(&WHITE)?;
         let panels = root.split_evenly((1, 3));
-        let mut groups: Vec<(&str, Vec<(System, f64)>)> = Vec::new();
+        let mut groups: Vec<(&str, Vec<(Contender, f64)>)> = Vec::new();
         if let Some(l) = &self.load {
             groups.push((
                 "W5 bulk load, seconds",
                 vec![
-                    (System::Quiver, l.quiver_seconds),
-                    (System::RedisFeast, l.feast.load_seconds),
-                    (System::RedisBlob, l.blob.load_seconds),
+                    (Contender::Quiver, l.quiver_seconds),
+                    (Contender::RedisFeast, l.feast.load_seconds),
+                    (Contender::RedisBlob, l.blob.load_seconds),
                 ],
             ));
         }
@@ -626,9 +620,9 @@ impl Report {
             groups.push((
                 "W6 RSS bytes per entity",
                 vec![
-                    (System::Quiver, m.rss_per_entity(0)),
-                    (System::RedisFeast, m.rss_per_entity(1)),
-                    (System::RedisBlob, m.rss_per_entity(2)),
+                    (Contender::Quiver, m.rss_per_entity(0)),
+                    (Contender::RedisFeast, m.rss_per_entity(1)),
+                    (Contender::RedisBlob, m.rss_per_entity(2)),
                 ],
             ));
         }
@@ -636,8 +630,8 @@ impl Report {
             groups.push((
                 "W7 restart to serving, seconds",
                 vec![
-                    (System::Quiver, r.quiver_seconds),
-                    (System::RedisFeast, r.redis_seconds),
+                    (Contender::Quiver, r.quiver_seconds),
+                    (Contender::RedisFeast, r.redis_seconds),
                 ],
             ));
         }
@@ -681,12 +675,12 @@ fn chart_err(e: Box<dyn std::error::Error>) -> BenchError {
     }
 }
 
-fn color(s: System) -> RGBColor {
+fn color(s: Contender) -> RGBColor {
     match s {
-        System::Quiver => RGBColor(0x1f, 0x77, 0xb4),
-        System::RedisFeast => RGBColor(0xd6, 0x27, 0x28),
-        System::RedisBlob => RGBColor(0xff, 0x7f, 0x0e),
-        System::Echo => RGBColor(0x7f, 0x7f, 0x7f),
+        Contender::Quiver => RGBColor(0x1f, 0x77, 0xb4),
+        Contender::RedisFeast => RGBColor(0xd6, 0x27, 0x28),
+        Contender::RedisBlob => RGBColor(0xff, 0x7f, 0x0e),
+        Contender::Echo => RGBColor(0x7f, 0x7f, 0x7f),
     }
 }
 
@@ -713,7 +707,7 @@ fn line_chart(
             String::new()
         }
     };
-    let mut systems: Vec<System> = runs.iter().map(|m| m.system).collect();
+    let mut systems: Vec<Contender> = runs.iter().map(|m| m.system).collect();
     systems.sort();
     systems.dedup();
     let unit = if w == WorkloadId::Write {

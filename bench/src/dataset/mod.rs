@@ -1,4 +1,5 @@
-//! The bench dataset of DESIGN.md §8: view `user_stats`, 20 features of one `user` entity.
+//! The bench dataset: view `user_stats`, 20 features of one `user` entity (and, in `embedding`,
+//! view `user_embedding` next to it).
 //!
 //! Every entity's row is a pure function of `(seed, entity index, now)`, drawn from its own
 //! SplitMix64 stream, so rows can be generated in any order, in parallel, or again later to check
@@ -15,8 +16,13 @@ use quiver_engine::{Micros, Registry, ScalarType, Value, ValueType, MICROS_PER_S
 
 use crate::{BenchError, Result};
 
+mod embedding;
+pub(crate) use embedding::{
+    expected, feature_refs, Data, EmbeddingRow, EMBEDDING_DIM, EMBEDDING_FEATURE, EMBEDDING_VIEW,
+};
+
 /// The example registry, whose `user_stats` view is the schema of this dataset.
-pub const REGISTRY_TOML: &str = include_str!("../../examples/registry.toml");
+pub const REGISTRY_TOML: &str = include_str!("../../../examples/registry.toml");
 
 /// The view the dataset fills.
 pub const VIEW: &str = "user_stats";
@@ -384,6 +390,14 @@ pub fn baseline_value(v: &Value) -> f32 {
     }
 }
 
+/// SplitMix64's finalizer: a fixed, well-mixed 64-bit hash of `z` (each step of the stream
+/// below, and the keyed draws of the other generators).
+pub(crate) fn splitmix_hash(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 /// SplitMix64 (Steele, Lea, Flood 2014): tiny, fast, and fixed forever.
 #[derive(Debug, Clone)]
 struct SplitMix64(u64);
@@ -401,10 +415,7 @@ impl SplitMix64 {
 
     fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(Self::GAMMA);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        splitmix_hash(self.0)
     }
 
     /// Uniform in `[0, 1)` with 53 random bits.
