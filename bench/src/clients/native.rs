@@ -133,69 +133,27 @@ pub(crate) fn write_request(data: &Data, ids: &[i64]) -> Result<pb::WriteFeature
         .iter()
         .enumerate()
         .map(|(j, f)| {
+            // Column `j` of every row as a packed column (a value of another type: the default).
+            macro_rules! packed {
+                ($kind:ident, $list:ident) => {
+                    D::$list(pb::$list {
+                        values: (rows.iter())
+                            .map(|r| match &r.values[j] {
+                                Value::$kind(x) => ToOwned::to_owned(x),
+                                _ => Default::default(),
+                            })
+                            .collect(),
+                    })
+                };
+            }
+            use quiver_engine::{ScalarType as S, ValueType as T};
             let data = match f.ty {
-                quiver_engine::ValueType::Scalar(s) => {
-                    use quiver_engine::ScalarType as S;
-                    match s {
-                        S::Bool => D::BoolValues(pb::BoolValues {
-                            values: rows
-                                .iter()
-                                .map(|r| matches!(r.values[j], Value::Bool(true)))
-                                .collect(),
-                        }),
-                        S::Int32 => D::Int32Values(pb::Int32Values {
-                            values: rows
-                                .iter()
-                                .map(|r| match r.values[j] {
-                                    Value::Int32(x) => x,
-                                    _ => 0,
-                                })
-                                .collect(),
-                        }),
-                        S::Int64 => D::Int64Values(pb::Int64Values {
-                            values: rows
-                                .iter()
-                                .map(|r| match r.values[j] {
-                                    Value::Int64(x) => x,
-                                    _ => 0,
-                                })
-                                .collect(),
-                        }),
-                        S::Float32 => D::Float32Values(pb::Float32Values {
-                            values: rows
-                                .iter()
-                                .map(|r| match r.values[j] {
-                                    Value::Float32(x) => x,
-                                    _ => 0.0,
-                                })
-                                .collect(),
-                        }),
-                        S::Float64 => D::Float64Values(pb::Float64Values {
-                            values: rows
-                                .iter()
-                                .map(|r| match r.values[j] {
-                                    Value::Float64(x) => x,
-                                    _ => 0.0,
-                                })
-                                .collect(),
-                        }),
-                        S::String => D::StringValues(pb::StringValues {
-                            values: rows
-                                .iter()
-                                .map(|r| match &r.values[j] {
-                                    Value::String(s) => s.clone(),
-                                    _ => String::new(),
-                                })
-                                .collect(),
-                        }),
-                        other => {
-                            return Err(BenchError::Schema(format!(
-                                "{}: type {other:?} is not generated",
-                                f.name
-                            )))
-                        }
-                    }
-                }
+                T::Scalar(S::Bool) => packed!(Bool, BoolValues),
+                T::Scalar(S::Int32) => packed!(Int32, Int32Values),
+                T::Scalar(S::Int64) => packed!(Int64, Int64Values),
+                T::Scalar(S::Float32) => packed!(Float32, Float32Values),
+                T::Scalar(S::Float64) => packed!(Float64, Float64Values),
+                T::Scalar(S::String) => packed!(String, StringValues),
                 other => {
                     return Err(BenchError::Schema(format!(
                         "{}: type {other} is not generated",

@@ -276,20 +276,6 @@ impl Worker {
         until: Instant,
     ) -> Result<()> {
         let client_seed = load.seed ^ (self.index + 1).wrapping_mul(SALT_CLIENT);
-        // Warm-up has its own stream, so the timed stream starts at the same key everywhere.
-        let mut keys = shared.space.chooser(load.dist, client_seed ^ SALT_WARMUP);
-        let mut ops = SmallRng::seed_from_u64(client_seed ^ SALT_WARMUP ^ SALT_OP);
-        let mut n = 0u64;
-        while n < load.max_requests && Instant::now() < timed_from {
-            keys.fill(&mut self.idx, self.wl.batch);
-            let write =
-                self.wl.write_percent > 0 && ops.random_range(0..100) < self.wl.write_percent;
-            self.request(shared, write, n.is_multiple_of(CHECK_EVERY))
-                .await?;
-            n += 1;
-        }
-        let mut keys = shared.space.chooser(load.dist, client_seed);
-        let mut ops = SmallRng::seed_from_u64(client_seed ^ SALT_OP);
         // Open loop: this client's share of the rate, its sends spread over the interval.
         let interval = load
             .rate
@@ -297,46 +283,57 @@ impl Worker {
         let offset = interval.map_or(Duration::ZERO, |iv| {
             iv.mul_f64(self.index as f64 / load.concurrency.max(1) as f64)
         });
-        let mut n = 0u64;
-        while n < load.max_requests && Instant::now() < until {
-            keys.fill(&mut self.idx, self.wl.batch);
-            let write =
-                self.wl.write_percent > 0 && ops.random_range(0..100) < self.wl.write_percent;
-            // Behind schedule (the previous answer came after this send was due): the wait
-            // counts, so a stall is not hidden. On time: the client sleeps until the send is
-            // due, and the timer's lateness (Tokio's timer has millisecond granularity) is the
-            // harness's, not the server's, so latency counts from the actual send.
-            let behind_since = match interval {
-                Some(iv) => {
-                    let at = timed_from + offset + iv.mul_f64(n as f64);
-                    if at >= until {
-                        break;
+        // Warm-up has its own stream, so the timed stream starts at the same key everywhere.
+        for (timed, seed, end) in [
+            (false, client_seed ^ SALT_WARMUP, timed_from),
+            (true, client_seed, until),
+        ] {
+            let mut keys = shared.space.chooser(load.dist, seed);
+            let mut ops = SmallRng::seed_from_u64(seed ^ SALT_OP);
+            let mut n = 0u64;
+            while n < load.max_requests && Instant::now() < end {
+                keys.fill(&mut self.idx, self.wl.batch);
+                let write =
+                    self.wl.write_percent > 0 && ops.random_range(0..100) < self.wl.write_percent;
+                // Behind schedule (the previous answer came after this send was due): the wait
+                // counts, so a stall is not hidden. On time: the client sleeps until the send
+                // is due, and the timer's lateness (Tokio's timer has millisecond granularity)
+                // is the harness's, not the server's, so latency counts from the actual send.
+                let behind_since = match interval.filter(|_| timed) {
+                    Some(iv) => {
+                        let at = timed_from + offset + iv.mul_f64(n as f64);
+                        if at >= until {
+                            break;
+                        }
+                        if Instant::now() < at {
+                            tokio::time::sleep_until(at.into()).await;
+                            None
+                        } else {
+                            Some(at)
+                        }
                     }
-                    if Instant::now() < at {
-                        tokio::time::sleep_until(at.into()).await;
-                        None
-                    } else {
-                        Some(at)
-                    }
+                    None => None,
+                };
+                let sent = Instant::now();
+                let dt = self
+                    .request(shared, write, n.is_multiple_of(CHECK_EVERY))
+                    .await?;
+                n += 1;
+                if !timed {
+                    continue;
                 }
-                None => None,
-            };
-            let sent = Instant::now();
-            let dt = self
-                .request(shared, write, n.is_multiple_of(CHECK_EVERY))
-                .await?;
-            let queued =
-                behind_since.map_or(Duration::ZERO, |at| sent.saturating_duration_since(at));
-            self.latency.record(queued + dt);
-            self.requests += 1;
-            self.rows += self.wl.batch as u64;
-            let per_row = if write {
-                USER_STATS.len()
-            } else {
-                self.wl.features + usize::from(self.wl.embedding)
-            };
-            self.values += (self.wl.batch * per_row) as u64;
-            n += 1;
+                let queued =
+                    behind_since.map_or(Duration::ZERO, |at| sent.saturating_duration_since(at));
+                self.latency.record(queued + dt);
+                self.requests += 1;
+                self.rows += self.wl.batch as u64;
+                let per_row = if write {
+                    USER_STATS.len()
+                } else {
+                    self.wl.features + usize::from(self.wl.embedding)
+                };
+                self.values += (self.wl.batch * per_row) as u64;
+            }
         }
         self.finished = Some(Instant::now());
         Ok(())

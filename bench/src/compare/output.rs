@@ -140,13 +140,40 @@ pub(crate) struct Report {
     pub(crate) dir: Option<PathBuf>,
 }
 
-/// A headline ratio, its goal from the issue, and whether it was met.
+/// A headline ratio, its goal, and whether it was met.
 struct Headline {
     key: &'static str,
     value: Option<f64>,
-    goal: &'static str,
+    goal: String,
     met: Option<bool>,
-    what: &'static str,
+    what: String,
+}
+
+/// What a headline ratio should be.
+#[derive(Debug, Clone, Copy)]
+enum Goal {
+    AtLeast(f64),
+    AtMost(f64),
+    /// Reported, no goal.
+    Unset,
+}
+
+impl Goal {
+    fn text(self) -> String {
+        match self {
+            Self::AtLeast(g) => format!(">= {g}"),
+            Self::AtMost(g) => format!("<= {g}"),
+            Self::Unset => String::new(),
+        }
+    }
+
+    fn met(self, v: Option<f64>) -> Option<bool> {
+        match self {
+            Self::AtLeast(g) => v.map(|v| v >= g),
+            Self::AtMost(g) => v.map(|v| v <= g),
+            Self::Unset => None,
+        }
+    }
 }
 
 impl Report {
@@ -201,103 +228,93 @@ impl Report {
 
     fn headlines(&self) -> Vec<Headline> {
         use Contender::{Quiver as Q, RedisBlob as B, RedisFeast as F};
+        use Goal::{AtLeast, AtMost, Unset};
+        use WorkloadId::{Write, W1, W2, W3, W4};
         let vps = |o: &Outcome| o.values_per_sec();
         let p99 = |o: &Outcome| o.latency.summary().p99_us;
-        let at_least = |v: Option<f64>, goal: f64| v.map(|v| v >= goal);
-        let at_most = |v: Option<f64>, goal: f64| v.map(|v| v <= goal);
-        let w1 = self.ratio_of(WorkloadId::W1, 8, Q, F, p99);
-        let w2f = self.ratio_of(WorkloadId::W2, 64, Q, F, vps);
-        let w2b = self.ratio_of(WorkloadId::W2, 64, Q, B, vps);
-        let w3f = self.ratio_of(WorkloadId::W3, 64, Q, F, vps);
-        let w3b = self.ratio_of(WorkloadId::W3, 64, Q, B, vps);
-        let w4f = self.ratio_of(WorkloadId::W4, 64, Q, F, vps);
+        let rows = |o: &Outcome| o.rows_per_sec();
         let w5 = self
             .load
             .as_ref()
             .map(|l| ratio(l.feast.load_seconds, l.quiver_seconds));
-        let w6 = self
-            .memory
-            .as_ref()
-            .map(|m| ratio(m.rss_per_entity(0), m.rss_per_entity(1)));
-        let w7 = self
-            .restart
-            .as_ref()
-            .map(|r| ratio(r.redis_seconds, r.quiver_seconds));
-        let wr = self.ratio_of(WorkloadId::Write, 64, Q, F, |o| o.rows_per_sec());
-        vec![
-            Headline {
-                key: "w1_p99_ratio",
-                value: w1,
-                goal: "<= 1.1",
-                met: at_most(w1, 1.1),
-                what: "W1 p99, Quiver / Redis-Feast, concurrency 8",
-            },
-            Headline {
-                key: "w2_ratio_feast",
-                value: w2f,
-                goal: ">= 3",
-                met: at_least(w2f, 3.0),
-                what: "W2 feature values/s, Quiver / Redis-Feast, concurrency 64",
-            },
-            Headline {
-                key: "w2_ratio_blob",
-                value: w2b,
-                goal: ">= 2",
-                met: at_least(w2b, 2.0),
-                what: "W2 feature values/s, Quiver / Redis-blob, concurrency 64",
-            },
-            Headline {
-                key: "w3_ratio_feast",
-                value: w3f,
-                goal: "",
-                met: None,
-                what: "W3 feature values/s, Quiver / Redis-Feast, concurrency 64",
-            },
-            Headline {
-                key: "w3_ratio_blob",
-                value: w3b,
-                goal: "",
-                met: None,
-                what: "W3 feature values/s, Quiver / Redis-blob, concurrency 64",
-            },
-            Headline {
-                key: "w4_ratio_feast",
-                value: w4f,
-                goal: "",
-                met: None,
-                what:
-                    "W4 feature values/s (reads and writes), Quiver / Redis-Feast, concurrency 64",
-            },
-            Headline {
-                key: "w5_load_ratio",
-                value: w5,
-                goal: ">= 20",
-                met: at_least(w5, 20.0),
-                what: "W5 bulk load seconds, Redis-Feast mass insertion / Quiver LoadSnapshot",
-            },
-            Headline {
-                key: "w6_memory_ratio",
-                value: w6,
-                goal: "<= 0.4",
-                met: at_most(w6, 0.4),
-                what: "W6 RSS bytes per entity, Quiver / Redis-Feast",
-            },
-            Headline {
-                key: "w7_restart_ratio",
-                value: w7,
-                goal: ">= 5",
-                met: at_least(w7, 5.0),
-                what: "W7 restart-to-serving seconds, Redis-Feast (RDB) / Quiver (snapshots + WAL)",
-            },
-            Headline {
-                key: "write_ratio_fsync_always",
-                value: wr,
-                goal: "",
-                met: None,
-                what: "rows/s with fsync per ack, Quiver fsync=always / Redis-Feast appendfsync \
-                       always, 64 writers",
-            },
+        let w6 = (self.memory.as_ref()).map(|m| ratio(m.rss_per_entity(0), m.rss_per_entity(1)));
+        let w7 = (self.restart.as_ref()).map(|r| ratio(r.redis_seconds, r.quiver_seconds));
+        let values = "feature values/s, Quiver /";
+        [
+            (
+                "w1_p99_ratio",
+                self.ratio_of(W1, 8, Q, F, p99),
+                AtMost(1.1),
+                "W1 p99, Quiver / Redis-Feast, concurrency 8".to_owned(),
+            ),
+            (
+                "w2_ratio_feast",
+                self.ratio_of(W2, 64, Q, F, vps),
+                AtLeast(3.0),
+                format!("W2 {values} Redis-Feast, concurrency 64"),
+            ),
+            (
+                "w2_ratio_blob",
+                self.ratio_of(W2, 64, Q, B, vps),
+                AtLeast(2.0),
+                format!("W2 {values} Redis-blob, concurrency 64"),
+            ),
+            (
+                "w3_ratio_feast",
+                self.ratio_of(W3, 64, Q, F, vps),
+                Unset,
+                format!("W3 {values} Redis-Feast, concurrency 64"),
+            ),
+            (
+                "w3_ratio_blob",
+                self.ratio_of(W3, 64, Q, B, vps),
+                Unset,
+                format!("W3 {values} Redis-blob, concurrency 64"),
+            ),
+            (
+                "w4_ratio_feast",
+                self.ratio_of(W4, 64, Q, F, vps),
+                Unset,
+                "W4 feature values/s (reads and writes), Quiver / Redis-Feast, concurrency 64"
+                    .into(),
+            ),
+            (
+                "w5_load_ratio",
+                w5,
+                AtLeast(20.0),
+                "W5 bulk load seconds, Redis-Feast mass insertion / Quiver LoadSnapshot".into(),
+            ),
+            (
+                "w6_memory_ratio",
+                w6,
+                AtMost(0.4),
+                "W6 RSS bytes per entity, Quiver / Redis-Feast".into(),
+            ),
+            (
+                "w7_restart_ratio",
+                w7,
+                AtLeast(5.0),
+                "W7 restart-to-serving seconds, Redis-Feast (RDB) / Quiver (snapshots + WAL)"
+                    .into(),
+            ),
+            (
+                "write_ratio_fsync_always",
+                self.ratio_of(Write, 64, Q, F, rows),
+                Unset,
+                "rows/s with fsync per ack, Quiver fsync=always / Redis-Feast appendfsync always, \
+              64 writers"
+                    .into(),
+            ),
         ]
+        .into_iter()
+        .map(|(key, value, goal, what)| Headline {
+            key,
+            value,
+            goal: goal.text(),
+            met: goal.met(value),
+            what,
+        })
+        .collect()
     }
 
     /// The last stdout line.
@@ -386,7 +403,7 @@ impl Report {
             h.row([
                 x.key.to_owned(),
                 x.value.map_or("-".into(), |v| format!("{v:.3}")),
-                x.goal.to_owned(),
+                x.goal.clone(),
                 x.met
                     .map_or("-".into(), |m| if m { "yes" } else { "no" }.into()),
             ]);
