@@ -186,13 +186,8 @@ async fn grpc(args: GrpcArgs) -> Result<()> {
             eprintln!("  concurrency {c}: quiver");
             let q = measure(&Target::Quiver(clients.clone()), wl, load(c, None), &shared).await?;
             eprintln!("  concurrency {c}: echo");
-            let e = measure(
-                &Target::Echo(echo_clients.clone()),
-                wl,
-                load(c, None),
-                &shared,
-            )
-            .await?;
+            let echo_target = Target::Echo(echo_clients.clone());
+            let e = measure(&echo_target, wl, load(c, None), &shared).await?;
             eprintln!(
                 "    quiver {:.0} req/s p99 {:.0} us | echo {:.0} req/s p99 {:.0} us",
                 q.rps(),
@@ -242,20 +237,9 @@ async fn grpc(args: GrpcArgs) -> Result<()> {
         ]);
     };
     for p in &points {
-        row(
-            &mut t,
-            p.threads,
-            p.concurrency.to_string(),
-            "quiver",
-            &p.quiver,
-        );
-        row(
-            &mut t,
-            p.threads,
-            p.concurrency.to_string(),
-            "echo",
-            &p.echo,
-        );
+        for (name, o) in [("quiver", &p.quiver), ("echo", &p.echo)] {
+            row(&mut t, p.threads, p.concurrency.to_string(), name, o);
+        }
     }
     for (th, rate, h) in &paced {
         row(

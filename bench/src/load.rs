@@ -32,11 +32,11 @@ use crate::harness::check::to_row;
 use crate::harness::db::{
     build_snapshot, open_db, registry, stats_refs, user_entity, write_all, Reader, CHECK_BATCH,
 };
-use crate::harness::host::now_secs;
+use crate::harness::host::{now_secs, scratch_on};
 use crate::harness::measure::{measure, validate, EngineSystem, Plan};
 use crate::harness::report::{median, median_of, num, ratio, verdict, Latency, Summary, Table};
 use crate::keys::{Dist, KeySpace};
-use crate::scratch::{filesystem_of, ScratchDir};
+use crate::scratch::ScratchDir;
 use crate::{BenchError, Result};
 
 /// Flags of `quiver-bench load`.
@@ -99,12 +99,7 @@ pub fn run_load(args: &LoadArgs) -> Result<()> {
     let registry = registry()?;
     let entity = user_entity(&registry)?;
     let DbArgs { seed, shards, .. } = args.common;
-    let scratch = ScratchDir::new(args.common.dir.as_deref(), "load")?;
-    let filesystem = filesystem_of(scratch.path());
-    eprintln!(
-        "scratch directory {} ({filesystem})",
-        scratch.path().display()
-    );
+    let (scratch, filesystem) = scratch_on(args.common.dir.as_deref(), "load")?;
     let n = args.entities;
     let dataset = Dataset::new(seed, n, now_secs());
 

@@ -26,9 +26,9 @@ use crate::dataset::{Dataset, EntityRow, VIEW};
 use crate::harness::args::{self, in_range, refuse, DbArgs};
 use crate::harness::check::to_row;
 use crate::harness::db::{build_snapshot, db_config, open_db, registry, user_entity, Reader};
-use crate::harness::host::now_secs;
+use crate::harness::host::{now_secs, scratch_on};
 use crate::harness::report::{median, median_of, num, verdict, Table};
-use crate::scratch::{bytes_under, drop_from_page_cache, filesystem_of, ScratchDir};
+use crate::scratch::{bytes_under, drop_from_page_cache};
 use crate::{BenchError, Result};
 
 /// Flags of `quiver-bench restart`.
@@ -164,12 +164,7 @@ pub fn run_restart(args: &RestartArgs) -> Result<()> {
     let registry = registry()?;
     let entity = user_entity(&registry)?;
     let DbArgs { seed, shards, .. } = args.common;
-    let scratch = ScratchDir::new(args.common.dir.as_deref(), "restart")?;
-    let filesystem = filesystem_of(scratch.path());
-    eprintln!(
-        "scratch directory {} ({filesystem})",
-        scratch.path().display()
-    );
+    let (scratch, filesystem) = scratch_on(args.common.dir.as_deref(), "restart")?;
     let data = scratch.join("data");
     let config = || db_config(&data, &registry, FsyncPolicy::Never, shards);
     let wal_rows = args.wal_records * args.wal_batch as u64;

@@ -31,9 +31,9 @@ use crate::dataset::{Dataset, VIEW};
 use crate::harness::args::{self, counts, in_range, positive, DbArgs};
 use crate::harness::check::to_row;
 use crate::harness::db::{open_db, registry, user_entity};
-use crate::harness::host::now_secs;
+use crate::harness::host::{now_secs, scratch_on};
 use crate::harness::report::{median, num, object, ratio, Latency, Summary, Table};
-use crate::scratch::{filesystem_of, ScratchDir};
+use crate::scratch::ScratchDir;
 use crate::{BenchError, Result};
 
 /// Flags of `quiver-bench write`.
@@ -114,12 +114,7 @@ impl Point {
 pub fn run_write(args: &WriteArgs) -> Result<()> {
     validate_args(args)?;
     let registry = registry()?;
-    let scratch = ScratchDir::new(args.common.dir.as_deref(), "write")?;
-    let filesystem = filesystem_of(scratch.path());
-    eprintln!(
-        "scratch directory {} ({filesystem})",
-        scratch.path().display()
-    );
+    let (scratch, filesystem) = scratch_on(args.common.dir.as_deref(), "write")?;
     let dataset = Dataset::new(args.common.seed, args.entities, now_secs());
     let mut raw = Latency::new()?;
     let mut samples: Vec<((usize, usize), Vec<Sample>)> = Vec::new();

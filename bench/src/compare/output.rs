@@ -4,6 +4,7 @@
 
 use std::path::{Path, PathBuf};
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use serde_json::{json, Map, Value as Json};
 
@@ -761,25 +762,7 @@ fn line_chart(
         .x_desc("client concurrency")
         .y_label_formatter(&|v| format!("{v:.2e}"))
         .draw()?;
-    for &sys in &systems {
-        let pts: Vec<(f64, f64)> = runs
-            .iter()
-            .filter(|m| m.system == sys)
-            .map(|m| (x_of(m.concurrency), metric(&m.outcome)))
-            .collect();
-        let c = color(sys);
-        chart
-            .draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))?
-            .label(sys.name())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
-        chart.draw_series(pts.into_iter().map(|p| Circle::new(p, 3, c.filled())))?;
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()?;
+    lines(&mut chart, &systems, runs, &x_of, |m| metric(&m.outcome))?;
 
     let p99s: Vec<f64> = runs
         .iter()
@@ -803,16 +786,31 @@ fn line_chart(
         .x_desc("client concurrency")
         .y_label_formatter(&|v| format!("{v:.0}"))
         .draw()?;
-    for &sys in &systems {
+    lines(&mut chart, &systems, runs, &x_of, |m| {
+        m.outcome.latency.summary().p99_us.max(1.0)
+    })?;
+    root.present()?;
+    Ok(())
+}
+
+/// One line per system of `value` against concurrency, points marked, with a legend.
+fn lines<'a, DB, Y>(
+    chart: &mut ChartContext<'a, DB, Cartesian2d<RangedCoordf64, Y>>,
+    systems: &[Contender],
+    runs: &[&Measured],
+    x_of: &dyn Fn(usize) -> f64,
+    value: impl Fn(&Measured) -> f64,
+) -> std::result::Result<(), Box<dyn std::error::Error>>
+where
+    DB: DrawingBackend + 'a,
+    DB::ErrorType: 'static,
+    Y: Ranged<ValueType = f64>,
+{
+    for &sys in systems {
         let pts: Vec<(f64, f64)> = runs
             .iter()
             .filter(|m| m.system == sys)
-            .map(|m| {
-                (
-                    x_of(m.concurrency),
-                    m.outcome.latency.summary().p99_us.max(1.0),
-                )
-            })
+            .map(|m| (x_of(m.concurrency), value(m)))
             .collect();
         let c = color(sys);
         chart
@@ -827,7 +825,6 @@ fn line_chart(
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .draw()?;
-    root.present()?;
     Ok(())
 }
 

@@ -71,134 +71,42 @@ const fn spec(name: &'static str, ty: ValueType, gen: Gen) -> FeatureSpec {
     FeatureSpec { name, ty, gen }
 }
 
+const fn count(name: &'static str, ty: ValueType, zero: f64, mean: f64) -> FeatureSpec {
+    spec(name, ty, Gen::Count { zero, mean })
+}
+
+const fn ratio(
+    name: &'static str,
+    ty: ValueType,
+    zero: f64,
+    power: f64,
+    scale: f64,
+) -> FeatureSpec {
+    spec(name, ty, Gen::Ratio { zero, power, scale })
+}
+
+const fn amount(name: &'static str, ty: ValueType, mu: f64, sigma: f64) -> FeatureSpec {
+    spec(name, ty, Gen::Amount { mu, sigma })
+}
+
 /// The features of `user_stats` in schema order, as in `examples/registry.toml`.
 pub const USER_STATS: [FeatureSpec; 20] = [
-    spec(
-        "txn_count_1h",
-        I64,
-        Gen::Count {
-            zero: 0.7,
-            mean: 2.0,
-        },
-    ),
-    spec(
-        "txn_count_24h",
-        I64,
-        Gen::Count {
-            zero: 0.4,
-            mean: 8.0,
-        },
-    ),
-    spec(
-        "txn_count_7d",
-        I64,
-        Gen::Count {
-            zero: 0.2,
-            mean: 40.0,
-        },
-    ),
-    spec(
-        "txn_count_30d",
-        I64,
-        Gen::Count {
-            zero: 0.1,
-            mean: 150.0,
-        },
-    ),
-    spec(
-        "failed_logins_24h",
-        I32,
-        Gen::Count {
-            zero: 0.9,
-            mean: 1.5,
-        },
-    ),
-    spec(
-        "chargebacks_90d",
-        I32,
-        Gen::Count {
-            zero: 0.97,
-            mean: 1.2,
-        },
-    ),
-    spec(
-        "sessions_7d",
-        I64,
-        Gen::Count {
-            zero: 0.15,
-            mean: 12.0,
-        },
-    ),
-    spec(
-        "support_tickets_30d",
-        I32,
-        Gen::Count {
-            zero: 0.85,
-            mean: 1.5,
-        },
-    ),
-    spec(
-        "click_through_rate",
-        F32,
-        Gen::Ratio {
-            zero: 0.3,
-            power: 3.0,
-            scale: 1.0,
-        },
-    ),
-    spec(
-        "conversion_rate",
-        F32,
-        Gen::Ratio {
-            zero: 0.5,
-            power: 2.0,
-            scale: 0.6,
-        },
-    ),
-    spec(
-        "refund_ratio",
-        F32,
-        Gen::Ratio {
-            zero: 0.8,
-            power: 2.0,
-            scale: 0.5,
-        },
-    ),
-    spec(
-        "weekend_ratio",
-        F32,
-        Gen::Ratio {
-            zero: 0.05,
-            power: 1.0,
-            scale: 1.0,
-        },
-    ),
-    spec(
-        "night_ratio",
-        F32,
-        Gen::Ratio {
-            zero: 0.2,
-            power: 2.0,
-            scale: 1.0,
-        },
-    ),
-    spec(
-        "avg_amount_30d",
-        F64,
-        Gen::Amount {
-            mu: 3.5,
-            sigma: 1.0,
-        },
-    ),
+    count("txn_count_1h", I64, 0.7, 2.0),
+    count("txn_count_24h", I64, 0.4, 8.0),
+    count("txn_count_7d", I64, 0.2, 40.0),
+    count("txn_count_30d", I64, 0.1, 150.0),
+    count("failed_logins_24h", I32, 0.9, 1.5),
+    count("chargebacks_90d", I32, 0.97, 1.2),
+    count("sessions_7d", I64, 0.15, 12.0),
+    count("support_tickets_30d", I32, 0.85, 1.5),
+    ratio("click_through_rate", F32, 0.3, 3.0, 1.0),
+    ratio("conversion_rate", F32, 0.5, 2.0, 0.6),
+    ratio("refund_ratio", F32, 0.8, 2.0, 0.5),
+    ratio("weekend_ratio", F32, 0.05, 1.0, 1.0),
+    ratio("night_ratio", F32, 0.2, 2.0, 1.0),
+    amount("avg_amount_30d", F64, 3.5, 1.0),
     spec("max_amount_30d", F64, Gen::AmountAbove { sigma: 0.7 }),
-    spec(
-        "total_amount_90d",
-        F64,
-        Gen::Amount {
-            mu: 6.0,
-            sigma: 1.5,
-        },
-    ),
+    amount("total_amount_90d", F64, 6.0, 1.5),
     spec("account_age_days", F64, Gen::AgeDays { mean: 700.0 }),
     spec("country", STR, Gen::Country),
     spec("is_premium", BOOL, Gen::Flag { p: 0.15 }),

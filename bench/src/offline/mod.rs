@@ -53,8 +53,7 @@ use std::time::{Duration, Instant};
 use clap::{Args, ValueEnum};
 
 use crate::harness::args::in_range;
-use crate::harness::host::loadavg;
-use crate::scratch::{filesystem_of, ScratchDir};
+use crate::harness::host::{loadavg, scratch_on};
 use crate::{BenchError, Result};
 
 use data::{generate, write_file, write_registry};
@@ -172,12 +171,7 @@ pub fn run_offline(args: &OfflineArgs) -> Result<()> {
     }
     let sizes = Sizes::resolve(args)?;
     let load_start = loadavg();
-    let scratch = ScratchDir::new(args.dir.as_deref(), "offline")?;
-    let filesystem = filesystem_of(scratch.path());
-    eprintln!(
-        "scratch directory {} ({filesystem})",
-        scratch.path().display()
-    );
+    let (scratch, filesystem) = scratch_on(args.dir.as_deref(), "offline")?;
 
     let started = Instant::now();
     let registry = write_registry(scratch.path(), args)?;
