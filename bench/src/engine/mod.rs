@@ -30,8 +30,8 @@ use crate::dataset::{check_registry, Dataset, REGISTRY_TOML, USER_STATS, VIEW};
 use crate::harness::args::{self, in_range, positive, refuse, DbArgs, DistArg};
 use crate::harness::db::{stats_refs, write_all};
 use crate::harness::host::now_secs;
-use crate::harness::measure::{measure_each, validate, EngineSystem, Plan, Results, System};
-use crate::harness::report::{latency_table, num, object, put_results, ratio, verdict};
+use crate::harness::measure::{measure_each, validate, EngineSystem, Plan, System};
+use crate::harness::report::{latency_table, num, object, put_results, ratio, verdict, Results};
 use crate::keys::{Dist, KeySpace};
 use crate::{mem, BenchError, Result};
 

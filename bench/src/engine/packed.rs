@@ -39,8 +39,8 @@ use crate::engine::{CompressionArg, EngineArgs, ViewArg};
 use crate::harness::check::{embedding_to_row, stats_column, to_row};
 use crate::harness::db::{open_db, stats_refs, view_entity};
 use crate::harness::host::{now_micros, now_secs};
-use crate::harness::measure::{measure_each, validate, EngineSystem, Results, System};
-use crate::harness::report::{latency_table, num, object, put_results, ratio, verdict};
+use crate::harness::measure::{measure_each, validate, EngineSystem, System};
+use crate::harness::report::{latency_table, num, object, put_results, ratio, verdict, Results};
 use crate::scratch::ScratchDir;
 use crate::{BenchError, Result};
 

@@ -9,7 +9,7 @@ use quiver_engine::{Entity, GetResult, KeyBatch, KeyPart};
 
 use crate::dataset::{Dataset, EntityRow};
 use crate::harness::check::{check_columns, stats_column};
-use crate::harness::report::{Latency, Summary};
+use crate::harness::report::{Latency, Results, Summary};
 use crate::keys::{Dist, KeyChooser, KeySpace};
 use crate::Result;
 
@@ -276,9 +276,6 @@ pub(crate) fn measure(
     );
     Ok((es, bs))
 }
-
-/// Per key distribution: (distribution, first system's summary, baseline's summary).
-pub(crate) type Results = Vec<(Dist, Summary, Summary)>;
 
 /// Measures the two systems alternately for each of `dists`.
 pub(crate) fn measure_each(

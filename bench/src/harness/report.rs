@@ -6,7 +6,6 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use serde_json::{json, Map, Value as Json};
 
-use crate::harness::measure::Results;
 use crate::keys::Dist;
 use crate::{BenchError, Result};
 
@@ -156,6 +155,9 @@ impl Table {
         out
     }
 }
+
+/// Per key distribution: (distribution, first system's summary, baseline's summary).
+pub(crate) type Results = Vec<(Dist, Summary, Summary)>;
 
 /// How a report states a goal: `met` or `missed`.
 pub fn verdict(met: bool) -> &'static str {
