@@ -8,7 +8,7 @@ fresh process so that one's memory does not count towards the other's:
   duckdb_asof.py join --spec SPEC.json --entities E.parquet --history H.parquet --out D.parquet
   duckdb_asof.py compare --quiver Q.parquet --duckdb D.parquet
 
-`join` runs DESIGN.md §4 the way docs/offline.md validated it: for each entity row, the latest
+`join` runs the point-in-time join the way docs/offline.md validated it: for each entity row, the latest
 history row of its key with `event_ts <= t` (ASOF), and each feature's value only if
 `event_ts >= t - ttl(feature)` (ttl 0: no bound). SPEC.json names the columns and gives each
 feature's TTL in microseconds, taken from the registry by the harness. The output carries the

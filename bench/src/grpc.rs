@@ -1,4 +1,4 @@
-//! `quiver-bench grpc`: how close Quiver's GetOnlineFeatures gets to the gRPC floor (issue 4).
+//! `quiver-bench grpc`: how close Quiver's GetOnlineFeatures gets to the gRPC floor.
 //!
 //! Two servers, measured back to back with the same clients, key sequence and concurrency:
 //! the real release `quiver` binary (a child process on a free port, the dataset bulk-loaded
@@ -14,7 +14,6 @@
 //! thread count, an open-loop run at half of that count's peak throughput gives the latency
 //! a service sees when it is not saturated.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -25,17 +24,19 @@ use serde_json::{json, Value as Json};
 use tokio::sync::oneshot;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::compare::data::{feature_refs, Data};
-use crate::compare::native::{
-    build_snapshots, check_users, load_snapshot, read_request, sample_ids, stage, status_err,
+use crate::clients::native::{
+    check_users, load_snapshot, read_request, sample_ids, stage, status_err,
 };
-use crate::compare::procs::{
+use crate::clients::procs::{
     free_addr, io, quiver_binary, QuiverClients, QuiverServer, QuiverSpec,
 };
-use crate::compare::run::{measure, Load, Outcome, Shared, Target, Workload};
-use crate::dataset::{check_registry, REGISTRY_TOML, USER_STATS, VIEW};
+use crate::clients::runner::{measure, Load, Outcome, Shared, Target, Workload};
+use crate::clients::{block_on, build_snapshots, write_registry};
+use crate::dataset::{feature_refs, Data, USER_STATS, VIEW};
+use crate::harness::args::ServerArgs;
+use crate::harness::host::{loadavg, now_secs};
+use crate::harness::report::{num, ratio, Table};
 use crate::keys::{Dist, KeySpace};
-use crate::report::{num, ratio, Table};
 use crate::{BenchError, Result, ScratchDir};
 
 /// Flags of `quiver-bench grpc`.
@@ -68,15 +69,8 @@ pub struct GrpcArgs {
     /// Zipf(0.99) instead of uniform key choice.
     #[arg(long)]
     pub zipf: bool,
-    /// Seed of the dataset and the key sequences.
-    #[arg(long, default_value_t = 42)]
-    pub seed: u64,
-    /// The quiver binary (default: target/release/quiver, built if needed).
-    #[arg(long)]
-    pub quiver_bin: Option<PathBuf>,
-    /// Parent of the scratch directories (default: the system temp dir).
-    #[arg(long)]
-    pub dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub common: ServerArgs,
 }
 
 /// Users compared value by value with the dataset after each load.
@@ -100,7 +94,7 @@ pub fn run_grpc(args: &GrpcArgs) -> Result<()> {
                 .into(),
         ));
     }
-    crate::compare::block_on(args.client_threads, grpc(args.clone()))
+    block_on(args.client_threads, grpc(args.clone()))
 }
 
 /// One measured configuration.
@@ -113,31 +107,17 @@ struct Point {
 }
 
 async fn grpc(args: GrpcArgs) -> Result<()> {
-    let load_before = crate::compare::loadavg();
-    let bin = quiver_binary(args.quiver_bin.as_deref(), true)?;
-    let work = ScratchDir::new(args.dir.as_deref(), "grpc")?;
-    let registry_path = work.join("registry.toml");
-    std::fs::write(&registry_path, REGISTRY_TOML).map_err(io("writing the registry"))?;
-    let registry = quiver_engine::Registry::from_toml(REGISTRY_TOML)?;
-    check_registry(&registry)?;
-    let data = Data::new(
-        args.seed,
-        args.entities,
-        crate::compare::now_micros() / quiver_engine::MICROS_PER_SEC,
-    );
+    let load_before = loadavg();
+    let seed = args.common.seed;
+    let bin = quiver_binary(args.common.quiver_bin.as_deref(), true)?;
+    let work = ScratchDir::new(args.common.dir.as_deref(), "grpc")?;
+    let (registry_path, registry) = write_registry(&work)?;
+    let data = Data::new(seed, args.entities, now_secs());
     eprintln!("building a user_stats snapshot of {} users", args.entities);
-    let snaps = {
-        let (dir, reg, d) = (work.path().to_path_buf(), registry.clone(), data.clone());
-        tokio::task::spawn_blocking(move || build_snapshots(&dir, &reg, &d, false))
-            .await
-            .map_err(|e| BenchError::Io {
-                what: "the snapshot builder".into(),
-                source: std::io::Error::other(e.to_string()),
-            })??
-    };
+    let snaps = build_snapshots(&work, &registry, &data, false).await?;
     eprintln!("  {} bytes in {:.1} s", snaps.bytes, snaps.build_seconds);
     let shared = Arc::new(Shared {
-        space: KeySpace::new(args.entities, args.seed ^ 0x7065_726d)?,
+        space: KeySpace::new(args.entities, seed ^ 0x7065_726d)?,
         data,
     });
     let dist = if args.zipf { Dist::Zipf } else { Dist::Uniform };
@@ -154,7 +134,7 @@ async fn grpc(args: GrpcArgs) -> Result<()> {
         warmup: (duration / 5).min(Duration::from_secs(1)),
         duration,
         max_requests: 10_000_000,
-        seed: args.seed,
+        seed,
         rate,
     };
     let max_c = args.concurrency.iter().copied().max().unwrap_or(1);
@@ -172,7 +152,7 @@ async fn grpc(args: GrpcArgs) -> Result<()> {
             start_timeout: Duration::from_secs(300),
             extra_config: String::new(),
         };
-        let server = QuiverServer::start(spec, args.dir.as_deref(), "grpc-quiver").await?;
+        let server = QuiverServer::start(spec, args.common.dir.as_deref(), "grpc-quiver").await?;
         let staged = server.scratch("user_stats.snap");
         stage(&snaps.stats, &staged)?;
         let clients = server.clients(connections).await?;
@@ -206,13 +186,8 @@ async fn grpc(args: GrpcArgs) -> Result<()> {
             eprintln!("  concurrency {c}: quiver");
             let q = measure(&Target::Quiver(clients.clone()), wl, load(c, None), &shared).await?;
             eprintln!("  concurrency {c}: echo");
-            let e = measure(
-                &Target::Echo(echo_clients.clone()),
-                wl,
-                load(c, None),
-                &shared,
-            )
-            .await?;
+            let echo_target = Target::Echo(echo_clients.clone());
+            let e = measure(&echo_target, wl, load(c, None), &shared).await?;
             eprintln!(
                 "    quiver {:.0} req/s p99 {:.0} us | echo {:.0} req/s p99 {:.0} us",
                 q.rps(),
@@ -262,20 +237,9 @@ async fn grpc(args: GrpcArgs) -> Result<()> {
         ]);
     };
     for p in &points {
-        row(
-            &mut t,
-            p.threads,
-            p.concurrency.to_string(),
-            "quiver",
-            &p.quiver,
-        );
-        row(
-            &mut t,
-            p.threads,
-            p.concurrency.to_string(),
-            "echo",
-            &p.echo,
-        );
+        for (name, o) in [("quiver", &p.quiver), ("echo", &p.echo)] {
+            row(&mut t, p.threads, p.concurrency.to_string(), name, o);
+        }
     }
     for (th, rate, h) in &paced {
         row(
@@ -350,7 +314,7 @@ async fn grpc(args: GrpcArgs) -> Result<()> {
         "half_peak_p50_us": best_paced.map(|p| num(p.2.latency.summary().p50_us)),
         "half_peak_p99_us": best_paced.map(|p| num(p.2.latency.summary().p99_us)),
         "loadavg_before": load_before,
-        "loadavg_after": crate::compare::loadavg(),
+        "loadavg_after": loadavg(),
         "runs": runs,
         "paced": paced_json,
     });

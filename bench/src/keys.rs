@@ -10,7 +10,7 @@ use rand::{Rng, SeedableRng};
 
 use crate::{BenchError, Result};
 
-/// The Zipf exponent of DESIGN.md §8.
+/// The Zipf exponent of the skewed key distribution.
 pub const ZIPF_THETA: f64 = 0.99;
 
 /// A Zipf sampler over ranks `0..n` with `P(rank k) ∝ 1 / (k + 1)^s`, by rejection-inversion

@@ -1,39 +1,42 @@
-//! Quiver's benchmark harness (DESIGN.md §8): a deterministic dataset, key distributions,
-//! workloads, and reports that put every figure next to a baseline measured in the same run.
+//! Quiver's benchmark harness: a deterministic dataset, key distributions, workloads, and
+//! reports that put every figure next to a baseline measured in the same run.
 //!
 //! # Layout
-//! - `dataset`: the `user_stats` bench dataset, generated per entity from a seed.
+//! The core, which every workload imports and no workload is imported by:
+//! - `dataset`: the `user_stats` bench dataset, generated per entity from a seed, and the
+//!   `user_embedding` view next to it.
 //! - `keys`: which entities a workload asks for: uniform or Zipf-distributed key choice.
-//! - `engine`: the in-process engine micro benchmark against a raw `HashMap` baseline.
-//! - `packed`: the same benchmark against a base snapshot built with a compression policy
-//!   (`engine --compression`, issue 7).
+//! - `harness`: shared flags, the in-process measurement of two systems, answer checks, a
+//!   durable `Db` without background work, report tables and JSON fields.
+//! - `clients`: server processes, the clients of Quiver and Redis, the closed-loop runner.
+//! - `scratch`: scratch directories removed on drop, filesystem and page-cache helpers.
+//! - `mem`: process memory readings (RSS).
+//! - `error`: the harness's error type.
+//!
+//! The workloads, one per subcommand:
+//! - `engine`: the in-process engine micro benchmark against a raw `HashMap` baseline, from
+//!   the in-memory delta or (`engine --compression`) a compressed base snapshot.
 //! - `restart`: open → ready of a data directory holding a snapshot and a WAL (W7).
 //! - `load`: building a snapshot, bulk-loading it into a running store (W5), and the
 //!   snapshot read path against the in-memory delta.
 //! - `write`: durable write throughput and latency with fsync always, 1..64 writers.
-//! - `durable`: what those three share: the Db configuration, snapshot building, checked reads.
-//! - `scratch`: scratch directories removed on drop, filesystem and page-cache helpers.
-//! - `report`: latency histograms, the printed table and the JSON line.
-//! - `mem`: process memory readings (RSS).
 //! - `offline`: the point-in-time join against DuckDB's ASOF join, and materialize (W8).
-//! - `grpc`: GetOnlineFeatures against the gRPC floor (an echo service), issue 4.
+//! - `grpc`: GetOnlineFeatures against the gRPC floor (an echo service).
 //! - `overload`: bursts far past `max_concurrent_requests`: answers by code and server memory.
-//! - `compare`: Quiver against Redis (Feast layout and packed blobs), issue 5.
-//! - `error`: the harness's error type.
+//! - `compare`: Quiver against Redis (Feast layout and packed blobs), W1-W7 and durable writes.
 
+mod clients;
 mod compare;
 mod dataset;
-mod durable;
 mod engine;
 mod error;
 mod grpc;
+mod harness;
 mod keys;
 mod load;
 mod mem;
 mod offline;
 mod overload;
-mod packed;
-mod report;
 mod restart;
 mod scratch;
 mod write;
@@ -43,15 +46,16 @@ pub use dataset::{
     baseline_value, check_registry, Dataset, EntityRow, FeatureSpec, MAX_AGE_SECS, REGISTRY_TOML,
     USER_STATS, VIEW,
 };
-pub use engine::{run_engine, CompressionArg, DistArg, EngineArgs, ViewArg};
+pub use engine::{run_engine, CompressionArg, EngineArgs, ViewArg};
 pub use error::{BenchError, Result};
 pub use grpc::{run_grpc, GrpcArgs};
+pub use harness::args::{DbArgs, DistArg, ServerArgs};
+pub use harness::report::{median, Latency, Summary, Table};
 pub use keys::{Dist, KeyChooser, KeySpace, Zipf, ZIPF_THETA};
 pub use load::{run_load, LoadArgs};
 pub use mem::rss_bytes;
 pub use offline::{run_offline, OfflineArgs, Worker as OfflineWorker};
 pub use overload::{run_overload, OverloadArgs};
-pub use report::{median, Latency, Summary, Table};
 pub use restart::{run_restart, RestartArgs};
 pub use scratch::{bytes_under, drop_from_page_cache, filesystem_of, ScratchDir};
 pub use write::{run_write, WriteArgs};

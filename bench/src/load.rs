@@ -1,4 +1,4 @@
-//! The bulk-load benchmark (DESIGN.md §8 W5), and the snapshot read path against the delta.
+//! The bulk-load benchmark (W5), and the snapshot read path against the delta.
 //!
 //! 1. **Build**: a `user_stats` snapshot of N generated entities is written with
 //!    [`SnapshotBuilder`](quiver_engine::SnapshotBuilder) (`build_s`, generating the rows
@@ -16,25 +16,27 @@
 //!    Db into which the same rows were written (all in the in-memory delta), in alternating
 //!    slices. Reported as `base_delta_ratio` = base p50 / delta p50.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::Args;
 use quiver_engine::{
-    Db, FsyncPolicy, GetResult, KeyBatch, ReadOptions, Snapshot, Status, SystemClock,
+    Db, FsyncPolicy, GetResult, KeyBatch, ReadOptions, Registry, Snapshot, Status,
 };
-use serde_json::{json, Map, Value as Json};
+use serde_json::{json, Value as Json};
 
 use crate::dataset::{Dataset, EntityRow, USER_STATS, VIEW};
-use crate::durable::{
-    build_snapshot, db_config, now_secs, registry, user_entity, Reader, CHECK_BATCH,
+use crate::harness::args::{self, in_range, positive, DbArgs};
+use crate::harness::check::to_row;
+use crate::harness::db::{
+    build_snapshot, open_db, registry, stats_refs, user_entity, write_all, Reader, CHECK_BATCH,
 };
-use crate::engine::{measure, to_row, validate, EngineSystem, Plan};
+use crate::harness::host::{now_secs, scratch_on};
+use crate::harness::measure::{measure, validate, EngineSystem, Plan};
+use crate::harness::report::{median, median_of, num, ratio, verdict, Latency, Summary, Table};
 use crate::keys::{Dist, KeySpace};
-use crate::report::{median, num, ratio, Latency, Summary, Table};
-use crate::scratch::{filesystem_of, ScratchDir};
+use crate::scratch::ScratchDir;
 use crate::{BenchError, Result};
 
 /// Flags of `quiver-bench load`.
@@ -64,22 +66,15 @@ pub struct LoadArgs {
     /// Rows per write while filling the delta for the read comparison.
     #[arg(long, default_value_t = 1000)]
     pub load_batch: usize,
-    /// Seed of the dataset and of the key sequences.
-    #[arg(long, default_value_t = 42)]
-    pub seed: u64,
-    /// Shards per view.
-    #[arg(long, default_value_t = 64)]
-    pub shards: usize,
-    /// Parent of the scratch directory (default: the system temporary directory).
-    #[arg(long)]
-    pub dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub common: DbArgs,
 }
 
-/// Goal from the issue: a 1M-entity snapshot is served this many seconds after the file
+/// Goal: a 1M-entity snapshot is served this many seconds after the file
 /// exists (10M in ten times that).
 const TARGET_LOAD_S_PER_MILLION: f64 = 0.2;
 
-/// Goal from the issue: base p50 within this factor of the delta's.
+/// Goal: base p50 within this factor of the delta's.
 const TARGET_BASE_DELTA_RATIO: f64 = 1.3;
 
 /// A load that has not been seen by the reader after this long is a failure.
@@ -103,14 +98,10 @@ pub fn run_load(args: &LoadArgs) -> Result<()> {
     validate_args(args)?;
     let registry = registry()?;
     let entity = user_entity(&registry)?;
-    let scratch = ScratchDir::new(args.dir.as_deref(), "load")?;
-    let filesystem = filesystem_of(scratch.path());
-    eprintln!(
-        "scratch directory {} ({filesystem})",
-        scratch.path().display()
-    );
+    let DbArgs { seed, shards, .. } = args.common;
+    let (scratch, filesystem) = scratch_on(args.common.dir.as_deref(), "load")?;
     let n = args.entities;
-    let dataset = Dataset::new(args.seed, n, now_secs());
+    let dataset = Dataset::new(seed, n, now_secs());
 
     eprintln!("generating {n} rows (not written: the generator's share of the build)");
     let start = Instant::now();
@@ -128,7 +119,7 @@ pub fn run_load(args: &LoadArgs) -> Result<()> {
     let probe: Vec<i64> = (0..args.probe as u64)
         .map(|k| dataset.user_id(k * (n - 1) / (args.probe as u64 - 1).max(1)))
         .collect();
-    let old = Dataset::new(args.seed ^ SALT_OLD, n, now_secs());
+    let old = Dataset::new(seed ^ SALT_OLD, n, now_secs());
     let old_row = |id: i64| -> Option<EntityRow> {
         let i = dataset.index_of(id)?;
         let mut r = old.row(i);
@@ -150,10 +141,7 @@ pub fn run_load(args: &LoadArgs) -> Result<()> {
         .collect();
 
     let data = scratch.join("data");
-    let (db, _) = Db::open(
-        db_config(&data, &registry, FsyncPolicy::Never, args.shards),
-        Arc::new(SystemClock),
-    )?;
+    let db = open_db(&data, &registry, FsyncPolicy::Never, shards)?;
     let mut reader = Reader::new(&db)?;
     let mut loads = Vec::with_capacity(args.repeats);
     let mut during = Latency::new()?;
@@ -210,43 +198,13 @@ pub fn run_load(args: &LoadArgs) -> Result<()> {
 }
 
 fn validate_args(args: &LoadArgs) -> Result<()> {
-    let bad = |m: String| Err(BenchError::InvalidArgument(m));
-    if args.entities < 2 || args.entities > u64::from(u32::MAX) {
-        return bad(format!(
-            "--entities must be between 2 and {}, got {}",
-            u32::MAX,
-            args.entities
-        ));
-    }
-    if args.repeats == 0 || args.repeats > 100 {
-        return bad(format!(
-            "--repeats must be between 1 and 100, got {}",
-            args.repeats
-        ));
-    }
-    if args.probe == 0 || args.probe > 10_000 {
-        return bad(format!(
-            "--probe must be between 1 and 10000, got {}",
-            args.probe
-        ));
-    }
-    if args.batch == 0 || args.batch > 1 << 20 {
-        return bad(format!(
-            "--batch must be between 1 and {}, got {}",
-            1 << 20,
-            args.batch
-        ));
-    }
-    if !(args.duration.is_finite() && args.duration > 0.0 && args.duration <= 3600.0) {
-        return bad(format!(
-            "--duration must be between 0 and 3600 seconds, got {}",
-            args.duration
-        ));
-    }
-    if args.iterations == 0 || args.load_batch == 0 {
-        return bad("--iterations and --load-batch must be at least 1".into());
-    }
-    Ok(())
+    args::entities(args.entities, 2)?;
+    in_range("--repeats", args.repeats, 1, 100)?;
+    in_range("--probe", args.probe, 1, 10_000)?;
+    in_range("--batch", args.batch, 1, 1 << 20)?;
+    args::duration(args.duration)?;
+    positive("--iterations", args.iterations)?;
+    positive("--load-batch", args.load_batch as u64)
 }
 
 /// Whether every probe user reads as the new snapshot has it (event time of the first
@@ -259,12 +217,7 @@ fn shows_new(out: &GetResult, new_ts: &[i64]) -> bool {
 
 /// Loads `path` into `db` while a reader thread reads `probe` in a closed loop; returns the
 /// timings and the reader's latencies.
-fn timed_load(
-    db: &Db,
-    path: &std::path::Path,
-    probe: &[i64],
-    new_ts: &[i64],
-) -> Result<(Load, Latency)> {
+fn timed_load(db: &Db, path: &Path, probe: &[i64], new_ts: &[i64]) -> Result<(Load, Latency)> {
     let ready = AtomicBool::new(false);
     let done = AtomicBool::new(false);
     std::thread::scope(|s| {
@@ -331,7 +284,7 @@ fn read_compare(
     base_db: &Db,
     dataset: &Dataset,
     scratch: &ScratchDir,
-    registry: &quiver_engine::Registry,
+    registry: &Registry,
 ) -> Result<Compare> {
     let n = dataset.entities();
     let entity = user_entity(registry)?;
@@ -339,27 +292,12 @@ fn read_compare(
         "read path: writing the {n} rows into a second Db's delta ({} rows per write)",
         args.load_batch
     );
-    let (delta_db, _) = Db::open(
-        db_config(
-            &scratch.join("delta"),
-            registry,
-            FsyncPolicy::Never,
-            args.shards,
-        ),
-        Arc::new(SystemClock),
-    )?;
+    let DbArgs { seed, shards, .. } = args.common;
+    let delta_db = open_db(&scratch.join("delta"), registry, FsyncPolicy::Never, shards)?;
     let start = Instant::now();
-    let mut rows = Vec::with_capacity(args.load_batch);
-    let mut first = 0;
-    while first < n {
-        let end = (first + args.load_batch as u64).min(n);
-        rows.clear();
-        for i in first..end {
-            rows.push(to_row(&entity, dataset.row(i))?);
-        }
-        delta_db.write(VIEW, &rows)?;
-        first = end;
-    }
+    write_all(dataset, &entity, args.load_batch, |rows| {
+        delta_db.write(VIEW, rows)
+    })?;
     let fill_s = start.elapsed().as_secs_f64();
     // Flush the WAL now, so its writeback does not compete with the measurement.
     delta_db.sync()?;
@@ -381,10 +319,7 @@ fn read_compare(
         }
     }
 
-    let refs: Vec<String> = USER_STATS
-        .iter()
-        .map(|f| format!("{VIEW}:{}", f.name))
-        .collect();
+    let refs = stats_refs(USER_STATS.len());
     let opts = ReadOptions::default();
     let (sel_base, sel_delta) = (base_db.select(&refs)?, delta_db.select(&refs)?);
     let features = USER_STATS.len();
@@ -406,9 +341,9 @@ fn read_compare(
         batch: args.batch,
         duration: args.duration,
         iterations: args.iterations,
-        seed: args.seed,
+        seed,
     };
-    let space = KeySpace::new(n, args.seed)?;
+    let space = KeySpace::new(n, seed)?;
     validate([&mut base, &mut delta], dataset, &space, &plan)?;
     eprintln!(
         "read path: measuring uniform keys, {:.1} s per system",
@@ -447,11 +382,11 @@ struct Figures<'a> {
 
 impl Figures<'_> {
     fn load_s(&self) -> f64 {
-        median(&self.loads.iter().map(|l| l.served_s).collect::<Vec<_>>())
+        median_of(&self.loads, |l| l.served_s)
     }
 
     fn call_s(&self) -> f64 {
-        median(&self.loads.iter().map(|l| l.call_s).collect::<Vec<_>>())
+        median_of(&self.loads, |l| l.call_s)
     }
 
     fn target_load_s(&self) -> f64 {
@@ -476,7 +411,6 @@ impl Figures<'_> {
         }
         let load = self.load_s();
         let target = self.target_load_s();
-        let verdict = |ok: bool| if ok { "met" } else { "missed" };
         let mut out = format!(
             "Quiver bulk-load benchmark: view {VIEW}, {} entities ({} bytes), {} shards, seed \
              {}, on {} (page cache warm: the file was just written)\n\n{}\n\n\
@@ -489,8 +423,8 @@ impl Figures<'_> {
              target: served within {target:.1} s: {}",
             a.entities,
             self.snapshot_bytes,
-            a.shards,
-            a.seed,
+            a.common.shards,
+            a.common.seed,
             self.filesystem,
             t.render(),
             self.build_s,
@@ -535,55 +469,43 @@ impl Figures<'_> {
 
     fn json(&self) -> String {
         let a = self.args;
-        let all: Vec<Json> = self.loads.iter().map(|l| num(l.served_s)).collect();
-        let mut m = Map::new();
-        m.insert("workload".into(), json!("load"));
-        m.insert("view".into(), json!(VIEW));
-        m.insert("entities".into(), json!(a.entities));
-        m.insert("snapshot_bytes".into(), json!(self.snapshot_bytes));
-        m.insert("build_s".into(), num(self.build_s));
-        m.insert("gen_s".into(), num(self.gen_s));
-        m.insert("load_s".into(), num(self.load_s()));
-        m.insert("load_all_s".into(), json!(all));
-        m.insert("load_call_s".into(), num(self.call_s()));
-        m.insert("snapshot_open_s".into(), num(self.snapshot_open_s));
-        m.insert("repeats".into(), json!(a.repeats));
-        m.insert("probe".into(), json!(a.probe));
-        m.insert("reader_p50_us".into(), num(self.during.p50_us));
-        m.insert("reader_p99_us".into(), num(self.during.p99_us));
-        m.insert("reader_max_us".into(), num(self.during.max_us));
-        m.insert("reader_gets".into(), json!(self.during.count));
-        m.insert("checked_users".into(), json!(self.checked));
-        m.insert("target_load_s".into(), num(self.target_load_s()));
         let c = self.compare.as_ref();
-        let field = |get: fn(&Compare) -> f64| c.map_or(Json::Null, |c| num(get(c)));
-        m.insert("batch".into(), json!(a.batch));
-        m.insert("base_p50_us".into(), field(|c| c.base.p50_us));
-        m.insert("base_p99_us".into(), field(|c| c.base.p99_us));
-        m.insert("delta_p50_us".into(), field(|c| c.delta.p50_us));
-        m.insert("delta_p99_us".into(), field(|c| c.delta.p99_us));
-        m.insert(
-            "base_delta_ratio".into(),
-            field(|c| ratio(c.base.p50_us, c.delta.p50_us)),
-        );
-        m.insert(
-            "base_delta_p99_ratio".into(),
-            field(|c| ratio(c.base.p99_us, c.delta.p99_us)),
-        );
-        m.insert(
-            "base_gets".into(),
-            c.map_or(Json::Null, |c| json!(c.base.count)),
-        );
-        m.insert(
-            "delta_gets".into(),
-            c.map_or(Json::Null, |c| json!(c.delta.count)),
-        );
-        m.insert("duration_s".into(), json!(a.duration));
-        m.insert("shards".into(), json!(a.shards));
-        m.insert("seed".into(), json!(a.seed));
-        m.insert("page_cache".into(), json!("warm"));
-        m.insert("filesystem".into(), json!(self.filesystem));
-        Json::Object(m).to_string()
+        let field = |get: fn(&Compare) -> Json| c.map_or(Json::Null, get);
+        json!({
+            "workload": "load",
+            "view": VIEW,
+            "entities": a.entities,
+            "snapshot_bytes": self.snapshot_bytes,
+            "build_s": num(self.build_s),
+            "gen_s": num(self.gen_s),
+            "load_s": num(self.load_s()),
+            "load_all_s": self.loads.iter().map(|l| num(l.served_s)).collect::<Vec<_>>(),
+            "load_call_s": num(self.call_s()),
+            "snapshot_open_s": num(self.snapshot_open_s),
+            "repeats": a.repeats,
+            "probe": a.probe,
+            "reader_p50_us": num(self.during.p50_us),
+            "reader_p99_us": num(self.during.p99_us),
+            "reader_max_us": num(self.during.max_us),
+            "reader_gets": self.during.count,
+            "checked_users": self.checked,
+            "target_load_s": num(self.target_load_s()),
+            "batch": a.batch,
+            "base_p50_us": field(|c| num(c.base.p50_us)),
+            "base_p99_us": field(|c| num(c.base.p99_us)),
+            "delta_p50_us": field(|c| num(c.delta.p50_us)),
+            "delta_p99_us": field(|c| num(c.delta.p99_us)),
+            "base_delta_ratio": field(|c| num(ratio(c.base.p50_us, c.delta.p50_us))),
+            "base_delta_p99_ratio": field(|c| num(ratio(c.base.p99_us, c.delta.p99_us))),
+            "base_gets": field(|c| json!(c.base.count)),
+            "delta_gets": field(|c| json!(c.delta.count)),
+            "duration_s": a.duration,
+            "shards": a.common.shards,
+            "seed": a.common.seed,
+            "page_cache": "warm",
+            "filesystem": self.filesystem,
+        })
+        .to_string()
     }
 }
 

@@ -8,7 +8,6 @@
 //! load costs when nothing bounds it. Bounded: every burst is finite and every read has a
 //! deadline.
 
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,15 +18,18 @@ use rand::{Rng, SeedableRng};
 use serde_json::json;
 use tonic::Code;
 
-use crate::compare::data::{feature_refs, Data};
-use crate::compare::native::{build_snapshots, load_snapshot, read_request, stage};
-use crate::compare::procs::{io, quiver_binary, QuiverServer, QuiverSpec};
-use crate::dataset::{check_registry, REGISTRY_TOML, VIEW};
-use crate::report::{median, Table};
+use crate::clients::native::{load_snapshot, read_request, stage};
+use crate::clients::procs::{quiver_binary, QuiverClients, QuiverServer, QuiverSpec};
+use crate::clients::{block_on, build_snapshots, write_registry};
+use crate::dataset::{feature_refs, Data, VIEW};
+use crate::harness::args::ServerArgs;
+use crate::harness::host::now_secs;
+use crate::harness::report::{median_of, Table};
 use crate::{BenchError, Result, ScratchDir};
 
 /// Flags of `quiver-bench overload`.
 #[derive(Debug, Clone, Args)]
+#[command(mut_arg("seed", |a| a.help("Seed of the dataset and the key choice")))]
 pub struct OverloadArgs {
     /// Users loaded into `user_stats`.
     #[arg(long, default_value_t = 100_000)]
@@ -56,15 +58,8 @@ pub struct OverloadArgs {
     /// Small and quick: 10k users, bursts of 200 and 400, one repeat.
     #[arg(long)]
     pub smoke: bool,
-    /// Seed of the dataset and the key choice.
-    #[arg(long, default_value_t = 42)]
-    pub seed: u64,
-    /// The quiver binary (default: target/release/quiver, built if needed).
-    #[arg(long)]
-    pub quiver_bin: Option<PathBuf>,
-    /// Parent of the scratch directories (default: the system temp dir).
-    #[arg(long)]
-    pub dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub common: ServerArgs,
 }
 
 /// Runs `quiver-bench overload`.
@@ -81,7 +76,7 @@ pub fn run_overload(args: &OverloadArgs) -> Result<()> {
             "--features must be 1 to 20, --batch and --repeats positive".into(),
         ));
     }
-    crate::compare::block_on(2, overload(args))
+    block_on(2, overload(args))
 }
 
 /// One fired burst.
@@ -96,26 +91,11 @@ struct Burst {
 }
 
 async fn overload(args: OverloadArgs) -> Result<()> {
-    let bin = quiver_binary(args.quiver_bin.as_deref(), true)?;
-    let work = ScratchDir::new(args.dir.as_deref(), "overload")?;
-    let registry_path = work.join("registry.toml");
-    std::fs::write(&registry_path, REGISTRY_TOML).map_err(io("writing the registry"))?;
-    let registry = quiver_engine::Registry::from_toml(REGISTRY_TOML)?;
-    check_registry(&registry)?;
-    let data = Data::new(
-        args.seed,
-        args.entities,
-        crate::compare::now_micros() / quiver_engine::MICROS_PER_SEC,
-    );
-    let snaps = {
-        let (dir, reg, d) = (work.path().to_path_buf(), registry.clone(), data.clone());
-        tokio::task::spawn_blocking(move || build_snapshots(&dir, &reg, &d, false))
-            .await
-            .map_err(|e| BenchError::Io {
-                what: "the snapshot builder".into(),
-                source: std::io::Error::other(e.to_string()),
-            })??
-    };
+    let bin = quiver_binary(args.common.quiver_bin.as_deref(), true)?;
+    let work = ScratchDir::new(args.common.dir.as_deref(), "overload")?;
+    let (registry_path, registry) = write_registry(&work)?;
+    let data = Data::new(args.common.seed, args.entities, now_secs());
+    let snaps = build_snapshots(&work, &registry, &data, false).await?;
     let biggest = args.bursts.iter().copied().max().unwrap_or(1);
     let mut results = Vec::new();
     for (label, limit) in [("limited", args.max_concurrent), ("unbounded", biggest + 1)] {
@@ -131,7 +111,7 @@ async fn overload(args: OverloadArgs) -> Result<()> {
                 args.batch.max(10_000)
             ),
         };
-        let server = QuiverServer::start(spec, args.dir.as_deref(), "overload").await?;
+        let server = QuiverServer::start(spec, args.common.dir.as_deref(), "overload").await?;
         let staged = server.scratch("user_stats.snap");
         stage(&snaps.stats, &staged)?;
         let clients = server.clients(args.connections).await?;
@@ -151,8 +131,7 @@ async fn overload(args: OverloadArgs) -> Result<()> {
     }
 
     let mib = |b: f64| b / (1 << 20) as f64;
-    let med =
-        |runs: &[Burst], f: fn(&Burst) -> f64| median(&runs.iter().map(f).collect::<Vec<f64>>());
+    let med = |runs: &[Burst], f: fn(&Burst) -> f64| median_of(runs, f);
     let mut t = Table::new([
         "server",
         "limit",
@@ -210,7 +189,7 @@ async fn overload(args: OverloadArgs) -> Result<()> {
 /// sampling the server's memory meanwhile.
 async fn fire(
     server: &QuiverServer,
-    clients: &crate::compare::procs::QuiverClients,
+    clients: &QuiverClients,
     args: &OverloadArgs,
     data: &Data,
     n: usize,
@@ -236,7 +215,7 @@ async fn fire(
     let tasks: Vec<_> = (0..n)
         .map(|i| {
             let mut c = clients.get(i);
-            let mut rng = SmallRng::seed_from_u64(args.seed ^ (run << 40) ^ (i as u64));
+            let mut rng = SmallRng::seed_from_u64(args.common.seed ^ (run << 40) ^ (i as u64));
             let ids: Vec<i64> = (0..args.batch)
                 .map(|_| data.stats.user_id(rng.random_range(0..users)))
                 .collect();

@@ -1,4 +1,4 @@
-//! The restart benchmark (DESIGN.md §8 W7): how long [`Db::open`] takes to serve a data
+//! The restart benchmark (W7): how long [`Db::open`] takes to serve a data
 //! directory holding a snapshot of N `user_stats` entities and a WAL of M write records after
 //! it.
 //!
@@ -12,7 +12,7 @@
 //! a sample of users is read back and compared with what was written, outside the timing.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -21,17 +21,23 @@ use quiver_engine::inspect::SNAPSHOT_DIR;
 use quiver_engine::{Db, FsyncPolicy, Snapshot, SystemClock, MICROS_PER_SEC};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use serde_json::{json, Map, Value as Json};
+use serde_json::json;
 
 use crate::dataset::{Dataset, EntityRow, VIEW};
-use crate::durable::{build_snapshot, db_config, now_secs, registry, user_entity, Reader};
-use crate::engine::to_row;
-use crate::report::{median, num, Table};
-use crate::scratch::{bytes_under, drop_from_page_cache, filesystem_of, ScratchDir};
+use crate::harness::args::{self, in_range, refuse, DbArgs};
+use crate::harness::check::to_row;
+use crate::harness::db::{build_snapshot, db_config, open_db, registry, user_entity, Reader};
+use crate::harness::host::{now_secs, scratch_on};
+use crate::harness::report::{median, median_of, num, verdict, Table};
+use crate::scratch::{bytes_under, drop_from_page_cache};
 use crate::{BenchError, Result};
 
 /// Flags of `quiver-bench restart`.
 #[derive(Debug, Clone, Args)]
+#[command(mut_arg("seed", |a| a.help("Seed of the dataset and of the WAL's key choice")))]
+#[command(mut_arg("dir", |a| a.help(
+    "Parent of the scratch data directory (default: the system temporary directory)"
+)))]
 pub struct RestartArgs {
     /// Entities in the `user_stats` snapshot.
     #[arg(long, default_value_t = 1_000_000)]
@@ -52,18 +58,11 @@ pub struct RestartArgs {
     /// Users read back and checked after each open (plus some never written).
     #[arg(long, default_value_t = 20_000)]
     pub check: u64,
-    /// Seed of the dataset and of the WAL's key choice.
-    #[arg(long, default_value_t = 42)]
-    pub seed: u64,
-    /// Shards per view.
-    #[arg(long, default_value_t = 64)]
-    pub shards: usize,
-    /// Parent of the scratch data directory (default: the system temporary directory).
-    #[arg(long)]
-    pub dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub common: DbArgs,
 }
 
-/// Goal from the issue: 1M entities + 100k WAL records open in this many seconds.
+/// Goal: 1M entities + 100k WAL records open in this many seconds.
 const TARGET_RESTART_S: f64 = 0.5;
 
 /// Seed salts: the WAL's values and keys are unrelated to the snapshot's.
@@ -165,16 +164,12 @@ pub fn run_restart(args: &RestartArgs) -> Result<()> {
     validate_args(args)?;
     let registry = registry()?;
     let entity = user_entity(&registry)?;
-    let scratch = ScratchDir::new(args.dir.as_deref(), "restart")?;
-    let filesystem = filesystem_of(scratch.path());
-    eprintln!(
-        "scratch directory {} ({filesystem})",
-        scratch.path().display()
-    );
+    let DbArgs { seed, shards, .. } = args.common;
+    let (scratch, filesystem) = scratch_on(args.common.dir.as_deref(), "restart")?;
     let data = scratch.join("data");
-    let config = || db_config(&data, &registry, FsyncPolicy::Never, args.shards);
+    let config = || db_config(&data, &registry, FsyncPolicy::Never, shards);
     let wal_rows = args.wal_records * args.wal_batch as u64;
-    let mut expected = Expected::new(args.seed, args.entities, wal_rows, now_secs());
+    let mut expected = Expected::new(seed, args.entities, wal_rows, now_secs());
 
     eprintln!("building a snapshot of {} entities", args.entities);
     let built = scratch.join("user_stats.qsnap");
@@ -187,7 +182,7 @@ pub fn run_restart(args: &RestartArgs) -> Result<()> {
     )?;
     eprintln!("  {} bytes in {build_s:.2} s", info.file_size);
 
-    let (db, _) = Db::open(config(), Arc::new(SystemClock))?;
+    let db = open_db(&data, &registry, FsyncPolicy::Never, shards)?;
     db.load_snapshot(VIEW, &built)?;
     std::fs::remove_file(&built).map_err(|source| BenchError::Io {
         what: format!("removing {}", built.display()),
@@ -198,7 +193,7 @@ pub fn run_restart(args: &RestartArgs) -> Result<()> {
         args.wal_records, args.wal_batch
     );
     let write_start = Instant::now();
-    let mut rng = SmallRng::seed_from_u64(args.seed ^ SALT_WAL_KEYS);
+    let mut rng = SmallRng::seed_from_u64(seed ^ SALT_WAL_KEYS);
     let mut rows = Vec::with_capacity(args.wal_batch);
     let step = (args.wal_records / 10).max(1);
     for j in 0..args.wal_records {
@@ -228,7 +223,7 @@ pub fn run_restart(args: &RestartArgs) -> Result<()> {
         .map_or(0, |v| v.base_bytes);
     let wal_bytes = bytes_under(&data.join(quiver_engine::inspect::WAL_DIR))?;
 
-    let sample = expected.sample(args.check.min(args.entities), 100, args.seed ^ SALT_CHECK);
+    let sample = expected.sample(args.check.min(args.entities), 100, seed ^ SALT_CHECK);
     let mut opens = Vec::with_capacity(args.repeats);
     let mut checked = 0;
     for rep in 1..=args.repeats {
@@ -287,42 +282,19 @@ pub fn run_restart(args: &RestartArgs) -> Result<()> {
 }
 
 fn validate_args(args: &RestartArgs) -> Result<()> {
-    let bad = |m: String| Err(BenchError::InvalidArgument(m));
-    if args.entities == 0 || args.entities > u64::from(u32::MAX) {
-        return bad(format!(
-            "--entities must be between 1 and {}, got {}",
-            u32::MAX,
-            args.entities
-        ));
-    }
-    if args.wal_batch == 0 || args.wal_batch > 100_000 {
-        return bad(format!(
-            "--wal-batch must be between 1 and 100000, got {}",
-            args.wal_batch
-        ));
-    }
+    args::entities(args.entities, 1)?;
+    in_range("--wal-batch", args.wal_batch, 1, 100_000)?;
     if args.wal_records.saturating_mul(args.wal_batch as u64) > MAX_WAL_ROWS {
-        return bad(format!(
+        return refuse(format!(
             "--wal-records × --wal-batch must be at most {MAX_WAL_ROWS}"
         ));
     }
-    if args.repeats == 0 || args.repeats > 1000 {
-        return bad(format!(
-            "--repeats must be between 1 and 1000, got {}",
-            args.repeats
-        ));
-    }
-    if args.check > 10_000_000 {
-        return bad(format!(
-            "--check must be at most 10000000, got {}",
-            args.check
-        ));
-    }
-    Ok(())
+    in_range("--repeats", args.repeats, 1, 1000)?;
+    in_range("--check", args.check, 0, 10_000_000)
 }
 
 /// The one snapshot file in `dir`.
-fn single_snapshot(dir: &std::path::Path) -> Result<PathBuf> {
+fn single_snapshot(dir: &Path) -> Result<PathBuf> {
     let io = |source| BenchError::Io {
         what: format!("listing {}", dir.display()),
         source,
@@ -359,7 +331,7 @@ struct Figures<'a> {
 
 impl Figures<'_> {
     fn restart_s(&self) -> f64 {
-        median(&self.opens.iter().map(|o| o.seconds).collect::<Vec<_>>())
+        median_of(&self.opens, |o| o.seconds)
     }
 
     fn page_cache(&self) -> &'static str {
@@ -398,61 +370,46 @@ impl Figures<'_> {
             a.wal_records,
             a.wal_batch,
             self.wal_bytes,
-            a.shards,
-            a.seed,
+            a.common.shards,
+            a.common.seed,
             self.filesystem,
             t.render(),
             self.opens.len(),
             self.snapshot_open_s,
             self.build_s,
             self.checked,
-            if restart <= TARGET_RESTART_S {
-                "met"
-            } else {
-                "missed"
-            },
+            verdict(restart <= TARGET_RESTART_S),
         )
     }
 
     fn json(&self) -> String {
         let a = self.args;
         let secs: Vec<f64> = self.opens.iter().map(|o| o.seconds).collect();
-        let mut m = Map::new();
-        m.insert("workload".into(), json!("restart"));
-        m.insert("view".into(), json!(VIEW));
-        m.insert("entities".into(), json!(a.entities));
-        m.insert("wal_records".into(), json!(a.wal_records));
-        m.insert("wal_batch".into(), json!(a.wal_batch));
-        m.insert("wal_rows".into(), json!(a.wal_records * a.wal_batch as u64));
-        m.insert("snapshot_bytes".into(), json!(self.snapshot_bytes));
-        m.insert("wal_bytes".into(), json!(self.wal_bytes));
-        m.insert("restart_s".into(), num(self.restart_s()));
-        m.insert(
-            "restart_min_s".into(),
-            num(secs.iter().copied().fold(f64::INFINITY, f64::min)),
-        );
-        m.insert(
-            "restart_max_s".into(),
-            num(secs.iter().copied().fold(0.0, f64::max)),
-        );
-        m.insert(
-            "restart_all_s".into(),
-            json!(secs.iter().map(|&s| num(s)).collect::<Vec<_>>()),
-        );
-        m.insert("snapshot_open_s".into(), num(self.snapshot_open_s));
-        m.insert(
-            "replay_s".into(),
-            num(self.restart_s() - self.snapshot_open_s),
-        );
-        m.insert("build_s".into(), num(self.build_s));
-        m.insert("repeats".into(), json!(a.repeats));
-        m.insert("page_cache".into(), json!(self.page_cache()));
-        m.insert("checked_users".into(), json!(self.checked));
-        m.insert("shards".into(), json!(a.shards));
-        m.insert("seed".into(), json!(a.seed));
-        m.insert("filesystem".into(), json!(self.filesystem));
-        m.insert("target_s".into(), json!(TARGET_RESTART_S));
-        Json::Object(m).to_string()
+        json!({
+            "workload": "restart",
+            "view": VIEW,
+            "entities": a.entities,
+            "wal_records": a.wal_records,
+            "wal_batch": a.wal_batch,
+            "wal_rows": a.wal_records * a.wal_batch as u64,
+            "snapshot_bytes": self.snapshot_bytes,
+            "wal_bytes": self.wal_bytes,
+            "restart_s": num(self.restart_s()),
+            "restart_min_s": num(secs.iter().copied().fold(f64::INFINITY, f64::min)),
+            "restart_max_s": num(secs.iter().copied().fold(0.0, f64::max)),
+            "restart_all_s": secs.iter().map(|&s| num(s)).collect::<Vec<_>>(),
+            "snapshot_open_s": num(self.snapshot_open_s),
+            "replay_s": num(self.restart_s() - self.snapshot_open_s),
+            "build_s": num(self.build_s),
+            "repeats": a.repeats,
+            "page_cache": self.page_cache(),
+            "checked_users": self.checked,
+            "shards": a.common.shards,
+            "seed": a.common.seed,
+            "filesystem": self.filesystem,
+            "target_s": TARGET_RESTART_S,
+        })
+        .to_string()
     }
 }
 

@@ -17,26 +17,31 @@
 
 use std::fs::OpenOptions;
 use std::io::Write;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Barrier};
+use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
 use clap::Args;
-use quiver_engine::{Db, FsyncPolicy, SystemClock};
+use quiver_engine::{FsyncPolicy, Registry};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Map, Value as Json};
 
 use crate::dataset::{Dataset, VIEW};
-use crate::durable::{db_config, now_secs, registry, user_entity};
-use crate::engine::to_row;
-use crate::report::{median, num, ratio, Latency, Summary, Table};
-use crate::scratch::{filesystem_of, ScratchDir};
+use crate::harness::args::{self, counts, in_range, positive, DbArgs};
+use crate::harness::check::to_row;
+use crate::harness::db::{open_db, registry, user_entity};
+use crate::harness::host::{now_secs, scratch_on};
+use crate::harness::report::{median, num, object, ratio, Latency, Summary, Table};
+use crate::scratch::ScratchDir;
 use crate::{BenchError, Result};
 
 /// Flags of `quiver-bench write`.
 #[derive(Debug, Clone, Args)]
+#[command(mut_arg("seed", |a| a.help("Seed of the dataset and of the writers' key choice")))]
+#[command(mut_arg("dir", |a| a.help(
+    "Parent of the scratch data directories (default: the system temporary directory)"
+)))]
 pub struct WriteArgs {
     /// Concurrent writer counts to measure, comma-separated.
     #[arg(long, value_delimiter = ',', default_value = "1,8,64")]
@@ -56,15 +61,8 @@ pub struct WriteArgs {
     /// Users the writes are spread over.
     #[arg(long, default_value_t = 1_000_000)]
     pub entities: u64,
-    /// Seed of the dataset and of the writers' key choice.
-    #[arg(long, default_value_t = 42)]
-    pub seed: u64,
-    /// Shards per view.
-    #[arg(long, default_value_t = 64)]
-    pub shards: usize,
-    /// Parent of the scratch data directories (default: the system temporary directory).
-    #[arg(long)]
-    pub dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub common: DbArgs,
 }
 
 /// fdatasyncs timed for the raw-disk reference, per round.
@@ -116,13 +114,8 @@ impl Point {
 pub fn run_write(args: &WriteArgs) -> Result<()> {
     validate_args(args)?;
     let registry = registry()?;
-    let scratch = ScratchDir::new(args.dir.as_deref(), "write")?;
-    let filesystem = filesystem_of(scratch.path());
-    eprintln!(
-        "scratch directory {} ({filesystem})",
-        scratch.path().display()
-    );
-    let dataset = Dataset::new(args.seed, args.entities, now_secs());
+    let (scratch, filesystem) = scratch_on(args.common.dir.as_deref(), "write")?;
+    let dataset = Dataset::new(args.common.seed, args.entities, now_secs());
     let mut raw = Latency::new()?;
     let mut samples: Vec<((usize, usize), Vec<Sample>)> = Vec::new();
     for round in 1..=args.rounds {
@@ -165,42 +158,12 @@ pub fn run_write(args: &WriteArgs) -> Result<()> {
 }
 
 fn validate_args(args: &WriteArgs) -> Result<()> {
-    let bad = |m: String| Err(BenchError::InvalidArgument(m));
-    if args.writers.is_empty() || args.writers.iter().any(|&w| w == 0 || w > 1024) {
-        return bad(format!(
-            "--writers must list counts between 1 and 1024, got {:?}",
-            args.writers
-        ));
-    }
-    if args.rows.is_empty() || args.rows.iter().any(|&r| r == 0 || r > 10_000) {
-        return bad(format!(
-            "--rows must list sizes between 1 and 10000, got {:?}",
-            args.rows
-        ));
-    }
-    if !(args.duration.is_finite() && args.duration > 0.0 && args.duration <= 3600.0) {
-        return bad(format!(
-            "--duration must be between 0 and 3600 seconds, got {}",
-            args.duration
-        ));
-    }
-    if args.rounds == 0 || args.rounds > 100 {
-        return bad(format!(
-            "--rounds must be between 1 and 100, got {}",
-            args.rounds
-        ));
-    }
-    if args.max_writes == 0 {
-        return bad("--max-writes must be at least 1".into());
-    }
-    if args.entities == 0 || args.entities > u64::from(u32::MAX) {
-        return bad(format!(
-            "--entities must be between 1 and {}, got {}",
-            u32::MAX,
-            args.entities
-        ));
-    }
-    Ok(())
+    counts("--writers", "counts", &args.writers, 1024)?;
+    counts("--rows", "sizes", &args.rows, 10_000)?;
+    args::duration(args.duration)?;
+    in_range("--rounds", args.rounds, 1, 100)?;
+    positive("--max-writes", args.max_writes)?;
+    args::entities(args.entities, 1)
 }
 
 /// Appends of [`RAW_APPEND`] bytes, each followed by fdatasync, in a loop: the disk's floor
@@ -256,7 +219,7 @@ fn point(rows: usize, writers: usize, samples: Vec<Sample>) -> Result<Point> {
 /// One writer count and batch size against a fresh directory.
 fn measure_point(
     args: &WriteArgs,
-    registry: &quiver_engine::Registry,
+    registry: &Registry,
     dataset: &Dataset,
     scratch: &ScratchDir,
     rows: usize,
@@ -264,9 +227,11 @@ fn measure_point(
 ) -> Result<Sample> {
     let dir = ScratchDir::new(Some(scratch.path()), &format!("r{rows}-w{writers}"))?;
     let entity = user_entity(registry)?;
-    let (db, _) = Db::open(
-        db_config(dir.path(), registry, FsyncPolicy::Always, args.shards),
-        Arc::new(SystemClock),
+    let db = open_db(
+        dir.path(),
+        registry,
+        FsyncPolicy::Always,
+        args.common.shards,
     )?;
     let before = db.stats().wal;
     let issued = AtomicU64::new(0);
@@ -277,7 +242,8 @@ fn measure_point(
             .map(|w| {
                 let (db, entity, issued, barrier) = (&db, &entity, &issued, &barrier);
                 s.spawn(move || -> Result<(u64, Latency)> {
-                    let mut rng = SmallRng::seed_from_u64(args.seed ^ ((w as u64 + 1) << 32));
+                    let mut rng =
+                        SmallRng::seed_from_u64(args.common.seed ^ ((w as u64 + 1) << 32));
                     let mut latency = Latency::new()?;
                     let mut batch = Vec::with_capacity(rows);
                     let mut done = 0;
@@ -437,16 +403,21 @@ impl Figures<'_> {
     fn json(&self) -> String {
         let a = self.args;
         let first_rows = a.rows[0];
-        let mut m = Map::new();
-        m.insert("workload".into(), json!("write"));
-        m.insert("view".into(), json!(VIEW));
-        m.insert("fsync".into(), json!("always"));
-        m.insert("writers".into(), json!(a.writers));
-        m.insert("rows".into(), json!(a.rows));
-        m.insert("duration_s".into(), json!(a.duration));
-        m.insert("rounds".into(), json!(a.rounds));
-        m.insert("raw_fsync_p50_us".into(), num(self.raw.p50_us));
-        m.insert("raw_fsync_p99_us".into(), num(self.raw.p99_us));
+        let mut m: Map<String, Json> = object(json!({
+            "workload": "write",
+            "view": VIEW,
+            "fsync": "always",
+            "writers": a.writers,
+            "rows": a.rows,
+            "duration_s": a.duration,
+            "rounds": a.rounds,
+            "raw_fsync_p50_us": num(self.raw.p50_us),
+            "raw_fsync_p99_us": num(self.raw.p99_us),
+            "entities": a.entities,
+            "shards": a.common.shards,
+            "seed": a.common.seed,
+            "filesystem": self.filesystem,
+        }));
         for p in &self.points {
             let k = format!("{}w{}_", prefix(p.rows, first_rows), p.writers);
             m.insert(format!("{k}writes_per_s"), num(p.writes_per_s()));
@@ -469,10 +440,6 @@ impl Figures<'_> {
                 self.speedup(rows).map_or(Json::Null, |(_, _, s)| num(s)),
             );
         }
-        m.insert("entities".into(), json!(a.entities));
-        m.insert("shards".into(), json!(a.shards));
-        m.insert("seed".into(), json!(a.seed));
-        m.insert("filesystem".into(), json!(self.filesystem));
         Json::Object(m).to_string()
     }
 }
@@ -496,9 +463,11 @@ mod tests {
             rounds: 1,
             max_writes: 10,
             entities: 10,
-            seed: 1,
-            shards: 4,
-            dir: None,
+            common: DbArgs {
+                seed: 1,
+                shards: 4,
+                dir: None,
+            },
         };
         assert!(validate_args(&args(vec![1, 8, 64], vec![1, 100])).is_ok());
         assert!(validate_args(&args(vec![], vec![1])).is_err());

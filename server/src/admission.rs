@@ -3,6 +3,9 @@
 //! stream was reset). A request that finds no free slot is answered `RESOURCE_EXHAUSTED` at
 //! once, without reading its body.
 //!
+//! It also sets the default deadline of the short calls (`request_timeout_ms`); the long ones
+//! in [`BULK_PATHS`] keep the transport's longer deadline (`bulk_timeout_ms`).
+//!
 //! Holding the slot until the response is sent is what bounds memory: a handler that computes
 //! a response in one poll finishes in microseconds, but the response then waits in HTTP/2
 //! buffers for a slow client. Counting only the handler would let every offered request build
@@ -13,6 +16,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use bytes::Bytes;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -27,19 +31,30 @@ const EXEMPT_PREFIXES: [&str; 3] = [
     "/grpc.reflection.v1alpha.ServerReflection/",
 ];
 
+/// Calls whose work grows with the data rather than with one request: they run under the
+/// transport's bulk deadline instead of `request_timeout_ms`.
+const BULK_PATHS: [&str; 4] = [
+    "/quiver.v1.FeatureStore/StreamWriteFeatures",
+    "/quiver.v1.FeatureStore/LoadSnapshot",
+    "/quiver.v1.FeatureStore/UploadSnapshot",
+    "/quiver.v1.FeatureStore/Checkpoint",
+];
+
 /// The layer that wraps every gRPC service of the server.
 #[derive(Debug, Clone)]
 pub(crate) struct AdmissionLayer {
     slots: Arc<Semaphore>,
     limit: usize,
+    request_timeout: Duration,
     metrics: Arc<Metrics>,
 }
 
 impl AdmissionLayer {
-    pub(crate) fn new(limit: usize, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(limit: usize, request_timeout: Duration, metrics: Arc<Metrics>) -> Self {
         Self {
             slots: Arc::new(Semaphore::new(limit)),
             limit,
+            request_timeout,
             metrics,
         }
     }
@@ -95,9 +110,21 @@ where
             ));
             return Box::pin(std::future::ready(Ok(status.into_http())));
         };
+        let deadline = (!BULK_PATHS.contains(&path)).then_some(self.layer.request_timeout);
         let response = self.inner.call(req);
         Box::pin(async move {
-            let mut response = response.await?;
+            let response = match deadline {
+                Some(d) => match tokio::time::timeout(d, response).await {
+                    Ok(r) => r,
+                    // The words tonic uses for its own deadline, so clients see one answer.
+                    Err(_) => {
+                        metrics.refused(Code::Cancelled as usize);
+                        return Ok(Status::cancelled("Timeout expired").into_http());
+                    }
+                },
+                None => response.await,
+            };
+            let mut response = response?;
             refusal(response.headers_mut(), &metrics);
             Ok(response.map(|body| {
                 tonic::body::Body::new(Held {

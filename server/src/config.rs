@@ -46,8 +46,12 @@ pub struct ServerConfig {
     pub max_upload_bytes: u64,
     /// Requests handled at once; beyond it requests are shed with RESOURCE_EXHAUSTED.
     pub max_concurrent_requests: usize,
-    /// Default per-request deadline, milliseconds (a shorter client deadline wins).
+    /// Default deadline of reads, unary writes and the registry and stats calls,
+    /// milliseconds (a shorter client deadline wins).
     pub request_timeout_ms: u64,
+    /// Default deadline of the long calls (streamed writes, snapshot loads and uploads,
+    /// checkpoints), milliseconds: their work grows with the data, not with one request.
+    pub bulk_timeout_ms: u64,
     /// Bearer token required on data RPCs (health and reflection stay open). Also read from
     /// `QUIVER_AUTH_TOKEN`.
     pub auth_token: Option<String>,
@@ -85,6 +89,7 @@ impl Default for ServerConfig {
             max_upload_bytes: 64 << 30,
             max_concurrent_requests: 512,
             request_timeout_ms: 5_000,
+            bulk_timeout_ms: 600_000,
             auth_token: None,
             tls_cert: None,
             tls_key: None,
@@ -193,6 +198,9 @@ impl ServerConfig {
         }
         if self.request_timeout_ms == 0 {
             return Err(ConfigError("request_timeout_ms must be positive".into()));
+        }
+        if self.bulk_timeout_ms == 0 {
+            return Err(ConfigError("bulk_timeout_ms must be positive".into()));
         }
         match (&self.tls_cert, &self.tls_key) {
             (Some(_), None) | (None, Some(_)) => {

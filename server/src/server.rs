@@ -237,7 +237,10 @@ pub async fn run(
         info!("TLS enabled");
     }
     let served = builder
-        .timeout(Duration::from_millis(config.request_timeout_ms))
+        // The longest default deadline; admission cuts the short calls at request_timeout_ms.
+        .timeout(Duration::from_millis(
+            config.bulk_timeout_ms.max(config.request_timeout_ms),
+        ))
         .tcp_nodelay(true)
         // Request bytes a client can push before the server reads them: per stream, and per
         // connection across its streams; admission bounds how many streams are read at all.
@@ -248,6 +251,7 @@ pub async fn run(
         ))
         .layer(AdmissionLayer::new(
             config.max_concurrent_requests,
+            Duration::from_millis(config.request_timeout_ms),
             metrics.clone(),
         ))
         .add_service(health_service)

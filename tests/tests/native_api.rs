@@ -355,7 +355,8 @@ async fn fill_slots(server: &Server, c: &mut Native, n: usize) -> Vec<Holder> {
 async fn overload_is_shed_not_queued() {
     let (_dir, _spec, mut server) = start(
         "e2e-shed",
-        "max_concurrent_requests = 2\nrequest_timeout_ms = 4000",
+        // The held streams fall under the bulk deadline, the short calls under the other.
+        "max_concurrent_requests = 2\nrequest_timeout_ms = 60000\nbulk_timeout_ms = 4000",
     )
     .await;
     let mut c = server.native(None).await;
@@ -405,7 +406,7 @@ async fn overload_is_shed_not_queued() {
     let shed2 = server.metric("quiver_shed_requests_total").await;
     assert_eq!(shed2 - shed1, shed_now as f64);
 
-    // A client that never finishes its stream is cut off by the default deadline and its
+    // A client that never finishes its stream is cut off by the default bulk deadline and its
     // slot comes back.
     let started = Instant::now();
     let (tx, task) = hold_slot(&server).await;

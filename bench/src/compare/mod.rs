@@ -1,57 +1,40 @@
-//! `quiver-bench compare`: Quiver against Redis on the same machine, in one run (issue 5).
+//! `quiver-bench compare`: Quiver against Redis on the same machine, in one run.
 //!
 //! One run starts everything itself on loopback: the release `quiver` binary and
 //! `redis-server` (two instances with persistence off, one per layout, and for the write
 //! comparison a Quiver with `fsync = "always"` and a Redis with `appendfsync always`), loads
-//! the same dataset into each, runs the workloads of DESIGN.md §8 with the same clients, key
+//! the same dataset into each, runs workloads W1-W7 with the same clients, key
 //! sequences and concurrency, checks answers against the dataset, and writes the report.
 //! Every fairness choice is listed in docs/benchmarks.md.
 //!
 //! # Layout
-//! - `data`: the `user_embedding` view next to the `user_stats` dataset.
-//! - `layout`: Feast's Redis layout (murmur3 field names, serialized keys and values) and the
-//!   packed-blob best case.
-//! - `resp`: a minimal pipelining Redis client.
-//! - `procs`: the server processes (the release `quiver` binary, `redis-server`), free ports,
-//!   scratch directories, cleanup.
-//! - `native`: Quiver requests, answer checks, snapshot files for bulk loads.
-//! - `run`: the closed-loop (and paced) client runner shared by every system.
-//! - `redis`: mass insertion and full scans of Redis.
+//! - `bulk`: mass insertion and full scans of Redis (W5), the sample checked after W7.
 //! - `output`: the table, `report.md`, `report.json`, SVG charts and the JSON line.
 
-pub(crate) mod data;
-pub(crate) mod layout;
-pub(crate) mod native;
+mod bulk;
 mod output;
-pub(crate) use output::loadavg;
-pub(crate) mod procs;
-mod redis;
-pub(crate) mod resp;
-pub(crate) mod run;
 
-use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use clap::{Args, ValueEnum};
 
-use crate::compare::data::{Data, EMBEDDING_VIEW};
-use crate::compare::native::{
-    build_snapshots, check_users, load_snapshot, sample_ids, scan, stage,
+use crate::clients::native::{self, check_users, load_snapshot, sample_ids, scan, stage};
+use crate::clients::procs::{
+    check_redis_installed, quiver_binary, QuiverServer, QuiverSpec, RedisServer, RedisSpec,
 };
+use crate::clients::runner::{measure, Contender, Load, Shared, Target, Workload};
+use crate::clients::{block_on, build_snapshots, redis, write_registry};
 use crate::compare::output::{LoadFigures, Machine, Measured, MemFigures, Report, RestartFigures};
-use crate::compare::procs::{
-    check_redis_installed, io, quiver_binary, QuiverServer, QuiverSpec, RedisServer, RedisSpec,
-};
-use crate::compare::run::{measure, Load, Shared, System, Target, Workload};
-use crate::dataset::{check_registry, REGISTRY_TOML, USER_STATS, VIEW};
-use crate::engine::DistArg;
+use crate::dataset::{Data, EMBEDDING_VIEW, USER_STATS, VIEW};
+use crate::harness::args::{DistArg, ServerArgs};
+use crate::harness::host::{loadavg, now_secs};
 use crate::keys::{Dist, KeySpace};
 use crate::{BenchError, Result, ScratchDir};
 
-/// The workloads of DESIGN.md §8 (W8, offline, is not a Redis comparison) plus the durable
-/// write comparison.
+/// The online workloads W1-W7 (W8, offline, is not a Redis comparison) plus the durable write
+/// comparison.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, ValueEnum)]
 pub enum WorkloadId {
     /// Single entity × 20 features.
@@ -110,6 +93,9 @@ impl WorkloadId {
 
 /// Flags of `quiver-bench compare`.
 #[derive(Debug, Clone, Args)]
+#[command(mut_arg("dir", |a| a.help(
+    "Parent of the servers' scratch directories (default: the system temp dir)"
+)))]
 pub struct CompareArgs {
     /// Users loaded into every system [default: 1000000; 10000 with --smoke].
     #[arg(long)]
@@ -144,15 +130,8 @@ pub struct CompareArgs {
     /// Rows per write request (W4 writes and the write comparison).
     #[arg(long, default_value_t = 100)]
     pub write_batch: usize,
-    /// Seed of the dataset and the key sequences.
-    #[arg(long, default_value_t = 42)]
-    pub seed: u64,
-    /// The quiver binary (default: target/release/quiver, built if needed).
-    #[arg(long)]
-    pub quiver_bin: Option<PathBuf>,
-    /// Parent of the servers' scratch directories (default: the system temp dir).
-    #[arg(long)]
-    pub dir: Option<PathBuf>,
+    #[command(flatten)]
+    pub common: ServerArgs,
     /// Where `<timestamp>/report.{md,json}` and the charts go (default: bench/results).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -211,25 +190,20 @@ impl CompareArgs {
                     .into(),
             ));
         }
-        let dists = match self.dist {
-            DistArg::Uniform => vec![Dist::Uniform],
-            DistArg::Zipf => vec![Dist::Zipf],
-            DistArg::Both => vec![Dist::Uniform, Dist::Zipf],
-        };
         let max_c = concurrency.iter().copied().max().unwrap_or(1);
         Ok(Settings {
             entities,
             duration,
             warmup: (duration / 5.0).min(1.0),
             concurrency,
-            dists,
+            dists: self.dist.dists(),
             workloads,
             smoke: self.smoke,
             server_threads: self.server_threads,
             redis_io_threads: self.redis_io_threads,
             client_threads: self.client_threads,
             write_batch: self.write_batch,
-            seed: self.seed,
+            seed: self.common.seed,
             quiver_connections: max_c.min(8),
         })
     }
@@ -279,7 +253,11 @@ async fn compare(args: CompareArgs, s: Settings, redis_version: String) -> Resul
         .copied()
         .filter(|w| w.workload(s.write_batch).is_some())
         .collect();
-    let systems = [System::Quiver, System::RedisFeast, System::RedisBlob];
+    let systems = [
+        Contender::Quiver,
+        Contender::RedisFeast,
+        Contender::RedisBlob,
+    ];
     let per_point = s.dists.len() * s.concurrency.len() * systems.len();
     let mut progress = Progress {
         done: 0,
@@ -295,17 +273,10 @@ async fn compare(args: CompareArgs, s: Settings, redis_version: String) -> Resul
     }
     // A smoke run checks the harness, not speed: it uses the quiver binary of the harness's
     // own build profile, so CI reuses the debug build its tests made.
-    let bin = quiver_binary(args.quiver_bin.as_deref(), !s.smoke)?;
-    let work = ScratchDir::new(args.dir.as_deref(), "compare")?;
-    let registry_path = work.join("registry.toml");
-    std::fs::write(&registry_path, REGISTRY_TOML).map_err(io("writing the registry"))?;
-    let registry = quiver_engine::Registry::from_toml(REGISTRY_TOML)?;
-    check_registry(&registry)?;
-    let data = Data::new(
-        s.seed,
-        s.entities,
-        now_micros() / quiver_engine::MICROS_PER_SEC,
-    );
+    let bin = quiver_binary(args.common.quiver_bin.as_deref(), !s.smoke)?;
+    let work = ScratchDir::new(args.common.dir.as_deref(), "compare")?;
+    let (registry_path, registry) = write_registry(&work)?;
+    let data = Data::new(s.seed, s.entities, now_secs());
     let shared = Arc::new(Shared {
         space: KeySpace::new(s.entities, s.seed ^ 0x7065_726d)?,
         data: data.clone(),
@@ -323,7 +294,7 @@ async fn compare(args: CompareArgs, s: Settings, redis_version: String) -> Resul
         start_timeout: Duration::from_secs(600),
         io_threads: s.redis_io_threads,
     };
-    let parent = args.dir.as_deref();
+    let parent = args.common.dir.as_deref();
     let mut report = Report::new(&s, machine);
     let wants = |w: WorkloadId| s.workloads.contains(&w);
     let needs_data = s.workloads.iter().any(|&w| w != WorkloadId::Write);
@@ -352,15 +323,7 @@ async fn compare(args: CompareArgs, s: Settings, redis_version: String) -> Resul
             "W5: building Quiver snapshots of {} users",
             s.entities
         ));
-        let snaps = {
-            let (dir, reg, d) = (work.path().to_path_buf(), registry.clone(), data.clone());
-            tokio::task::spawn_blocking(move || build_snapshots(&dir, &reg, &d, true))
-                .await
-                .map_err(|e| BenchError::Io {
-                    what: "the snapshot builder".into(),
-                    source: std::io::Error::other(e.to_string()),
-                })??
-        };
+        let snaps = build_snapshots(&work, &registry, &data, true).await?;
         let embedding_snap = snaps
             .embedding
             .clone()
@@ -387,13 +350,13 @@ async fn compare(args: CompareArgs, s: Settings, redis_version: String) -> Resul
             snaps.build_seconds, snaps.bytes
         ));
         progress.step("W5: Redis mass insertion, Feast layout");
-        let feast_load = redis::mass_insert(&feast, &data, System::RedisFeast, true).await?;
+        let feast_load = bulk::mass_insert(&feast, &data, Contender::RedisFeast, true).await?;
         progress.note(&format!(
             "redis-feast: protocol built in {:.2} s ({} bytes), loaded in {:.3} s",
             feast_load.prep_seconds, feast_load.bytes, feast_load.load_seconds
         ));
         progress.step("W5: Redis mass insertion, blob layout");
-        let blob_load = redis::mass_insert(&blob, &data, System::RedisBlob, true).await?;
+        let blob_load = bulk::mass_insert(&blob, &data, Contender::RedisBlob, true).await?;
         progress.note(&format!(
             "redis-blob: protocol built in {:.2} s ({} bytes), loaded in {:.3} s",
             blob_load.prep_seconds, blob_load.bytes, blob_load.load_seconds
@@ -412,24 +375,9 @@ async fn compare(args: CompareArgs, s: Settings, redis_version: String) -> Resul
         let ids = sample_ids(&data, VALIDATE_USERS);
         check_users(&mut c0, &data, &ids, USER_STATS.len(), true, 100).await?;
         let q_scan = scan(&mut c0, &data, true, SCAN_BATCH, SCAN_CHECK_EVERY).await?;
-        let f_scan = redis::scan(
-            &feast,
-            &data,
-            System::RedisFeast,
-            true,
-            SCAN_BATCH,
-            SCAN_CHECK_EVERY,
-        )
-        .await?;
-        let b_scan = redis::scan(
-            &blob,
-            &data,
-            System::RedisBlob,
-            false,
-            SCAN_BATCH,
-            SCAN_CHECK_EVERY,
-        )
-        .await?;
+        let (batch, every) = (SCAN_BATCH, SCAN_CHECK_EVERY);
+        let f_scan = bulk::scan(&feast, &data, Contender::RedisFeast, true, batch, every).await?;
+        let b_scan = bulk::scan(&blob, &data, Contender::RedisBlob, false, batch, every).await?;
         progress.note(&format!(
             "full scans: quiver {:.2} s, redis-feast {:.2} s, redis-blob {:.2} s",
             q_scan.as_secs_f64(),
@@ -460,8 +408,8 @@ async fn compare(args: CompareArgs, s: Settings, redis_version: String) -> Resul
             };
             let targets = [
                 Target::Quiver(clients.clone()),
-                Target::Redis(feast.addr, System::RedisFeast),
-                Target::Redis(blob.addr, System::RedisBlob),
+                Target::Redis(feast.addr, Contender::RedisFeast),
+                Target::Redis(blob.addr, Contender::RedisBlob),
             ];
             run_point(&mut report, &mut progress, &s, w, wl, &targets, &shared).await?;
         }
@@ -488,8 +436,8 @@ async fn compare(args: CompareArgs, s: Settings, redis_version: String) -> Resul
         let clients = quiver.clients(s.quiver_connections).await?;
         let targets = [
             Target::Quiver(clients.clone()),
-            Target::Redis(aof.addr, System::RedisFeast),
-            Target::Redis(aof.addr, System::RedisBlob),
+            Target::Redis(aof.addr, Contender::RedisFeast),
+            Target::Redis(aof.addr, Contender::RedisBlob),
         ];
         let wl = WorkloadId::Write.workload(s.write_batch).ok_or_else(|| {
             BenchError::InvalidArgument("the write comparison has no workload".into())
@@ -508,7 +456,7 @@ async fn compare(args: CompareArgs, s: Settings, redis_version: String) -> Resul
     drop(work);
 
     report.duration_s = started.elapsed().as_secs_f64();
-    report.machine.load_after = output::loadavg();
+    report.machine.load_after = loadavg();
     let out_root = args
         .out
         .clone()
@@ -533,7 +481,7 @@ async fn run_point(
     for &dist in &s.dists {
         for &c in &s.concurrency {
             for target in targets {
-                let system = target.system();
+                let system = target.contender();
                 progress.step(&format!(
                     "{} {} {} c={c}",
                     w.name(),
@@ -617,7 +565,7 @@ async fn restart(
     let ids = sample_ids(data, VALIDATE_USERS);
     check_users(c0, data, &ids, USER_STATS.len(), true, 100).await?;
     check_users(c0, data, &tail, USER_STATS.len(), false, 100).await?;
-    redis::check_sample(feast, data, &ids).await?;
+    bulk::check_sample(feast, data, &ids).await?;
     Ok(RestartFigures {
         quiver_seconds,
         quiver_checkpoint_seconds: checkpoint_seconds,
@@ -627,52 +575,4 @@ async fn restart(
         redis_rdb_bytes: feast.rdb_bytes(),
         tail_rows,
     })
-}
-
-/// Wall-clock time, microseconds since the Unix epoch.
-pub(crate) fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-}
-
-/// Runs `f` on a runtime of `threads` workers, stopping early on Ctrl-C or SIGTERM. Either
-/// way `f` is dropped before this returns, and with it every server guard: child processes
-/// are killed and scratch directories removed.
-pub(crate) fn block_on(threads: usize, f: impl Future<Output = Result<()>>) -> Result<()> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(threads.max(1))
-        .enable_all()
-        .build()
-        .map_err(procs::io("starting the client runtime"))?;
-    rt.block_on(async {
-        tokio::select! {
-            r = f => r,
-            s = interrupted() => Err(BenchError::Io {
-                what: format!("interrupted by {s}; servers stopped, scratch directories removed"),
-                source: std::io::Error::from(std::io::ErrorKind::Interrupted),
-            }),
-        }
-    })
-}
-
-/// Completes on SIGINT or SIGTERM, naming it.
-async fn interrupted() -> &'static str {
-    let int = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = int => "SIGINT",
-        _ = term => "SIGTERM",
-    }
 }

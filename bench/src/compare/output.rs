@@ -4,15 +4,17 @@
 
 use std::path::{Path, PathBuf};
 
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use serde_json::{json, Map, Value as Json};
 
-use crate::compare::procs::io;
-use crate::compare::redis::LoadTime;
-use crate::compare::run::{Outcome, System};
+use crate::clients::procs::io;
+use crate::clients::runner::{Contender, Outcome};
+use crate::compare::bulk::LoadTime;
 use crate::compare::{Settings, WorkloadId};
+use crate::harness::host::loadavg;
+use crate::harness::report::{num, ratio, Table};
 use crate::keys::Dist;
-use crate::report::{num, ratio, Table};
 use crate::{BenchError, Result};
 
 /// The machine a run happened on.
@@ -26,13 +28,6 @@ pub(crate) struct Machine {
     /// `/proc/loadavg` at the start and at the end: other work on the machine skews figures.
     pub(crate) load_before: String,
     pub(crate) load_after: String,
-}
-
-/// `/proc/loadavg`'s three load averages.
-pub(crate) fn loadavg() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
 }
 
 impl Machine {
@@ -70,7 +65,7 @@ impl Machine {
 #[derive(Debug, Clone)]
 pub(crate) struct Measured {
     pub(crate) workload: WorkloadId,
-    pub(crate) system: System,
+    pub(crate) system: Contender,
     pub(crate) dist: Dist,
     pub(crate) concurrency: usize,
     pub(crate) outcome: Outcome,
@@ -146,13 +141,40 @@ pub(crate) struct Report {
     pub(crate) dir: Option<PathBuf>,
 }
 
-/// A headline ratio, its goal from the issue, and whether it was met.
+/// A headline ratio, its goal, and whether it was met.
 struct Headline {
     key: &'static str,
     value: Option<f64>,
-    goal: &'static str,
+    goal: String,
     met: Option<bool>,
-    what: &'static str,
+    what: String,
+}
+
+/// What a headline ratio should be.
+#[derive(Debug, Clone, Copy)]
+enum Goal {
+    AtLeast(f64),
+    AtMost(f64),
+    /// Reported, no goal.
+    Unset,
+}
+
+impl Goal {
+    fn text(self) -> String {
+        match self {
+            Self::AtLeast(g) => format!(">= {g}"),
+            Self::AtMost(g) => format!("<= {g}"),
+            Self::Unset => String::new(),
+        }
+    }
+
+    fn met(self, v: Option<f64>) -> Option<bool> {
+        match self {
+            Self::AtLeast(g) => v.map(|v| v >= g),
+            Self::AtMost(g) => v.map(|v| v <= g),
+            Self::Unset => None,
+        }
+    }
 }
 
 impl Report {
@@ -175,7 +197,7 @@ impl Report {
 
     /// The measurement of `system` closest to (`w`, uniform keys if measured, `concurrency`):
     /// the largest measured concurrency not above it, else the smallest.
-    fn pick(&self, w: WorkloadId, system: System, concurrency: usize) -> Option<&Measured> {
+    fn pick(&self, w: WorkloadId, system: Contender, concurrency: usize) -> Option<&Measured> {
         let dist = if self.settings.dists.contains(&Dist::Uniform) {
             Dist::Uniform
         } else {
@@ -197,8 +219,8 @@ impl Report {
         &self,
         w: WorkloadId,
         c: usize,
-        a: System,
-        b: System,
+        a: Contender,
+        b: Contender,
         f: impl Fn(&Outcome) -> f64,
     ) -> Option<f64> {
         let (x, y) = (self.pick(w, a, c)?, self.pick(w, b, c)?);
@@ -206,104 +228,94 @@ impl Report {
     }
 
     fn headlines(&self) -> Vec<Headline> {
-        use System::{Quiver as Q, RedisBlob as B, RedisFeast as F};
+        use Contender::{Quiver as Q, RedisBlob as B, RedisFeast as F};
+        use Goal::{AtLeast, AtMost, Unset};
+        use WorkloadId::{Write, W1, W2, W3, W4};
         let vps = |o: &Outcome| o.values_per_sec();
         let p99 = |o: &Outcome| o.latency.summary().p99_us;
-        let at_least = |v: Option<f64>, goal: f64| v.map(|v| v >= goal);
-        let at_most = |v: Option<f64>, goal: f64| v.map(|v| v <= goal);
-        let w1 = self.ratio_of(WorkloadId::W1, 8, Q, F, p99);
-        let w2f = self.ratio_of(WorkloadId::W2, 64, Q, F, vps);
-        let w2b = self.ratio_of(WorkloadId::W2, 64, Q, B, vps);
-        let w3f = self.ratio_of(WorkloadId::W3, 64, Q, F, vps);
-        let w3b = self.ratio_of(WorkloadId::W3, 64, Q, B, vps);
-        let w4f = self.ratio_of(WorkloadId::W4, 64, Q, F, vps);
+        let rows = |o: &Outcome| o.rows_per_sec();
         let w5 = self
             .load
             .as_ref()
             .map(|l| ratio(l.feast.load_seconds, l.quiver_seconds));
-        let w6 = self
-            .memory
-            .as_ref()
-            .map(|m| ratio(m.rss_per_entity(0), m.rss_per_entity(1)));
-        let w7 = self
-            .restart
-            .as_ref()
-            .map(|r| ratio(r.redis_seconds, r.quiver_seconds));
-        let wr = self.ratio_of(WorkloadId::Write, 64, Q, F, |o| o.rows_per_sec());
-        vec![
-            Headline {
-                key: "w1_p99_ratio",
-                value: w1,
-                goal: "<= 1.1",
-                met: at_most(w1, 1.1),
-                what: "W1 p99, Quiver / Redis-Feast, concurrency 8",
-            },
-            Headline {
-                key: "w2_ratio_feast",
-                value: w2f,
-                goal: ">= 3",
-                met: at_least(w2f, 3.0),
-                what: "W2 feature values/s, Quiver / Redis-Feast, concurrency 64",
-            },
-            Headline {
-                key: "w2_ratio_blob",
-                value: w2b,
-                goal: ">= 2",
-                met: at_least(w2b, 2.0),
-                what: "W2 feature values/s, Quiver / Redis-blob, concurrency 64",
-            },
-            Headline {
-                key: "w3_ratio_feast",
-                value: w3f,
-                goal: "",
-                met: None,
-                what: "W3 feature values/s, Quiver / Redis-Feast, concurrency 64",
-            },
-            Headline {
-                key: "w3_ratio_blob",
-                value: w3b,
-                goal: "",
-                met: None,
-                what: "W3 feature values/s, Quiver / Redis-blob, concurrency 64",
-            },
-            Headline {
-                key: "w4_ratio_feast",
-                value: w4f,
-                goal: "",
-                met: None,
-                what:
-                    "W4 feature values/s (reads and writes), Quiver / Redis-Feast, concurrency 64",
-            },
-            Headline {
-                key: "w5_load_ratio",
-                value: w5,
-                goal: ">= 20",
-                met: at_least(w5, 20.0),
-                what: "W5 bulk load seconds, Redis-Feast mass insertion / Quiver LoadSnapshot",
-            },
-            Headline {
-                key: "w6_memory_ratio",
-                value: w6,
-                goal: "<= 0.4",
-                met: at_most(w6, 0.4),
-                what: "W6 RSS bytes per entity, Quiver / Redis-Feast",
-            },
-            Headline {
-                key: "w7_restart_ratio",
-                value: w7,
-                goal: ">= 5",
-                met: at_least(w7, 5.0),
-                what: "W7 restart-to-serving seconds, Redis-Feast (RDB) / Quiver (snapshots + WAL)",
-            },
-            Headline {
-                key: "write_ratio_fsync_always",
-                value: wr,
-                goal: "",
-                met: None,
-                what: "rows/s with fsync per ack, Quiver fsync=always / Redis-Feast appendfsync \
-                       always, 64 writers",
-            },
+        let w6 = (self.memory.as_ref()).map(|m| ratio(m.rss_per_entity(0), m.rss_per_entity(1)));
+        let w7 = (self.restart.as_ref()).map(|r| ratio(r.redis_seconds, r.quiver_seconds));
+        let values = "feature values/s, Quiver /";
+        [
+            (
+                "w1_p99_ratio",
+                self.ratio_of(W1, 8, Q, F, p99),
+                AtMost(1.1),
+                "W1 p99, Quiver / Redis-Feast, concurrency 8".to_owned(),
+            ),
+            (
+                "w2_ratio_feast",
+                self.ratio_of(W2, 64, Q, F, vps),
+                AtLeast(3.0),
+                format!("W2 {values} Redis-Feast, concurrency 64"),
+            ),
+            (
+                "w2_ratio_blob",
+                self.ratio_of(W2, 64, Q, B, vps),
+                AtLeast(2.0),
+                format!("W2 {values} Redis-blob, concurrency 64"),
+            ),
+            (
+                "w3_ratio_feast",
+                self.ratio_of(W3, 64, Q, F, vps),
+                Unset,
+                format!("W3 {values} Redis-Feast, concurrency 64"),
+            ),
+            (
+                "w3_ratio_blob",
+                self.ratio_of(W3, 64, Q, B, vps),
+                Unset,
+                format!("W3 {values} Redis-blob, concurrency 64"),
+            ),
+            (
+                "w4_ratio_feast",
+                self.ratio_of(W4, 64, Q, F, vps),
+                Unset,
+                "W4 feature values/s (reads and writes), Quiver / Redis-Feast, concurrency 64"
+                    .into(),
+            ),
+            (
+                "w5_load_ratio",
+                w5,
+                AtLeast(20.0),
+                "W5 bulk load seconds, Redis-Feast mass insertion / Quiver LoadSnapshot".into(),
+            ),
+            (
+                "w6_memory_ratio",
+                w6,
+                AtMost(0.4),
+                "W6 RSS bytes per entity, Quiver / Redis-Feast".into(),
+            ),
+            (
+                "w7_restart_ratio",
+                w7,
+                AtLeast(5.0),
+                "W7 restart-to-serving seconds, Redis-Feast (RDB) / Quiver (snapshots + WAL)"
+                    .into(),
+            ),
+            (
+                "write_ratio_fsync_always",
+                self.ratio_of(Write, 64, Q, F, rows),
+                Unset,
+                "rows/s with fsync per ack, Quiver fsync=always / Redis-Feast appendfsync always, \
+              64 writers"
+                    .into(),
+            ),
         ]
+        .into_iter()
+        .map(|(key, value, goal, what)| Headline {
+            key,
+            value,
+            goal: goal.text(),
+            met: goal.met(value),
+            what,
+        })
+        .collect()
     }
 
     /// The last stdout line.
@@ -392,7 +404,7 @@ impl Report {
             h.row([
                 x.key.to_owned(),
                 x.value.map_or("-".into(), |v| format!("{v:.3}")),
-                x.goal.to_owned(),
+                x.goal.clone(),
                 x.met
                     .map_or("-".into(), |m| if m { "yes" } else { "no" }.into()),
             ]);
@@ -611,14 +623,14 @@ impl Report {
         let root = SVGBackend::new(path, (1200, 400)).into_drawing_area();
         root.fill(&WHITE)?;
         let panels = root.split_evenly((1, 3));
-        let mut groups: Vec<(&str, Vec<(System, f64)>)> = Vec::new();
+        let mut groups: Vec<(&str, Vec<(Contender, f64)>)> = Vec::new();
         if let Some(l) = &self.load {
             groups.push((
                 "W5 bulk load, seconds",
                 vec![
-                    (System::Quiver, l.quiver_seconds),
-                    (System::RedisFeast, l.feast.load_seconds),
-                    (System::RedisBlob, l.blob.load_seconds),
+                    (Contender::Quiver, l.quiver_seconds),
+                    (Contender::RedisFeast, l.feast.load_seconds),
+                    (Contender::RedisBlob, l.blob.load_seconds),
                 ],
             ));
         }
@@ -626,9 +638,9 @@ impl Report {
             groups.push((
                 "W6 RSS bytes per entity",
                 vec![
-                    (System::Quiver, m.rss_per_entity(0)),
-                    (System::RedisFeast, m.rss_per_entity(1)),
-                    (System::RedisBlob, m.rss_per_entity(2)),
+                    (Contender::Quiver, m.rss_per_entity(0)),
+                    (Contender::RedisFeast, m.rss_per_entity(1)),
+                    (Contender::RedisBlob, m.rss_per_entity(2)),
                 ],
             ));
         }
@@ -636,8 +648,8 @@ impl Report {
             groups.push((
                 "W7 restart to serving, seconds",
                 vec![
-                    (System::Quiver, r.quiver_seconds),
-                    (System::RedisFeast, r.redis_seconds),
+                    (Contender::Quiver, r.quiver_seconds),
+                    (Contender::RedisFeast, r.redis_seconds),
                 ],
             ));
         }
@@ -681,12 +693,12 @@ fn chart_err(e: Box<dyn std::error::Error>) -> BenchError {
     }
 }
 
-fn color(s: System) -> RGBColor {
+fn color(s: Contender) -> RGBColor {
     match s {
-        System::Quiver => RGBColor(0x1f, 0x77, 0xb4),
-        System::RedisFeast => RGBColor(0xd6, 0x27, 0x28),
-        System::RedisBlob => RGBColor(0xff, 0x7f, 0x0e),
-        System::Echo => RGBColor(0x7f, 0x7f, 0x7f),
+        Contender::Quiver => RGBColor(0x1f, 0x77, 0xb4),
+        Contender::RedisFeast => RGBColor(0xd6, 0x27, 0x28),
+        Contender::RedisBlob => RGBColor(0xff, 0x7f, 0x0e),
+        Contender::Echo => RGBColor(0x7f, 0x7f, 0x7f),
     }
 }
 
@@ -713,7 +725,7 @@ fn line_chart(
             String::new()
         }
     };
-    let mut systems: Vec<System> = runs.iter().map(|m| m.system).collect();
+    let mut systems: Vec<Contender> = runs.iter().map(|m| m.system).collect();
     systems.sort();
     systems.dedup();
     let unit = if w == WorkloadId::Write {
@@ -750,25 +762,7 @@ fn line_chart(
         .x_desc("client concurrency")
         .y_label_formatter(&|v| format!("{v:.2e}"))
         .draw()?;
-    for &sys in &systems {
-        let pts: Vec<(f64, f64)> = runs
-            .iter()
-            .filter(|m| m.system == sys)
-            .map(|m| (x_of(m.concurrency), metric(&m.outcome)))
-            .collect();
-        let c = color(sys);
-        chart
-            .draw_series(LineSeries::new(pts.clone(), c.stroke_width(2)))?
-            .label(sys.name())
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], c.stroke_width(2)));
-        chart.draw_series(pts.into_iter().map(|p| Circle::new(p, 3, c.filled())))?;
-    }
-    chart
-        .configure_series_labels()
-        .position(SeriesLabelPosition::UpperLeft)
-        .background_style(WHITE.mix(0.8))
-        .border_style(BLACK)
-        .draw()?;
+    lines(&mut chart, &systems, runs, &x_of, |m| metric(&m.outcome))?;
 
     let p99s: Vec<f64> = runs
         .iter()
@@ -792,16 +786,31 @@ fn line_chart(
         .x_desc("client concurrency")
         .y_label_formatter(&|v| format!("{v:.0}"))
         .draw()?;
-    for &sys in &systems {
+    lines(&mut chart, &systems, runs, &x_of, |m| {
+        m.outcome.latency.summary().p99_us.max(1.0)
+    })?;
+    root.present()?;
+    Ok(())
+}
+
+/// One line per system of `value` against concurrency, points marked, with a legend.
+fn lines<'a, DB, Y>(
+    chart: &mut ChartContext<'a, DB, Cartesian2d<RangedCoordf64, Y>>,
+    systems: &[Contender],
+    runs: &[&Measured],
+    x_of: &dyn Fn(usize) -> f64,
+    value: impl Fn(&Measured) -> f64,
+) -> std::result::Result<(), Box<dyn std::error::Error>>
+where
+    DB: DrawingBackend + 'a,
+    DB::ErrorType: 'static,
+    Y: Ranged<ValueType = f64>,
+{
+    for &sys in systems {
         let pts: Vec<(f64, f64)> = runs
             .iter()
             .filter(|m| m.system == sys)
-            .map(|m| {
-                (
-                    x_of(m.concurrency),
-                    m.outcome.latency.summary().p99_us.max(1.0),
-                )
-            })
+            .map(|m| (x_of(m.concurrency), value(m)))
             .collect();
         let c = color(sys);
         chart
@@ -816,7 +825,6 @@ fn line_chart(
         .background_style(WHITE.mix(0.8))
         .border_style(BLACK)
         .draw()?;
-    root.present()?;
     Ok(())
 }
 

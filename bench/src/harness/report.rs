@@ -1,9 +1,12 @@
-//! Latency histograms and report output: a plain-text table for people, one JSON line for tools.
+//! Latency histograms and report output: a plain-text table for people, one JSON line for tools,
+//! and the table rows and JSON fields of a two-system measurement, which several reports share.
 
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
+use serde_json::{json, Map, Value as Json};
 
+use crate::keys::Dist;
 use crate::{BenchError, Result};
 
 /// Largest latency recorded exactly (one minute); longer ones are clamped to it.
@@ -150,6 +153,99 @@ impl Table {
             out.push_str(&line(r));
         }
         out
+    }
+}
+
+/// Per key distribution: (distribution, first system's summary, baseline's summary).
+pub(crate) type Results = Vec<(Dist, Summary, Summary)>;
+
+/// How a report states a goal: `met` or `missed`.
+pub fn verdict(met: bool) -> &'static str {
+    if met {
+        "met"
+    } else {
+        "missed"
+    }
+}
+
+/// The median of `f` over `xs`.
+pub fn median_of<T>(xs: &[T], f: impl Fn(&T) -> f64) -> f64 {
+    median(&xs.iter().map(f).collect::<Vec<_>>())
+}
+
+/// The latency table of `results`, the first system's rows labelled `first`.
+pub(crate) fn latency_table(results: &Results, first: &str) -> Table {
+    let mut t = Table::new([
+        "keys",
+        "system",
+        "p50 µs",
+        "p99 µs",
+        "p99.9 µs",
+        "max µs",
+        "mean µs",
+        "batches",
+        "p50 ×base",
+        "p99 ×base",
+        "p99.9 ×base",
+    ]);
+    let f = |x: f64| format!("{x:.2}");
+    for (dist, e, b) in results {
+        for (name, s) in [(first, e), ("baseline", b)] {
+            t.row([
+                dist.name().to_owned(),
+                name.to_owned(),
+                f(s.p50_us),
+                f(s.p99_us),
+                f(s.p999_us),
+                f(s.max_us),
+                f(s.mean_us),
+                s.count.to_string(),
+                f(ratio(s.p50_us, b.p50_us)),
+                f(ratio(s.p99_us, b.p99_us)),
+                f(ratio(s.p999_us, b.p999_us)),
+            ]);
+        }
+    }
+    t
+}
+
+/// The JSON fields of `results`: `engine_*`, `baseline_*` and the ratios, with `zipf_` twins
+/// (null when a distribution was not measured).
+pub(crate) fn put_results(m: &mut Map<String, Json>, results: &Results) {
+    for (dist, prefix) in [(Dist::Uniform, ""), (Dist::Zipf, "zipf_")] {
+        let found = results.iter().find(|r| r.0 == dist);
+        put_summary(m, &format!("{prefix}engine_"), found.map(|r| &r.1));
+        put_summary(m, &format!("{prefix}baseline_"), found.map(|r| &r.2));
+        let ratio_of = |get: fn(&Summary) -> f64| {
+            found.map_or(Json::Null, |(_, e, b)| num(ratio(get(e), get(b))))
+        };
+        m.insert(format!("{prefix}ratio"), ratio_of(|s| s.p50_us));
+        m.insert(format!("{prefix}p99_ratio"), ratio_of(|s| s.p99_us));
+        m.insert(format!("{prefix}p999_ratio"), ratio_of(|s| s.p999_us));
+    }
+}
+
+/// Inserts `{prefix}p50_us` .. `{prefix}batches`, null when the distribution was not measured.
+fn put_summary(m: &mut Map<String, Json>, prefix: &str, s: Option<&Summary>) {
+    type Field = (&'static str, fn(&Summary) -> Json);
+    let fields: [Field; 6] = [
+        ("p50_us", |s| num(s.p50_us)),
+        ("p99_us", |s| num(s.p99_us)),
+        ("p999_us", |s| num(s.p999_us)),
+        ("max_us", |s| num(s.max_us)),
+        ("mean_us", |s| num(s.mean_us)),
+        ("batches", |s| json!(s.count)),
+    ];
+    for (name, get) in fields {
+        m.insert(format!("{prefix}{name}"), s.map_or(Json::Null, get));
+    }
+}
+
+/// `value` (a `json!` object) as a map, to add computed keys to.
+pub(crate) fn object(value: Json) -> Map<String, Json> {
+    match value {
+        Json::Object(m) => m,
+        _ => Map::new(),
     }
 }
 

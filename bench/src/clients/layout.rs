@@ -15,8 +15,7 @@ use prost::Message;
 use quiver_engine::{Micros, Value, MICROS_PER_SEC};
 use quiver_server::proto::feast::types::{value::Val, FloatList, Value as FeastValue};
 
-use crate::compare::data::{EMBEDDING_DIM, EMBEDDING_FEATURE, EMBEDDING_VIEW};
-use crate::dataset::{USER_STATS, VIEW};
+use crate::dataset::{EMBEDDING_DIM, EMBEDDING_FEATURE, EMBEDDING_VIEW, USER_STATS, VIEW};
 
 /// The registry's project, appended to Feast's Redis keys.
 pub(crate) const PROJECT: &str = "demo";

@@ -4,14 +4,17 @@
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use quiver_engine::{encode_key, KeyPart, Registry, Row, SnapshotBuilder, Value};
+use quiver_engine::{Registry, SnapshotBuilder, Value};
 use quiver_server::proto::quiver::v1 as pb;
 use quiver_server::proto::quiver::v1::feature_store_client::FeatureStoreClient;
 use tonic::transport::Channel;
 
-use crate::compare::data::{expected, Data, EMBEDDING_VIEW};
-use crate::dataset::{USER_STATS, VIEW};
-use crate::engine::to_row;
+use crate::clients::layout::JOIN_KEY;
+use crate::clients::procs::io;
+use crate::dataset::{expected, feature_refs, Data, EMBEDDING_VIEW, USER_STATS, VIEW};
+use crate::harness::check::{embedding_to_row, to_row};
+use crate::harness::db::view_entity;
+use crate::harness::host::now_micros;
 use crate::{BenchError, Result};
 
 /// `FieldStatus::PRESENT` on the wire.
@@ -34,7 +37,7 @@ pub(crate) fn read_request(refs: &[String], ids: &[i64]) -> pb::GetOnlineFeature
             },
         )),
         keys: vec![pb::KeyColumn {
-            name: crate::compare::layout::JOIN_KEY.to_owned(),
+            name: JOIN_KEY.to_owned(),
             values: Some(pb::key_column::Values::Int64Values(pb::Int64Values {
                 values: ids.to_vec(),
             })),
@@ -130,69 +133,27 @@ pub(crate) fn write_request(data: &Data, ids: &[i64]) -> Result<pb::WriteFeature
         .iter()
         .enumerate()
         .map(|(j, f)| {
+            // Column `j` of every row as a packed column (a value of another type: the default).
+            macro_rules! packed {
+                ($kind:ident, $list:ident) => {
+                    D::$list(pb::$list {
+                        values: (rows.iter())
+                            .map(|r| match &r.values[j] {
+                                Value::$kind(x) => ToOwned::to_owned(x),
+                                _ => Default::default(),
+                            })
+                            .collect(),
+                    })
+                };
+            }
+            use quiver_engine::{ScalarType as S, ValueType as T};
             let data = match f.ty {
-                quiver_engine::ValueType::Scalar(s) => {
-                    use quiver_engine::ScalarType as S;
-                    match s {
-                        S::Bool => D::BoolValues(pb::BoolValues {
-                            values: rows
-                                .iter()
-                                .map(|r| matches!(r.values[j], Value::Bool(true)))
-                                .collect(),
-                        }),
-                        S::Int32 => D::Int32Values(pb::Int32Values {
-                            values: rows
-                                .iter()
-                                .map(|r| match r.values[j] {
-                                    Value::Int32(x) => x,
-                                    _ => 0,
-                                })
-                                .collect(),
-                        }),
-                        S::Int64 => D::Int64Values(pb::Int64Values {
-                            values: rows
-                                .iter()
-                                .map(|r| match r.values[j] {
-                                    Value::Int64(x) => x,
-                                    _ => 0,
-                                })
-                                .collect(),
-                        }),
-                        S::Float32 => D::Float32Values(pb::Float32Values {
-                            values: rows
-                                .iter()
-                                .map(|r| match r.values[j] {
-                                    Value::Float32(x) => x,
-                                    _ => 0.0,
-                                })
-                                .collect(),
-                        }),
-                        S::Float64 => D::Float64Values(pb::Float64Values {
-                            values: rows
-                                .iter()
-                                .map(|r| match r.values[j] {
-                                    Value::Float64(x) => x,
-                                    _ => 0.0,
-                                })
-                                .collect(),
-                        }),
-                        S::String => D::StringValues(pb::StringValues {
-                            values: rows
-                                .iter()
-                                .map(|r| match &r.values[j] {
-                                    Value::String(s) => s.clone(),
-                                    _ => String::new(),
-                                })
-                                .collect(),
-                        }),
-                        other => {
-                            return Err(BenchError::Schema(format!(
-                                "{}: type {other:?} is not generated",
-                                f.name
-                            )))
-                        }
-                    }
-                }
+                T::Scalar(S::Bool) => packed!(Bool, BoolValues),
+                T::Scalar(S::Int32) => packed!(Int32, Int32Values),
+                T::Scalar(S::Int64) => packed!(Int64, Int64Values),
+                T::Scalar(S::Float32) => packed!(Float32, Float32Values),
+                T::Scalar(S::Float64) => packed!(Float64, Float64Values),
+                T::Scalar(S::String) => packed!(String, StringValues),
                 other => {
                     return Err(BenchError::Schema(format!(
                         "{}: type {other} is not generated",
@@ -210,7 +171,7 @@ pub(crate) fn write_request(data: &Data, ids: &[i64]) -> Result<pb::WriteFeature
     Ok(pb::WriteFeaturesRequest {
         view: VIEW.to_owned(),
         keys: vec![pb::KeyColumn {
-            name: crate::compare::layout::JOIN_KEY.to_owned(),
+            name: JOIN_KEY.to_owned(),
             values: Some(pb::key_column::Values::Int64Values(pb::Int64Values {
                 values: ids.to_vec(),
             })),
@@ -242,12 +203,8 @@ pub(crate) fn build_snapshots(
     with_embedding: bool,
 ) -> Result<Snapshots> {
     let start = Instant::now();
-    let entity = registry
-        .view(VIEW)
-        .and_then(|v| registry.view_entity(v))
-        .cloned()
-        .ok_or_else(|| BenchError::Schema(format!("view {VIEW:?} has no entity")))?;
-    let created = crate::compare::now_micros();
+    let entity = view_entity(registry, VIEW)?;
+    let created = now_micros();
     let n = data.entities();
     let stats = dir.join("user_stats.snap");
     let mut b = SnapshotBuilder::create(&stats, registry, VIEW, created)?;
@@ -259,15 +216,11 @@ pub(crate) fn build_snapshots(
         let path = dir.join("user_embedding.snap");
         let mut b = SnapshotBuilder::create(&path, registry, EMBEDDING_VIEW, created)?;
         for i in 0..n {
-            let e = data.embedding_row(i);
-            let mut key = Vec::with_capacity(9);
-            encode_key(&entity, &[KeyPart::Int64(data.stats.user_id(i))], &mut key)?;
-            b.add(&Row {
-                key,
-                event_ts: e.event_ts,
-                created_ts: None,
-                values: vec![(0, Value::Vector(e.vector))],
-            })?;
+            b.add(&embedding_to_row(
+                &entity,
+                data.stats.user_id(i),
+                data.embedding_row(i),
+            )?)?;
         }
         bytes += b.finish()?.file_size;
         Some(path)
@@ -317,7 +270,7 @@ pub(crate) async fn check_users(
     embedding: bool,
     batch: usize,
 ) -> Result<u64> {
-    let refs = crate::compare::data::feature_refs(features, embedding);
+    let refs = feature_refs(features, embedding);
     for chunk in ids.chunks(batch.max(1)) {
         let r = client
             .get_online_features(read_request(&refs, chunk))
@@ -350,13 +303,11 @@ pub(crate) fn stage(src: &Path, dst: &Path) -> Result<()> {
     if std::fs::hard_link(src, dst).is_ok() {
         return Ok(());
     }
-    std::fs::copy(src, dst)
-        .map(|_| ())
-        .map_err(crate::compare::procs::io(format!(
-            "copying {} to {}",
-            src.display(),
-            dst.display()
-        )))
+    std::fs::copy(src, dst).map(|_| ()).map_err(io(format!(
+        "copying {} to {}",
+        src.display(),
+        dst.display()
+    )))
 }
 
 /// Reads every user back in batches of `batch`, checking every answer's shape and statuses
@@ -370,7 +321,7 @@ pub(crate) async fn scan(
 ) -> Result<std::time::Duration> {
     let start = Instant::now();
     let features = USER_STATS.len();
-    let refs = crate::compare::data::feature_refs(features, embedding);
+    let refs = feature_refs(features, embedding);
     let n = data.entities();
     let mut ids = Vec::with_capacity(batch);
     let (mut first, mut k) = (0u64, 0u64);

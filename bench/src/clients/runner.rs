@@ -9,15 +9,16 @@ use std::time::{Duration, Instant};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
-use crate::compare::data::{expected, Data};
-use crate::compare::layout;
-use crate::compare::native::{check_shape, check_values, read_request, status_err, write_request};
-use crate::compare::procs::QuiverClients;
-use crate::compare::redis::queue_feast_write;
-use crate::compare::resp::{Item, RespConn};
-use crate::dataset::USER_STATS;
+use crate::clients::layout;
+use crate::clients::native::{check_shape, check_values, read_request, status_err, write_request};
+use crate::clients::procs::QuiverClients;
+use crate::clients::redis::{
+    check_blob_values, check_feast_shape, check_feast_values, queue_feast_write, queue_hmget,
+};
+use crate::clients::resp::{Item, RespConn};
+use crate::dataset::{feature_refs, Data, USER_STATS};
+use crate::harness::report::Latency;
 use crate::keys::{Dist, KeySpace};
-use crate::report::Latency;
 use crate::{BenchError, Result};
 
 /// Every this many responses per client, the whole answer is compared with the dataset (the
@@ -29,9 +30,9 @@ const SALT_CLIENT: u64 = 0x9e37_79b9_7f4a_7c15;
 const SALT_WARMUP: u64 = 0x7761_726d_7570;
 const SALT_OP: u64 = 0x6f70_6572;
 
-/// The systems compared.
+/// The systems a client measurement runs against.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub(crate) enum System {
+pub(crate) enum Contender {
     /// Quiver's native gRPC API.
     Quiver,
     /// Redis in Feast's layout (hash per entity, pipelined HMGET / HSET).
@@ -42,7 +43,7 @@ pub(crate) enum System {
     Echo,
 }
 
-impl System {
+impl Contender {
     /// Name in tables and JSON.
     pub(crate) fn name(self) -> &'static str {
         match self {
@@ -60,7 +61,7 @@ pub(crate) enum Target {
     /// A Quiver server through these clients.
     Quiver(QuiverClients),
     /// A Redis server holding the layout of the system.
-    Redis(SocketAddr, System),
+    Redis(SocketAddr, Contender),
     /// The echo service through these clients (answers are not the dataset: only their shape
     /// is checked).
     Echo(QuiverClients),
@@ -68,11 +69,11 @@ pub(crate) enum Target {
 
 impl Target {
     /// The system behind the target.
-    pub(crate) fn system(&self) -> System {
+    pub(crate) fn contender(&self) -> Contender {
         match self {
-            Self::Quiver(_) => System::Quiver,
+            Self::Quiver(_) => Contender::Quiver,
             Self::Redis(_, s) => *s,
-            Self::Echo(_) => System::Echo,
+            Self::Echo(_) => Contender::Echo,
         }
     }
 }
@@ -167,7 +168,7 @@ enum Client {
             tonic::transport::Channel,
         >,
     ),
-    Redis(RespConn, System),
+    Redis(RespConn, Contender),
 }
 
 /// Runs `load` against `target` and merges what the clients saw.
@@ -252,7 +253,7 @@ impl Worker {
             verify,
             wl,
             index,
-            refs: crate::compare::data::feature_refs(wl.features, wl.embedding),
+            refs: feature_refs(wl.features, wl.embedding),
             fields: layout::read_fields(wl.features, wl.embedding),
             ids: Vec::with_capacity(wl.batch),
             idx: Vec::with_capacity(wl.batch),
@@ -275,20 +276,6 @@ impl Worker {
         until: Instant,
     ) -> Result<()> {
         let client_seed = load.seed ^ (self.index + 1).wrapping_mul(SALT_CLIENT);
-        // Warm-up has its own stream, so the timed stream starts at the same key everywhere.
-        let mut keys = shared.space.chooser(load.dist, client_seed ^ SALT_WARMUP);
-        let mut ops = SmallRng::seed_from_u64(client_seed ^ SALT_WARMUP ^ SALT_OP);
-        let mut n = 0u64;
-        while n < load.max_requests && Instant::now() < timed_from {
-            keys.fill(&mut self.idx, self.wl.batch);
-            let write =
-                self.wl.write_percent > 0 && ops.random_range(0..100) < self.wl.write_percent;
-            self.request(shared, write, n.is_multiple_of(CHECK_EVERY))
-                .await?;
-            n += 1;
-        }
-        let mut keys = shared.space.chooser(load.dist, client_seed);
-        let mut ops = SmallRng::seed_from_u64(client_seed ^ SALT_OP);
         // Open loop: this client's share of the rate, its sends spread over the interval.
         let interval = load
             .rate
@@ -296,46 +283,57 @@ impl Worker {
         let offset = interval.map_or(Duration::ZERO, |iv| {
             iv.mul_f64(self.index as f64 / load.concurrency.max(1) as f64)
         });
-        let mut n = 0u64;
-        while n < load.max_requests && Instant::now() < until {
-            keys.fill(&mut self.idx, self.wl.batch);
-            let write =
-                self.wl.write_percent > 0 && ops.random_range(0..100) < self.wl.write_percent;
-            // Behind schedule (the previous answer came after this send was due): the wait
-            // counts, so a stall is not hidden. On time: the client sleeps until the send is
-            // due, and the timer's lateness (Tokio's timer has millisecond granularity) is the
-            // harness's, not the server's, so latency counts from the actual send.
-            let behind_since = match interval {
-                Some(iv) => {
-                    let at = timed_from + offset + iv.mul_f64(n as f64);
-                    if at >= until {
-                        break;
+        // Warm-up has its own stream, so the timed stream starts at the same key everywhere.
+        for (timed, seed, end) in [
+            (false, client_seed ^ SALT_WARMUP, timed_from),
+            (true, client_seed, until),
+        ] {
+            let mut keys = shared.space.chooser(load.dist, seed);
+            let mut ops = SmallRng::seed_from_u64(seed ^ SALT_OP);
+            let mut n = 0u64;
+            while n < load.max_requests && Instant::now() < end {
+                keys.fill(&mut self.idx, self.wl.batch);
+                let write =
+                    self.wl.write_percent > 0 && ops.random_range(0..100) < self.wl.write_percent;
+                // Behind schedule (the previous answer came after this send was due): the wait
+                // counts, so a stall is not hidden. On time: the client sleeps until the send
+                // is due, and the timer's lateness (Tokio's timer has millisecond granularity)
+                // is the harness's, not the server's, so latency counts from the actual send.
+                let behind_since = match interval.filter(|_| timed) {
+                    Some(iv) => {
+                        let at = timed_from + offset + iv.mul_f64(n as f64);
+                        if at >= until {
+                            break;
+                        }
+                        if Instant::now() < at {
+                            tokio::time::sleep_until(at.into()).await;
+                            None
+                        } else {
+                            Some(at)
+                        }
                     }
-                    if Instant::now() < at {
-                        tokio::time::sleep_until(at.into()).await;
-                        None
-                    } else {
-                        Some(at)
-                    }
+                    None => None,
+                };
+                let sent = Instant::now();
+                let dt = self
+                    .request(shared, write, n.is_multiple_of(CHECK_EVERY))
+                    .await?;
+                n += 1;
+                if !timed {
+                    continue;
                 }
-                None => None,
-            };
-            let sent = Instant::now();
-            let dt = self
-                .request(shared, write, n.is_multiple_of(CHECK_EVERY))
-                .await?;
-            let queued =
-                behind_since.map_or(Duration::ZERO, |at| sent.saturating_duration_since(at));
-            self.latency.record(queued + dt);
-            self.requests += 1;
-            self.rows += self.wl.batch as u64;
-            let per_row = if write {
-                USER_STATS.len()
-            } else {
-                self.wl.features + usize::from(self.wl.embedding)
-            };
-            self.values += (self.wl.batch * per_row) as u64;
-            n += 1;
+                let queued =
+                    behind_since.map_or(Duration::ZERO, |at| sent.saturating_duration_since(at));
+                self.latency.record(queued + dt);
+                self.requests += 1;
+                self.rows += self.wl.batch as u64;
+                let per_row = if write {
+                    USER_STATS.len()
+                } else {
+                    self.wl.features + usize::from(self.wl.embedding)
+                };
+                self.values += (self.wl.batch * per_row) as u64;
+            }
         }
         self.finished = Some(Instant::now());
         Ok(())
@@ -383,7 +381,7 @@ impl Worker {
                 }
                 Ok(dt)
             }
-            Client::Redis(conn, System::RedisFeast) => {
+            Client::Redis(conn, Contender::RedisFeast) => {
                 if write {
                     for &id in &self.ids {
                         let row = data.stats_of(id).ok_or_else(|| {
@@ -404,14 +402,7 @@ impl Worker {
                     return Ok(dt);
                 }
                 for &id in &self.ids {
-                    self.key.clear();
-                    layout::feast_key(id, &mut self.key);
-                    conn.begin(2 + self.fields.len());
-                    conn.arg(b"HMGET");
-                    conn.arg(&self.key);
-                    for f in &self.fields {
-                        conn.arg(f);
-                    }
+                    queue_hmget(conn, id, &self.fields, &mut self.key);
                 }
                 conn.exec().await?;
                 let dt = t0.elapsed();
@@ -474,98 +465,4 @@ impl Worker {
             }
         }
     }
-}
-
-/// Every HMGET reply is an array of `fields` bulk strings (no nil: nothing missing).
-pub(crate) fn check_feast_shape(conn: &RespConn, rows: usize, fields: usize) -> Result<()> {
-    if conn.replies() != rows {
-        return Err(BenchError::WrongAnswer(format!(
-            "redis answered {} of {rows} HMGETs",
-            conn.replies()
-        )));
-    }
-    for k in 0..rows {
-        let (head, items) = conn.reply(k);
-        if head != Item::Array(fields) || items.iter().any(|i| !matches!(i, Item::Bulk(..))) {
-            return Err(BenchError::WrongAnswer(format!(
-                "redis HMGET {k} answered {head:?} with missing fields"
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// Decodes every field of a batch of Feast-layout HMGET replies and compares it with the
-/// dataset.
-pub(crate) fn check_feast_values(
-    conn: &RespConn,
-    ids: &[i64],
-    data: &Data,
-    features: usize,
-    embedding: bool,
-) -> Result<()> {
-    for (k, &id) in ids.iter().enumerate() {
-        let want = expected(data, id, features, embedding)
-            .ok_or_else(|| BenchError::WrongAnswer(format!("user {id} is not in the dataset")))?;
-        let (_, items) = conn.reply(k);
-        let bytes = |i: usize| items.get(i).map_or(&[][..], |&it| conn.bytes(it));
-        // Fields: features, _ts:user_stats, then embedding and _ts:user_embedding.
-        let at = |j: usize, field: usize, ts_field: usize| -> Result<()> {
-            let (ts, v) = &want[j];
-            let got = layout::decode_feast_value(bytes(field));
-            let got_ts = layout::decode_ts(bytes(ts_field));
-            if got_ts != Some(*ts) || !got.as_ref().is_some_and(|g| g.bit_eq(v)) {
-                return Err(BenchError::WrongAnswer(format!(
-                    "redis-feast: user {id}, column {j}: got {got:?} at {got_ts:?}, expected \
-                     {v:?} at {ts}"
-                )));
-            }
-            Ok(())
-        };
-        for j in 0..features {
-            at(j, j, features)?;
-        }
-        if embedding {
-            at(features, features + 1, features + 2)?;
-        }
-    }
-    Ok(())
-}
-
-/// Decodes every blob of an MGET reply and compares it with the dataset.
-fn check_blob_values(
-    conn: &RespConn,
-    ids: &[i64],
-    data: &Data,
-    features: usize,
-    embedding: bool,
-) -> Result<()> {
-    let (_, items) = conn.reply(0);
-    for (k, &id) in ids.iter().enumerate() {
-        let want = expected(data, id, features, embedding)
-            .ok_or_else(|| BenchError::WrongAnswer(format!("user {id} is not in the dataset")))?;
-        let wrong =
-            |what: String| BenchError::WrongAnswer(format!("redis-blob: user {id}: {what}"));
-        let (ts, vals) = layout::decode_blob(conn.bytes(items[k]), features)
-            .ok_or_else(|| wrong("blob does not decode".into()))?;
-        for (j, v) in vals.iter().enumerate() {
-            if ts != want[j].0 || !v.bit_eq(&want[j].1) {
-                return Err(wrong(format!(
-                    "column {j}: got {v:?} at {ts}, expected {:?} at {}",
-                    want[j].1, want[j].0
-                )));
-            }
-        }
-        if embedding {
-            let (ets, vec) = layout::decode_embedding_blob(conn.bytes(items[ids.len() + k]))
-                .ok_or_else(|| wrong("embedding blob does not decode".into()))?;
-            let (wts, wv) = &want[features];
-            if ets != *wts || !quiver_engine::Value::Vector(vec).bit_eq(wv) {
-                return Err(wrong(format!(
-                    "embedding differs (event time {ets} vs {wts})"
-                )));
-            }
-        }
-    }
-    Ok(())
 }

@@ -1,17 +1,19 @@
-//! What the durable-engine benchmarks (`restart`, `load`, `write`) share: the registry, a
-//! [`Db`] configuration without background surprises, snapshot building from the dataset, and
-//! a reader that checks what a [`Db`] serves.
+//! What the workloads on a durable engine share: the registry, a [`Db`] configuration without
+//! background surprises, snapshot building from the dataset, and a reader that checks what a
+//! [`Db`] serves.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Instant;
 
 use quiver_engine::{
-    Db, DbConfig, Entity, FsyncPolicy, GetResult, KeyBatch, KeyPart, ReadOptions, Registry,
-    Selection, SnapshotBuilder, SnapshotInfo, StoreConfig, WalConfig, MICROS_PER_SEC,
+    Db, DbConfig, Entity, FsyncPolicy, GetResult, KeyBatch, KeyPart, ReadOptions, Registry, Row,
+    Selection, SnapshotBuilder, SnapshotInfo, StoreConfig, SystemClock, WalConfig,
 };
 
-use crate::dataset::{check_registry, EntityRow, REGISTRY_TOML, USER_STATS, VIEW};
-use crate::engine::{check_columns, to_row};
+use crate::dataset::{check_registry, Dataset, EntityRow, REGISTRY_TOML, USER_STATS, VIEW};
+use crate::harness::check::{check_columns, stats_column, to_row};
+use crate::harness::host::now_micros;
 use crate::{BenchError, Result};
 
 /// Entities per get when a benchmark checks what a [`Db`] serves.
@@ -26,11 +28,24 @@ pub(crate) fn registry() -> Result<Registry> {
 
 /// The entity `user_stats` is keyed by.
 pub(crate) fn user_entity(registry: &Registry) -> Result<Entity> {
+    view_entity(registry, VIEW)
+}
+
+/// The entity `view` is keyed by.
+pub(crate) fn view_entity(registry: &Registry, view: &str) -> Result<Entity> {
     registry
-        .view(VIEW)
+        .view(view)
         .and_then(|v| registry.view_entity(v))
         .cloned()
-        .ok_or_else(|| BenchError::Schema(format!("view {VIEW:?} has no entity")))
+        .ok_or_else(|| BenchError::Schema(format!("view {view:?} has no entity")))
+}
+
+/// The `view:feature` references of the first `features` features of `user_stats`.
+pub(crate) fn stats_refs(features: usize) -> Vec<String> {
+    USER_STATS[..features]
+        .iter()
+        .map(|f| format!("{VIEW}:{}", f.name))
+        .collect()
 }
 
 /// A directory's configuration with automatic checkpoints off, so that nothing but the
@@ -51,6 +66,48 @@ pub(crate) fn db_config(
     config.checkpoint_wal_bytes = 0;
     config.checkpoint_interval = None;
     config
+}
+
+/// Opens a [`Db`] on `dir` configured by [`db_config`].
+pub(crate) fn open_db(
+    dir: &Path,
+    registry: &Registry,
+    fsync: FsyncPolicy,
+    shards: usize,
+) -> Result<Db> {
+    let (db, _) = Db::open(
+        db_config(dir, registry, fsync, shards),
+        Arc::new(SystemClock),
+    )?;
+    Ok(db)
+}
+
+/// Writes every entity of `dataset` through `write`, `batch` rows per call, reporting
+/// progress. Generating the rows is part of the time the caller measures.
+pub(crate) fn write_all<T>(
+    dataset: &Dataset,
+    entity: &Entity,
+    batch: usize,
+    mut write: impl FnMut(&[Row]) -> quiver_engine::Result<T>,
+) -> Result<()> {
+    let n = dataset.entities();
+    let mut rows = Vec::with_capacity(batch);
+    let step = (n / 10).max(1);
+    let (mut first, mut next_report) = (0, step);
+    while first < n {
+        let end = (first + batch as u64).min(n);
+        rows.clear();
+        for i in first..end {
+            rows.push(to_row(entity, dataset.row(i))?);
+        }
+        write(&rows)?;
+        first = end;
+        if first >= next_report && first < n {
+            eprintln!("  {first} / {n}");
+            next_report += step;
+        }
+    }
+    Ok(())
 }
 
 /// Writes a `user_stats` snapshot of entities `0..count` (rows from `row`) to `path` with
@@ -78,18 +135,6 @@ pub(crate) fn build_snapshot(
     Ok((info, start.elapsed().as_secs_f64()))
 }
 
-/// Wall-clock time, microseconds since the Unix epoch.
-pub(crate) fn now_micros() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_micros()).unwrap_or(i64::MAX))
-}
-
-/// Wall-clock time, whole seconds since the Unix epoch.
-pub(crate) fn now_secs() -> i64 {
-    now_micros() / MICROS_PER_SEC
-}
-
 /// Reads every feature of `user_stats` for batches of user ids from a [`Db`], reusing its
 /// buffers.
 #[derive(Debug)]
@@ -104,11 +149,7 @@ pub(crate) struct Reader {
 impl Reader {
     /// A reader of `db`'s `user_stats`.
     pub(crate) fn new(db: &Db) -> Result<Self> {
-        let refs: Vec<String> = USER_STATS
-            .iter()
-            .map(|f| format!("{VIEW}:{}", f.name))
-            .collect();
-        let sel = db.select(&refs)?;
+        let sel = db.select(&stats_refs(USER_STATS.len()))?;
         let entity = sel.entity().clone();
         Ok(Self {
             sel,
@@ -140,7 +181,7 @@ impl Reader {
     ) -> Result<u64> {
         for chunk in ids.chunks(CHECK_BATCH) {
             let out = self.read(db, chunk)?;
-            check_columns(who, out, chunk, USER_STATS.len(), &mut expect)?;
+            check_columns(who, out, chunk, USER_STATS.len(), stats_column, &mut expect)?;
         }
         Ok(ids.len() as u64)
     }

@@ -13,7 +13,7 @@ use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
-use crate::compare::resp::RespConn;
+use crate::clients::resp::RespConn;
 use crate::{BenchError, Result, ScratchDir};
 
 /// How long a process may take to exit after a signal.

@@ -1,12 +1,12 @@
 //! The second view of the comparison dataset: `user_embedding`, one 64-dim float32 vector per
-//! user (DESIGN.md §8), next to [`Dataset`]'s `user_stats`.
+//! user, next to [`Dataset`]'s `user_stats`.
 //!
 //! Like `user_stats`, every vector is a pure function of `(seed, entity index, now)`, so any
 //! system's answer can be checked later without keeping the dataset in memory.
 
 use quiver_engine::{Micros, Value, MICROS_PER_SEC};
 
-use crate::dataset::{Dataset, EntityRow, MAX_AGE_SECS, USER_STATS, VIEW};
+use crate::dataset::{splitmix_hash, Dataset, EntityRow, MAX_AGE_SECS, USER_STATS, VIEW};
 
 /// The embedding view.
 pub(crate) const EMBEDDING_VIEW: &str = "user_embedding";
@@ -63,10 +63,10 @@ impl Data {
 
     /// User `index`'s embedding.
     pub(crate) fn embedding_row(&self, index: u64) -> EmbeddingRow {
-        let mut state = mix(self.seed ^ SALT) ^ mix(index.wrapping_add(SALT));
+        let mut state = splitmix_hash(self.seed ^ SALT) ^ splitmix_hash(index.wrapping_add(SALT));
         let mut next = || {
             state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-            mix(state)
+            splitmix_hash(state)
         };
         let age = (next() % MAX_AGE_SECS) as i64;
         let vector = (0..EMBEDDING_DIM)
@@ -86,13 +86,6 @@ impl Data {
     pub(crate) fn embedding_of(&self, user_id: i64) -> Option<EmbeddingRow> {
         self.stats.index_of(user_id).map(|i| self.embedding_row(i))
     }
-}
-
-/// The SplitMix64 finalizer.
-fn mix(mut z: u64) -> u64 {
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 /// The `view:feature` references of a read: the first `features` of `user_stats`, then the

@@ -1,16 +1,16 @@
-//! Redis's side of a comparison: mass insertion of the dataset in both layouts, and a full
-//! scan that checks every entity is there.
+//! Redis's side of the bulk workloads: mass insertion of the dataset in both layouts (W5), a
+//! full scan that checks every entity is there, and the sample checked after a restart (W7).
 
 use std::time::{Duration, Instant};
 
 use prost::Message;
 
-use crate::compare::data::{Data, EMBEDDING_FEATURE, EMBEDDING_VIEW};
-use crate::compare::layout::{self, feast_value};
-use crate::compare::procs::RedisServer;
-use crate::compare::resp::{encode_cmd, Item, RespConn};
-use crate::compare::run::{check_feast_shape, check_feast_values, System};
-use crate::dataset::{EntityRow, USER_STATS, VIEW};
+use crate::clients::layout::{self, feast_value};
+use crate::clients::procs::RedisServer;
+use crate::clients::redis::{check_feast_shape, check_feast_values, queue_hmget};
+use crate::clients::resp::{encode_cmd, Item};
+use crate::clients::runner::Contender;
+use crate::dataset::{Data, EMBEDDING_FEATURE, EMBEDDING_VIEW, USER_STATS, VIEW};
 use crate::{BenchError, Result};
 
 /// Entities per mass-insertion chunk: the protocol stream of a chunk is built (not timed),
@@ -32,7 +32,7 @@ pub(crate) struct LoadTime {
 fn encode_user(
     data: &Data,
     i: u64,
-    layout: System,
+    layout: Contender,
     embedding: bool,
     fields: &[[u8; 4]],
     out: &mut Vec<u8>,
@@ -41,7 +41,7 @@ fn encode_user(
     let row = data.stats_row(i);
     let id = row.user_id;
     match layout {
-        System::RedisFeast => {
+        Contender::RedisFeast => {
             // Feast's online_write_batch: HSET key _ts:<view> ts <field> <Value> ... per view.
             let mut key = Vec::with_capacity(40);
             layout::feast_key(id, &mut key);
@@ -92,7 +92,7 @@ fn encode_user(
 pub(crate) async fn mass_insert(
     server: &RedisServer,
     data: &Data,
-    layout: System,
+    layout: Contender,
     embedding: bool,
 ) -> Result<LoadTime> {
     let fields: Vec<[u8; 4]> = USER_STATS
@@ -128,7 +128,7 @@ pub(crate) async fn mass_insert(
 pub(crate) async fn scan(
     server: &RedisServer,
     data: &Data,
-    layout: System,
+    layout: Contender,
     embedding: bool,
     batch: usize,
     check_every: u64,
@@ -146,16 +146,9 @@ pub(crate) async fn scan(
         ids.clear();
         ids.extend((first..last).map(|i| data.stats.user_id(i)));
         match layout {
-            System::RedisFeast => {
+            Contender::RedisFeast => {
                 for &id in &ids {
-                    key.clear();
-                    layout::feast_key(id, &mut key);
-                    conn.begin(2 + fields.len());
-                    conn.arg(b"HMGET");
-                    conn.arg(&key);
-                    for f in &fields {
-                        conn.arg(f);
-                    }
+                    queue_hmget(&mut conn, id, &fields, &mut key);
                 }
                 conn.exec().await?;
                 check_feast_shape(&conn, ids.len(), fields.len())?;
@@ -201,59 +194,6 @@ pub(crate) async fn scan(
     Ok(start.elapsed())
 }
 
-/// Queues Feast's write of one `user_stats` row: `HSET key _ts:user_stats <ts> <field>
-/// <Value> ...` (without Feast's preceding read of `_ts`, which only helps Redis).
-pub(crate) fn queue_feast_write(
-    conn: &mut RespConn,
-    row: &EntityRow,
-    key: &mut Vec<u8>,
-    scratch: &mut Vec<u8>,
-) {
-    let fields = feast_write_fields();
-    key.clear();
-    layout::feast_key(row.user_id, key);
-    conn.begin(4 + 2 * fields.len());
-    conn.arg(b"HSET");
-    conn.arg(key);
-    scratch.clear();
-    layout::encode_ts(row.event_ts, scratch);
-    conn.arg(VIEW_TS.as_bytes());
-    conn.arg(scratch);
-    for (f, v) in fields.iter().zip(&row.values) {
-        scratch.clear();
-        // Encoding into a Vec cannot fail.
-        let _ = feast_value(v).encode(scratch);
-        conn.arg(f);
-        conn.arg(scratch);
-    }
-}
-
-/// `_ts:user_stats`.
-const VIEW_TS: &str = "_ts:user_stats";
-
-/// The hash fields of `user_stats`'s features, computed once.
-fn feast_write_fields() -> &'static [[u8; 4]] {
-    static FIELDS: std::sync::OnceLock<Vec<[u8; 4]>> = std::sync::OnceLock::new();
-    FIELDS.get_or_init(|| {
-        USER_STATS
-            .iter()
-            .map(|f| layout::field_name(VIEW, f.name))
-            .collect()
-    })
-}
-
-/// Writes the `user_stats` rows of `ids` (their dataset values) in Feast's layout, pipelined.
-pub(crate) async fn hset_rows(conn: &mut RespConn, data: &Data, ids: &[i64]) -> Result<()> {
-    let (mut key, mut scratch) = (Vec::new(), Vec::new());
-    for &id in ids {
-        let row = data
-            .stats_of(id)
-            .ok_or_else(|| BenchError::InvalidArgument(format!("user {id} is not a user")))?;
-        queue_feast_write(conn, &row, &mut key, &mut scratch);
-    }
-    conn.exec().await
-}
-
 /// Compares every value of `ids` (both views) in Feast's layout with the dataset.
 pub(crate) async fn check_sample(server: &RedisServer, data: &Data, ids: &[i64]) -> Result<()> {
     let mut conn = server.conn().await?;
@@ -261,14 +201,7 @@ pub(crate) async fn check_sample(server: &RedisServer, data: &Data, ids: &[i64])
     let mut key = Vec::new();
     for chunk in ids.chunks(100) {
         for &id in chunk {
-            key.clear();
-            layout::feast_key(id, &mut key);
-            conn.begin(2 + fields.len());
-            conn.arg(b"HMGET");
-            conn.arg(&key);
-            for f in &fields {
-                conn.arg(f);
-            }
+            queue_hmget(&mut conn, id, &fields, &mut key);
         }
         conn.exec().await?;
         check_feast_shape(&conn, chunk.len(), fields.len())?;

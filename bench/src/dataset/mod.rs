@@ -1,4 +1,5 @@
-//! The bench dataset of DESIGN.md §8: view `user_stats`, 20 features of one `user` entity.
+//! The bench dataset: view `user_stats`, 20 features of one `user` entity (and, in `embedding`,
+//! view `user_embedding` next to it).
 //!
 //! Every entity's row is a pure function of `(seed, entity index, now)`, drawn from its own
 //! SplitMix64 stream, so rows can be generated in any order, in parallel, or again later to check
@@ -15,8 +16,13 @@ use quiver_engine::{Micros, Registry, ScalarType, Value, ValueType, MICROS_PER_S
 
 use crate::{BenchError, Result};
 
+mod embedding;
+pub(crate) use embedding::{
+    expected, feature_refs, Data, EmbeddingRow, EMBEDDING_DIM, EMBEDDING_FEATURE, EMBEDDING_VIEW,
+};
+
 /// The example registry, whose `user_stats` view is the schema of this dataset.
-pub const REGISTRY_TOML: &str = include_str!("../../examples/registry.toml");
+pub const REGISTRY_TOML: &str = include_str!("../../../examples/registry.toml");
 
 /// The view the dataset fills.
 pub const VIEW: &str = "user_stats";
@@ -65,134 +71,42 @@ const fn spec(name: &'static str, ty: ValueType, gen: Gen) -> FeatureSpec {
     FeatureSpec { name, ty, gen }
 }
 
+const fn count(name: &'static str, ty: ValueType, zero: f64, mean: f64) -> FeatureSpec {
+    spec(name, ty, Gen::Count { zero, mean })
+}
+
+const fn ratio(
+    name: &'static str,
+    ty: ValueType,
+    zero: f64,
+    power: f64,
+    scale: f64,
+) -> FeatureSpec {
+    spec(name, ty, Gen::Ratio { zero, power, scale })
+}
+
+const fn amount(name: &'static str, ty: ValueType, mu: f64, sigma: f64) -> FeatureSpec {
+    spec(name, ty, Gen::Amount { mu, sigma })
+}
+
 /// The features of `user_stats` in schema order, as in `examples/registry.toml`.
 pub const USER_STATS: [FeatureSpec; 20] = [
-    spec(
-        "txn_count_1h",
-        I64,
-        Gen::Count {
-            zero: 0.7,
-            mean: 2.0,
-        },
-    ),
-    spec(
-        "txn_count_24h",
-        I64,
-        Gen::Count {
-            zero: 0.4,
-            mean: 8.0,
-        },
-    ),
-    spec(
-        "txn_count_7d",
-        I64,
-        Gen::Count {
-            zero: 0.2,
-            mean: 40.0,
-        },
-    ),
-    spec(
-        "txn_count_30d",
-        I64,
-        Gen::Count {
-            zero: 0.1,
-            mean: 150.0,
-        },
-    ),
-    spec(
-        "failed_logins_24h",
-        I32,
-        Gen::Count {
-            zero: 0.9,
-            mean: 1.5,
-        },
-    ),
-    spec(
-        "chargebacks_90d",
-        I32,
-        Gen::Count {
-            zero: 0.97,
-            mean: 1.2,
-        },
-    ),
-    spec(
-        "sessions_7d",
-        I64,
-        Gen::Count {
-            zero: 0.15,
-            mean: 12.0,
-        },
-    ),
-    spec(
-        "support_tickets_30d",
-        I32,
-        Gen::Count {
-            zero: 0.85,
-            mean: 1.5,
-        },
-    ),
-    spec(
-        "click_through_rate",
-        F32,
-        Gen::Ratio {
-            zero: 0.3,
-            power: 3.0,
-            scale: 1.0,
-        },
-    ),
-    spec(
-        "conversion_rate",
-        F32,
-        Gen::Ratio {
-            zero: 0.5,
-            power: 2.0,
-            scale: 0.6,
-        },
-    ),
-    spec(
-        "refund_ratio",
-        F32,
-        Gen::Ratio {
-            zero: 0.8,
-            power: 2.0,
-            scale: 0.5,
-        },
-    ),
-    spec(
-        "weekend_ratio",
-        F32,
-        Gen::Ratio {
-            zero: 0.05,
-            power: 1.0,
-            scale: 1.0,
-        },
-    ),
-    spec(
-        "night_ratio",
-        F32,
-        Gen::Ratio {
-            zero: 0.2,
-            power: 2.0,
-            scale: 1.0,
-        },
-    ),
-    spec(
-        "avg_amount_30d",
-        F64,
-        Gen::Amount {
-            mu: 3.5,
-            sigma: 1.0,
-        },
-    ),
+    count("txn_count_1h", I64, 0.7, 2.0),
+    count("txn_count_24h", I64, 0.4, 8.0),
+    count("txn_count_7d", I64, 0.2, 40.0),
+    count("txn_count_30d", I64, 0.1, 150.0),
+    count("failed_logins_24h", I32, 0.9, 1.5),
+    count("chargebacks_90d", I32, 0.97, 1.2),
+    count("sessions_7d", I64, 0.15, 12.0),
+    count("support_tickets_30d", I32, 0.85, 1.5),
+    ratio("click_through_rate", F32, 0.3, 3.0, 1.0),
+    ratio("conversion_rate", F32, 0.5, 2.0, 0.6),
+    ratio("refund_ratio", F32, 0.8, 2.0, 0.5),
+    ratio("weekend_ratio", F32, 0.05, 1.0, 1.0),
+    ratio("night_ratio", F32, 0.2, 2.0, 1.0),
+    amount("avg_amount_30d", F64, 3.5, 1.0),
     spec("max_amount_30d", F64, Gen::AmountAbove { sigma: 0.7 }),
-    spec(
-        "total_amount_90d",
-        F64,
-        Gen::Amount {
-            mu: 6.0,
-            sigma: 1.5,
-        },
-    ),
+    amount("total_amount_90d", F64, 6.0, 1.5),
     spec("account_age_days", F64, Gen::AgeDays { mean: 700.0 }),
     spec("country", STR, Gen::Country),
     spec("is_premium", BOOL, Gen::Flag { p: 0.15 }),
@@ -384,6 +298,14 @@ pub fn baseline_value(v: &Value) -> f32 {
     }
 }
 
+/// SplitMix64's finalizer: a fixed, well-mixed 64-bit hash of `z` (each step of the stream
+/// below, and the keyed draws of the other generators).
+pub(crate) fn splitmix_hash(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
 /// SplitMix64 (Steele, Lea, Flood 2014): tiny, fast, and fixed forever.
 #[derive(Debug, Clone)]
 struct SplitMix64(u64);
@@ -401,10 +323,7 @@ impl SplitMix64 {
 
     fn next_u64(&mut self) -> u64 {
         self.0 = self.0.wrapping_add(Self::GAMMA);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        splitmix_hash(self.0)
     }
 
     /// Uniform in `[0, 1)` with 53 random bits.

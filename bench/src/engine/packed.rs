@@ -1,5 +1,5 @@
 //! `quiver-bench engine --compression none|zstd|auto`: batched gets against a base snapshot
-//! whose records are stored as the view's compression policy decides (issue 7).
+//! whose records are stored as the view's compression policy decides.
 //!
 //! 1. **Registry**: the bundled registry with `compression = "<policy>"` (and
 //!    `compression_level` if given) set on the measured view's table; the run checks that the
@@ -20,35 +20,31 @@
 //!    is encoding the keys plus [`Db::get`] (values, statuses, event times, TTL checked), which
 //!    decompresses each packed record it touches.
 //!
-//! The embedding view is the comparison harness's `user_embedding` (`crate::compare::data`):
+//! The embedding view is the comparison dataset's `user_embedding` (`crate::dataset::Data`):
 //! 64 float32 components per user, uniform in [-1, 1) with 24 random bits each.
 
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use quiver_engine::{
-    encode_key, CodecInfo, Db, FsyncPolicy, GetResult, KeyBatch, KeyPart, ReadOptions, Registry,
-    Row, Snapshot, SnapshotBuilder, SystemClock, Value,
+    CodecInfo, Entity, FsyncPolicy, GetResult, KeyBatch, ReadOptions, Registry, Row, Snapshot,
+    SnapshotBuilder, Value,
 };
-use serde_json::{json, Map, Value as Json};
+use serde_json::{json, Value as Json};
 
-use crate::compare::data::{Data, EMBEDDING_DIM, EMBEDDING_FEATURE, EMBEDDING_VIEW};
-use crate::dataset::{check_registry, Dataset, EntityRow, REGISTRY_TOML, USER_STATS, VIEW};
-use crate::durable::{db_config, now_micros, now_secs};
-use crate::engine::{
-    baseline_map, check_named_columns, latency_table, measure_each, put_results, timed_get, to_row,
-    validate, BaselineMap, BaselineSystem, CompressionArg, EngineArgs, FoldBuild, Results, System,
-    ViewArg,
+use crate::dataset::{
+    check_registry, Data, EntityRow, EMBEDDING_FEATURE, EMBEDDING_VIEW, REGISTRY_TOML, VIEW,
 };
-use crate::keys::KeySpace;
-use crate::report::{num, ratio};
+use crate::engine::baseline::{baseline_map, embedding_map, BaselineSystem};
+use crate::engine::{CompressionArg, EngineArgs, ViewArg};
+use crate::harness::check::{embedding_to_row, stats_column, to_row};
+use crate::harness::db::{open_db, stats_refs, view_entity};
+use crate::harness::host::{now_micros, now_secs};
+use crate::harness::measure::{measure_each, validate, EngineSystem, System};
+use crate::harness::report::{latency_table, num, object, put_results, ratio, verdict, Results};
 use crate::scratch::ScratchDir;
 use crate::{BenchError, Result};
 
-/// Same salt as the in-memory path, so both read the same key sequence.
-const SALT_PERMUTATION: u64 = 0x7065_726d;
-
-/// Goal from issue 7: `user_stats` stored record bytes at most this share of plain.
+/// Goal: `user_stats` stored record bytes at most this share of plain.
 const TARGET_STORED_SHARE: f64 = 0.6;
 
 /// The registry's name of the measured view.
@@ -108,23 +104,11 @@ fn expected(data: &Data, view: ViewArg, features: usize, user_id: i64) -> Option
 }
 
 /// Entity `index`'s full row of the measured view, as a write.
-fn row_of(data: &Data, view: ViewArg, entity: &quiver_engine::Entity, index: u64) -> Result<Row> {
+fn row_of(data: &Data, view: ViewArg, entity: &Entity, index: u64) -> Result<Row> {
     match view {
         ViewArg::UserStats => to_row(entity, data.stats_row(index)),
         ViewArg::Embedding => {
-            let e = data.embedding_row(index);
-            let mut key = Vec::with_capacity(9);
-            encode_key(
-                entity,
-                &[KeyPart::Int64(data.stats.user_id(index))],
-                &mut key,
-            )?;
-            Ok(Row {
-                key,
-                event_ts: e.event_ts,
-                created_ts: None,
-                values: vec![(0, Value::Vector(e.vector))],
-            })
+            embedding_to_row(entity, data.stats.user_id(index), data.embedding_row(index))
         }
     }
 }
@@ -142,11 +126,7 @@ struct Built {
 /// Writes the measured view's snapshot of every entity to `path`.
 fn build(path: &std::path::Path, registry: &Registry, data: &Data, view: ViewArg) -> Result<Built> {
     let name = view_name(view);
-    let entity = registry
-        .view(name)
-        .and_then(|v| registry.view_entity(v))
-        .cloned()
-        .ok_or_else(|| BenchError::Schema(format!("view {name:?} has no entity")))?;
+    let entity = view_entity(registry, name)?;
     let n = data.entities();
     eprintln!("building a {name} snapshot of {n} entities");
     let start = Instant::now();
@@ -187,103 +167,9 @@ fn build(path: &std::path::Path, registry: &Registry, data: &Data, view: ViewArg
     })
 }
 
-/// The engine reading the base through a [`Db`], checked against `expect`.
-struct BaseSystem<'a, G> {
-    get: G,
-    entity: quiver_engine::Entity,
-    features: usize,
-    name: fn(usize) -> &'static str,
-    expect: &'a dyn Fn(i64) -> Option<EntityRow>,
-    keys: KeyBatch,
-    out: GetResult,
-}
-
-impl<G> System for BaseSystem<'_, G>
-where
-    G: FnMut(&KeyBatch, &mut GetResult) -> quiver_engine::Result<()>,
-{
-    fn batch(&mut self, ids: &[i64]) -> Result<Duration> {
-        timed_get(
-            &self.entity,
-            ids,
-            &mut self.keys,
-            &mut self.get,
-            &mut self.out,
-        )
-    }
-
-    fn check(&self, ids: &[i64], _: &Dataset) -> Result<()> {
-        check_named_columns(
-            "engine (base)",
-            &self.out,
-            ids,
-            self.features,
-            self.name,
-            self.expect,
-        )
-    }
-}
-
-fn stats_name(j: usize) -> &'static str {
-    USER_STATS[j].name
-}
-
-fn embedding_name(_: usize) -> &'static str {
+/// Column `j`'s name when the answer reads the embedding.
+fn embedding_column(_: usize) -> &'static str {
     EMBEDDING_FEATURE
-}
-
-/// The raw baseline for the embedding: a hash lookup and a copy of the 64 components.
-struct EmbeddingBaseline<'a> {
-    map: &'a BaselineMap,
-    data: &'a Data,
-    out: Vec<f32>,
-}
-
-impl System for EmbeddingBaseline<'_> {
-    fn batch(&mut self, ids: &[i64]) -> Result<Duration> {
-        let n = EMBEDDING_DIM;
-        let start = Instant::now();
-        self.out.resize(ids.len() * n, 0.0);
-        for (dst, &id) in self.out.chunks_exact_mut(n).zip(ids) {
-            match self.map.get(&(id as u64)) {
-                Some(v) => dst.copy_from_slice(&v[..n]),
-                None => dst.fill(f32::NAN),
-            }
-        }
-        let took = start.elapsed();
-        std::hint::black_box(&self.out);
-        Ok(took)
-    }
-
-    fn check(&self, ids: &[i64], _: &Dataset) -> Result<()> {
-        let n = EMBEDDING_DIM;
-        for (got, &id) in self.out.chunks_exact(n).zip(ids) {
-            let want = self
-                .data
-                .embedding_of(id)
-                .map_or_else(|| vec![f32::NAN; n], |e| e.vector);
-            if got
-                .iter()
-                .zip(&want)
-                .any(|(g, w)| g.to_bits() != w.to_bits())
-            {
-                return Err(BenchError::WrongAnswer(format!(
-                    "baseline: user {id}: embedding differs from the dataset"
-                )));
-            }
-        }
-        Ok(())
-    }
-}
-
-/// Every entity's embedding, keyed by user id.
-fn embedding_map(data: &Data) -> BaselineMap {
-    let n = data.entities();
-    let mut map = BaselineMap::with_capacity_and_hasher(n as usize, FoldBuild);
-    for i in 0..n {
-        map.insert(data.stats.user_id(i) as u64, data.embedding_row(i).vector);
-    }
-    map
 }
 
 /// Runs `engine --compression`: builds, loads and measures; prints the table and a JSON line.
@@ -291,19 +177,16 @@ pub(crate) fn run_packed(args: &EngineArgs, policy: CompressionArg) -> Result<()
     let name = view_name(args.view);
     let registry = registry_with(name, policy, args.compression_level)?;
     let level = registry.view(name).map_or(0, |v| v.compression.level);
-    let scratch = ScratchDir::new(args.dir.as_deref(), "engine-packed")?;
-    let data = Data::new(args.seed, args.entities, now_secs());
+    let scratch = ScratchDir::new(args.common.dir.as_deref(), "engine-packed")?;
+    let data = Data::new(args.common.seed, args.entities, now_secs());
     let path = scratch.join(format!("{name}.qsnap"));
     let built = build(&path, &registry, &data, args.view)?;
 
-    let (db, _) = Db::open(
-        db_config(
-            &scratch.join("data"),
-            &registry,
-            FsyncPolicy::Never,
-            args.shards,
-        ),
-        Arc::new(SystemClock),
+    let db = open_db(
+        &scratch.join("data"),
+        &registry,
+        FsyncPolicy::Never,
+        args.common.shards,
     )?;
     let loaded = db.load_snapshot(name, &path)?;
     let stats = db
@@ -326,61 +209,38 @@ pub(crate) fn run_packed(args: &EngineArgs, policy: CompressionArg) -> Result<()
         )));
     }
 
-    let refs: Vec<String> = match args.view {
-        ViewArg::UserStats => USER_STATS[..args.features]
-            .iter()
-            .map(|f| format!("{VIEW}:{}", f.name))
-            .collect(),
-        ViewArg::Embedding => vec![format!("{EMBEDDING_VIEW}:{EMBEDDING_FEATURE}")],
+    let (refs, column): (Vec<String>, fn(usize) -> &'static str) = match args.view {
+        ViewArg::UserStats => (stats_refs(args.features), stats_column),
+        ViewArg::Embedding => (
+            vec![format!("{EMBEDDING_VIEW}:{EMBEDDING_FEATURE}")],
+            embedding_column,
+        ),
     };
     let sel = db.select(&refs)?;
     let opts = ReadOptions::default();
     let expect = |id: i64| expected(&data, args.view, args.features, id);
-    let mut engine = BaseSystem {
-        get: |k: &KeyBatch, o: &mut GetResult| db.get(&sel, k, &opts, o),
-        entity: sel.entity().clone(),
-        features: refs.len(),
-        name: match args.view {
-            ViewArg::UserStats => stats_name,
-            ViewArg::Embedding => embedding_name,
-        },
-        expect: &expect,
-        keys: KeyBatch::with_capacity(args.batch, 9),
-        out: GetResult::new(),
-    };
+    let get = |k: &KeyBatch, o: &mut GetResult| db.get(&sel, k, &opts, o);
+    let entity = sel.entity().clone();
+    let mut engine = EngineSystem::new("engine (base)", get, entity, refs.len(), args.batch)
+        .expecting(column, &expect);
 
     eprintln!("building the baseline map");
     let map = match args.view {
         ViewArg::UserStats => baseline_map(&data.stats),
         ViewArg::Embedding => embedding_map(&data),
     };
-    let mut stats_baseline = BaselineSystem {
-        map: &map,
-        features: args.features,
-        out: vec![0.0; args.batch * args.features],
-    };
-    let mut embedding_baseline = EmbeddingBaseline {
-        map: &map,
-        data: &data,
-        out: vec![0.0; args.batch * EMBEDDING_DIM],
-    };
-    let baseline: &mut dyn System = match args.view {
-        ViewArg::UserStats => &mut stats_baseline,
-        ViewArg::Embedding => &mut embedding_baseline,
+    let mut baseline = match args.view {
+        ViewArg::UserStats => BaselineSystem::stats(&map, &data.stats, args.features, args.batch),
+        ViewArg::Embedding => BaselineSystem::embedding(&map, &data, args.batch),
     };
 
     eprintln!("validating reads against the dataset");
     let plan = args.plan();
-    let space = KeySpace::new(args.entities, args.seed ^ SALT_PERMUTATION)?;
-    let checked = validate([&mut engine, &mut *baseline], &data.stats, &space, &plan)?;
-    let results = measure_each(
-        args,
-        [&mut engine, &mut *baseline],
-        ["engine (base)", "baseline"],
-        &data.stats,
-        &space,
-        &plan,
-    )?;
+    let space = args.key_space()?;
+    let checked = validate([&mut engine, &mut baseline], &data.stats, &space, &plan)?;
+    let systems: [&mut dyn System; 2] = [&mut engine, &mut baseline];
+    let names = ["engine (base)", "baseline"];
+    let results = measure_each(systems, names, &data.stats, &space, &args.dists(), &plan)?;
     drop(engine);
     db.close()?;
 
@@ -434,7 +294,7 @@ impl Figures<'_> {
              stored, {:.1} B/entity plain ({:.3}× plain)\n\
              codec: {c}\n\
              {} entities validated per system\n\
-             targets (issue 7, user_stats; compare with the none run): stored records at most \
+             targets (user_stats; compare with the none run): stored records at most \
              {TARGET_STORED_SHARE}× plain: {}",
             self.view,
             self.policy.name(),
@@ -442,8 +302,8 @@ impl Figures<'_> {
             a.entities,
             a.batch,
             a.features,
-            a.shards,
-            a.seed,
+            a.common.shards,
+            a.common.seed,
             a.duration,
             t.render(),
             b.file_bytes,
@@ -453,11 +313,7 @@ impl Figures<'_> {
             self.per_entity(b.plain_record_bytes),
             self.stored_share(),
             self.checked,
-            if self.stored_share() <= TARGET_STORED_SHARE {
-                "met"
-            } else {
-                "missed"
-            },
+            verdict(self.stored_share() <= TARGET_STORED_SHARE),
         )
     }
 
@@ -465,43 +321,36 @@ impl Figures<'_> {
         let a = self.args;
         let b = &self.built;
         let c = &b.codec;
-        let mut m = Map::new();
-        m.insert("workload".into(), json!("engine"));
-        m.insert("path".into(), json!("base"));
-        m.insert("view".into(), json!(self.view));
-        m.insert("compression".into(), json!(self.policy.name()));
-        m.insert("level".into(), json!(self.level));
-        m.insert("method".into(), json!(c.method.name()));
-        m.insert("shuffle_width".into(), json!(c.shuffle_width));
-        m.insert("dict_bytes".into(), json!(c.dict_bytes));
-        m.insert("entities".into(), json!(a.entities));
-        m.insert("batch".into(), json!(a.batch));
-        m.insert("features".into(), json!(a.features));
-        m.insert("shards".into(), json!(a.shards));
-        m.insert("seed".into(), json!(a.seed));
-        m.insert("duration_s".into(), json!(a.duration));
-        m.insert("snapshot_bytes".into(), json!(b.file_bytes));
-        m.insert(
-            "bytes_per_entity".into(),
-            num(self.per_entity(b.file_bytes)),
-        );
-        m.insert(
-            "record_bytes_per_entity".into(),
-            num(self.per_entity(b.stored_record_bytes)),
-        );
-        m.insert(
-            "plain_record_bytes_per_entity".into(),
-            num(self.per_entity(b.plain_record_bytes)),
-        );
-        m.insert("stored_share".into(), num(self.stored_share()));
-        m.insert("sample_records".into(), json!(c.sample_records));
-        m.insert("sample_plain_bytes".into(), json!(c.sample_plain_bytes));
-        m.insert("sample_packed_bytes".into(), json!(c.sample_packed_bytes));
-        m.insert("sample_saving".into(), num(c.sample_saving()));
-        m.insert("decode_ns".into(), json!(c.decode_ns));
-        m.insert("build_s".into(), num(b.build_s));
-        m.insert("validated_entities".into(), json!(self.checked));
-        m.insert("page_cache".into(), json!("warm"));
+        let per_entity = |bytes| num(self.per_entity(bytes));
+        let mut m = object(json!({
+            "workload": "engine",
+            "path": "base",
+            "view": self.view,
+            "compression": self.policy.name(),
+            "level": self.level,
+            "method": c.method.name(),
+            "shuffle_width": c.shuffle_width,
+            "dict_bytes": c.dict_bytes,
+            "entities": a.entities,
+            "batch": a.batch,
+            "features": a.features,
+            "shards": a.common.shards,
+            "seed": a.common.seed,
+            "duration_s": a.duration,
+            "snapshot_bytes": b.file_bytes,
+            "bytes_per_entity": per_entity(b.file_bytes),
+            "record_bytes_per_entity": per_entity(b.stored_record_bytes),
+            "plain_record_bytes_per_entity": per_entity(b.plain_record_bytes),
+            "stored_share": num(self.stored_share()),
+            "sample_records": c.sample_records,
+            "sample_plain_bytes": c.sample_plain_bytes,
+            "sample_packed_bytes": c.sample_packed_bytes,
+            "sample_saving": num(c.sample_saving()),
+            "decode_ns": c.decode_ns,
+            "build_s": num(b.build_s),
+            "validated_entities": self.checked,
+            "page_cache": "warm",
+        }));
         put_results(&mut m, &self.results);
         Json::Object(m).to_string()
     }

@@ -1,0 +1,94 @@
+//! How a workload talks to servers: the server processes it starts, the clients of each
+//! system (Quiver's native gRPC API, Redis in either layout), and the closed-loop runner that
+//! drives them all with the same key sequences.
+//!
+//! # Layout
+//! - `procs`: the server processes (the `quiver` binary, `redis-server`), free ports, cleanup.
+//! - `resp`: a minimal pipelining Redis client.
+//! - `layout`: Feast's Redis layout (murmur3 field names, serialized keys and values) and the
+//!   packed-blob best case.
+//! - `redis`: Redis requests in either layout, and the checks of their answers.
+//! - `native`: Quiver requests, answer checks, snapshot files for bulk loads.
+//! - `runner`: the closed-loop (and paced) client runner shared by every system.
+
+pub(crate) mod layout;
+pub(crate) mod native;
+pub(crate) mod procs;
+pub(crate) mod redis;
+pub(crate) mod resp;
+pub(crate) mod runner;
+
+use std::future::Future;
+use std::path::PathBuf;
+
+use quiver_engine::Registry;
+
+use crate::dataset::{check_registry, Data, REGISTRY_TOML};
+use crate::{BenchError, Result, ScratchDir};
+
+/// Writes the bundled registry into `work` for servers to start from; returns its path and
+/// the registry, checked against the dataset generator.
+pub(crate) fn write_registry(work: &ScratchDir) -> Result<(PathBuf, Registry)> {
+    let path = work.join("registry.toml");
+    std::fs::write(&path, REGISTRY_TOML).map_err(procs::io("writing the registry"))?;
+    let registry = Registry::from_toml(REGISTRY_TOML)?;
+    check_registry(&registry)?;
+    Ok((path, registry))
+}
+
+/// [`native::build_snapshots`] under `work`, on a blocking thread.
+pub(crate) async fn build_snapshots(
+    work: &ScratchDir,
+    registry: &Registry,
+    data: &Data,
+    with_embedding: bool,
+) -> Result<native::Snapshots> {
+    let (dir, reg, d) = (work.path().to_path_buf(), registry.clone(), data.clone());
+    tokio::task::spawn_blocking(move || native::build_snapshots(&dir, &reg, &d, with_embedding))
+        .await
+        .map_err(|e| BenchError::Io {
+            what: "the snapshot builder".into(),
+            source: std::io::Error::other(e.to_string()),
+        })?
+}
+
+/// Runs `f` on a runtime of `threads` workers, stopping early on Ctrl-C or SIGTERM. Either
+/// way `f` is dropped before this returns, and with it every server guard: child processes
+/// are killed and scratch directories removed.
+pub(crate) fn block_on(threads: usize, f: impl Future<Output = Result<()>>) -> Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads.max(1))
+        .enable_all()
+        .build()
+        .map_err(procs::io("starting the client runtime"))?;
+    rt.block_on(async {
+        tokio::select! {
+            r = f => r,
+            s = interrupted() => Err(BenchError::Io {
+                what: format!("interrupted by {s}; servers stopped, scratch directories removed"),
+                source: std::io::Error::from(std::io::ErrorKind::Interrupted),
+            }),
+        }
+    })
+}
+
+/// Completes on SIGINT or SIGTERM, naming it.
+async fn interrupted() -> &'static str {
+    let int = async {
+        if tokio::signal::ctrl_c().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    };
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = int => "SIGINT",
+        _ = term => "SIGTERM",
+    }
+}
