@@ -213,18 +213,7 @@ fn unknown_features_and_views_without_history_are_named() {
 #[test]
 fn a_vector_of_the_wrong_dimension_is_a_data_error_naming_the_column() {
     let reg = Registry::from_toml(
-        r#"
-        [[entity]]
-        name = "item"
-        join_keys = [{ name = "item_id", type = "string" }]
-        [[feature_view]]
-        name = "emb"
-        entity = "item"
-        source = { path = "emb.parquet" }
-          [[feature_view.feature]]
-          name = "v"
-          type = "vector<3>"
-        "#,
+        include_str!("fixtures/embedding.toml"),
     )
     .expect("registry");
     let dir = TempDir::new("vector");

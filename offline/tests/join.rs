@@ -110,23 +110,7 @@ const DAY: i64 = 86_400;
 /// day number and value.
 fn purchases(rows: &[(i64, i64, Option<i64>, Option<i64>)]) -> (Registry, History) {
     let reg = Registry::from_toml(
-        r#"
-        [[entity]]
-        name = "user"
-        join_keys = [{ name = "user_id", type = "int64" }]
-        [[feature_view]]
-        name = "purchases"
-        entity = "user"
-        ttl = "7d"
-        source = { path = "p", timestamp_field = "ts", created_timestamp_field = "created" }
-          [[feature_view.feature]]
-          name = "total"
-          type = "int64"
-          [[feature_view.feature]]
-          name = "amount"
-          type = "int64"
-          ttl = "3d"
-        "#,
+        include_str!("fixtures/purchases.toml"),
     )
     .expect("registry");
     let schema = Arc::new(Schema::new(vec![

@@ -15,22 +15,7 @@ use crate::proto::quiver::v1 as pb;
 use crate::server::{run, Ready, ServeError};
 
 /// A registry of one view of scalar features, for tests that need a server to hold something.
-pub(crate) const REGISTRY: &str = r#"
-[[entity]]
-name = "user"
-join_keys = [{ name = "user_id", type = "int64" }]
-
-[[feature_view]]
-name = "user_stats"
-entity = "user"
-ttl = "1d"
-  [[feature_view.feature]]
-  name = "txn_count_7d"
-  type = "int64"
-  [[feature_view.feature]]
-  name = "country"
-  type = "string"
-"#;
+pub(crate) const REGISTRY: &str = include_str!("../testdata/user-stats.toml");
 
 /// A directory under the system temp dir, removed with everything in it on drop.
 #[derive(Debug)]

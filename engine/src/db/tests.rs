@@ -334,18 +334,7 @@ fn two_bulk_loads_in_the_same_microsecond_both_stay_durable() {
 
 /// View `m` mixes every kind of feature; view `n` has other TTLs.
 fn base_model_schema() -> String {
-    let n = r#"
-[[feature_view]]
-name = "n"
-entity = "u"
-  [[feature_view.feature]]
-  name = "x"
-  type = "float64"
-  ttl = "20m"
-  [[feature_view.feature]]
-  name = "tag"
-  type = "string"
-"#;
+    let n = include_str!("../../testdata/other-ttls.toml");
     format!(
         "[[entity]]\nname = \"u\"\njoin_keys = [{{ name = \"id\", type = \"int64\" }}]\n{}{n}",
         mixed_view("m", "u")

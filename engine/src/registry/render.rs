@@ -205,22 +205,7 @@ mod tests {
 
     use super::Registry;
 
-    const BASE: &str = r#"
-[[entity]]
-name = "user"
-join_keys = [{ name = "user_id", type = "int64" }]
-
-[[feature_view]]
-name = "v"
-entity = "user"
-ttl = "1d"
-  [[feature_view.feature]]
-  name = "a"
-  type = "int64"
-  [[feature_view.feature]]
-  name = "e"
-  type = "vector<4>"
-"#;
+    const BASE: &str = include_str!("../../testdata/vector-view.toml");
 
     #[test]
     fn summary_names_every_declaration() {

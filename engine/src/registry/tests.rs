@@ -15,23 +15,7 @@ fn invalid(text: &str) -> Vec<String> {
     }
 }
 
-const BASE: &str = r#"
-[[entity]]
-name = "user"
-join_keys = [{ name = "user_id", type = "int64" }]
-
-[[feature_view]]
-name = "v"
-entity = "user"
-ttl = "1d"
-  [[feature_view.feature]]
-  name = "a"
-  type = "int64"
-  [[feature_view.feature]]
-  name = "b"
-  type = "float32"
-  ttl = "90m"
-"#;
+const BASE: &str = include_str!("../../testdata/scalar-view.toml");
 
 #[test]
 fn parses_the_shipped_example() {

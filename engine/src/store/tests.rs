@@ -13,32 +13,9 @@ use crate::value::ColumnData;
 /// Entities `user` (int64 `id`) and `pair` (string `a`, int64 `b`); view `v` of users mixes
 /// every kind of feature, `w` has a float64, `p` is keyed by pairs.
 fn store_schema() -> String {
-    let (entities, others) = (
-        r#"
-[[entity]]
-name = "user"
-join_keys = [{ name = "id", type = "int64" }]
-[[entity]]
-name = "pair"
-join_keys = [{ name = "a", type = "string" }, { name = "b", type = "int64" }]
-"#,
-        r#"
-[[feature_view]]
-name = "w"
-entity = "user"
-  [[feature_view.feature]]
-  name = "x"
-  type = "float64"
-
-[[feature_view]]
-name = "p"
-entity = "pair"
-  [[feature_view.feature]]
-  name = "n"
-  type = "int32"
-"#,
-    );
-    format!("{entities}{}{others}", mixed_view("v", "user"))
+    let entities = include_str!("../../testdata/store-entities.toml");
+    let others = include_str!("../../testdata/store-views.toml");
+    format!("{entities}{}\n{others}", mixed_view("v", "user"))
 }
 
 fn store(shards: usize) -> (Store, ManualClock) {

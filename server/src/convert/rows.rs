@@ -444,37 +444,7 @@ mod tests {
     use super::*;
     use crate::config::ServerConfig;
 
-    const REGISTRY: &str = r#"
-[[entity]]
-name = "store_user"
-join_keys = [{ name = "store", type = "string" }, { name = "user_id", type = "int64" }]
-
-[[feature_view]]
-name = "v"
-entity = "store_user"
-ttl = "1d"
-  [[feature_view.feature]]
-  name = "flag"
-  type = "bool"
-  [[feature_view.feature]]
-  name = "count"
-  type = "int32"
-  [[feature_view.feature]]
-  name = "total"
-  type = "float64"
-  [[feature_view.feature]]
-  name = "seen"
-  type = "timestamp"
-  [[feature_view.feature]]
-  name = "country"
-  type = "string"
-  [[feature_view.feature]]
-  name = "prices"
-  type = "list<float64>"
-  [[feature_view.feature]]
-  name = "embedding"
-  type = "vector<3>"
-"#;
+    const REGISTRY: &str = include_str!("../../testdata/composite-key.toml");
 
     #[test]
     fn whole_rows_survive_the_round_trip() {
