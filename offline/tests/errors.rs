@@ -212,10 +212,7 @@ fn unknown_features_and_views_without_history_are_named() {
 
 #[test]
 fn a_vector_of_the_wrong_dimension_is_a_data_error_naming_the_column() {
-    let reg = Registry::from_toml(
-        include_str!("fixtures/embedding.toml"),
-    )
-    .expect("registry");
+    let reg = Registry::from_toml(include_str!("fixtures/embedding.toml")).expect("registry");
     let dir = TempDir::new("vector");
     let list = ListArray::from_iter_primitive::<arrow_array::types::Float32Type, _, _>(vec![
         Some(vec![Some(1.0), Some(2.0), Some(3.0)]),

@@ -109,10 +109,7 @@ const DAY: i64 = 86_400;
 /// One view `purchases` (ttl 7 days, `amount` overrides it with 3 days), history rows given by
 /// day number and value.
 fn purchases(rows: &[(i64, i64, Option<i64>, Option<i64>)]) -> (Registry, History) {
-    let reg = Registry::from_toml(
-        include_str!("fixtures/purchases.toml"),
-    )
-    .expect("registry");
+    let reg = Registry::from_toml(include_str!("fixtures/purchases.toml")).expect("registry");
     let schema = Arc::new(Schema::new(vec![
         Field::new("user_id", DataType::Int64, false),
         Field::new("ts", DataType::Timestamp(TimeUnit::Second, None), true),

@@ -3,8 +3,9 @@
 //! stream was reset). A request that finds no free slot is answered `RESOURCE_EXHAUSTED` at
 //! once, without reading its body.
 //!
-//! It also sets the default deadline of the short calls (`request_timeout_ms`); the long ones
-//! in [`BULK_PATHS`] keep the transport's longer deadline (`bulk_timeout_ms`).
+//! It also sets each call's default deadline: `request_timeout_ms` for the short calls,
+//! `bulk_timeout_ms` for the long ones in [`BULK_PATHS`] (a shorter client deadline, which the
+//! transport enforces, still wins).
 //!
 //! Holding the slot until the response is sent is what bounds memory: a handler that computes
 //! a response in one poll finishes in microseconds, but the response then waits in HTTP/2
@@ -32,7 +33,7 @@ const EXEMPT_PREFIXES: [&str; 3] = [
 ];
 
 /// Calls whose work grows with the data rather than with one request: they run under the
-/// transport's bulk deadline instead of `request_timeout_ms`.
+/// bulk deadline instead of `request_timeout_ms`.
 const BULK_PATHS: [&str; 4] = [
     "/quiver.v1.FeatureStore/StreamWriteFeatures",
     "/quiver.v1.FeatureStore/LoadSnapshot",
@@ -45,16 +46,25 @@ const BULK_PATHS: [&str; 4] = [
 pub(crate) struct AdmissionLayer {
     slots: Arc<Semaphore>,
     limit: usize,
-    request_timeout: Duration,
+    deadlines: Deadlines,
     metrics: Arc<Metrics>,
 }
 
+/// The default deadlines of the two kinds of call.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Deadlines {
+    /// Reads, unary writes, registry and stats calls.
+    pub(crate) request: Duration,
+    /// The calls in [`BULK_PATHS`].
+    pub(crate) bulk: Duration,
+}
+
 impl AdmissionLayer {
-    pub(crate) fn new(limit: usize, request_timeout: Duration, metrics: Arc<Metrics>) -> Self {
+    pub(crate) fn new(limit: usize, deadlines: Deadlines, metrics: Arc<Metrics>) -> Self {
         Self {
             slots: Arc::new(Semaphore::new(limit)),
             limit,
-            request_timeout,
+            deadlines,
             metrics,
         }
     }
@@ -110,19 +120,17 @@ where
             ));
             return Box::pin(std::future::ready(Ok(status.into_http())));
         };
-        let deadline = (!BULK_PATHS.contains(&path)).then_some(self.layer.request_timeout);
+        let deadline = if BULK_PATHS.contains(&path) {
+            self.layer.deadlines.bulk
+        } else {
+            self.layer.deadlines.request
+        };
         let response = self.inner.call(req);
         Box::pin(async move {
-            let response = match deadline {
-                Some(d) => match tokio::time::timeout(d, response).await {
-                    Ok(r) => r,
-                    // The words tonic uses for its own deadline, so clients see one answer.
-                    Err(_) => {
-                        metrics.refused(Code::Cancelled as usize);
-                        return Ok(Status::cancelled("Timeout expired").into_http());
-                    }
-                },
-                None => response.await,
+            let Ok(response) = tokio::time::timeout(deadline, response).await else {
+                // The words tonic uses for a client's deadline, so clients see one answer.
+                metrics.refused(Code::Cancelled as usize);
+                return Ok(Status::cancelled("Timeout expired").into_http());
             };
             let mut response = response?;
             refusal(response.headers_mut(), &metrics);

@@ -18,7 +18,7 @@ use quiver_engine::{
 };
 
 use crate::config::ServerConfig;
-use crate::convert::{keys_from_columns, rows_from_write};
+use crate::convert::{keys_from_columns, rows_from_write, value_bytes};
 use crate::feast::keys_from_feast;
 use crate::limits::{Api, ReadLimits, WriteLimits};
 use crate::proto::feast::serving as fs;
@@ -717,22 +717,6 @@ fn scalar_column(src: &mut Source<'_>, s: ScalarType, n: usize) -> Data {
         ScalarType::Bytes => Data::BytesValues(pb::BytesValues {
             values: (0..n).map(|_| build_string(src).into_bytes()).collect(),
         }),
-    }
-}
-
-/// The bytes `max_value_bytes` bounds, as the write path counts them.
-fn value_bytes(v: &Value) -> usize {
-    match v {
-        Value::String(s) => s.len(),
-        Value::Bytes(b) => b.len(),
-        Value::Vector(f) | Value::Float32List(f) => f.len() * 4,
-        Value::BoolList(l) => l.len(),
-        Value::Int32List(l) => l.len() * 4,
-        Value::Int64List(l) | Value::TimestampList(l) => l.len() * 8,
-        Value::Float64List(l) => l.len() * 8,
-        Value::StringList(l) => l.iter().map(|s| s.len() + 4).sum(),
-        Value::BytesList(l) => l.iter().map(|b| b.len() + 4).sum(),
-        _ => 8,
     }
 }
 

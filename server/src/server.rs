@@ -13,7 +13,7 @@ use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
 use tracing::{error, info, warn};
 
-use crate::admission::AdmissionLayer;
+use crate::admission::{AdmissionLayer, Deadlines};
 use crate::auth::BearerAuth;
 use crate::config::{ConfigError, ServerConfig};
 use crate::feast::FeastService;
@@ -237,10 +237,6 @@ pub async fn run(
         info!("TLS enabled");
     }
     let served = builder
-        // The longest default deadline; admission cuts the short calls at request_timeout_ms.
-        .timeout(Duration::from_millis(
-            config.bulk_timeout_ms.max(config.request_timeout_ms),
-        ))
         .tcp_nodelay(true)
         // Request bytes a client can push before the server reads them: per stream, and per
         // connection across its streams; admission bounds how many streams are read at all.
@@ -251,7 +247,10 @@ pub async fn run(
         ))
         .layer(AdmissionLayer::new(
             config.max_concurrent_requests,
-            Duration::from_millis(config.request_timeout_ms),
+            Deadlines {
+                request: Duration::from_millis(config.request_timeout_ms),
+                bulk: Duration::from_millis(config.bulk_timeout_ms),
+            },
             metrics.clone(),
         ))
         .add_service(health_service)

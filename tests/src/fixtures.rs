@@ -133,18 +133,20 @@ pub fn build_snapshot(path: &Path, view: &str, rows: &[(i64, i64, i64)]) -> u64 
     std::fs::metadata(path).unwrap().len()
 }
 
+/// ApplyRegistry of `toml` (a dry run only reports), answered OK.
+pub async fn apply(c: &mut Native, toml: &str, dry_run: bool) -> pb::ApplyRegistryResponse {
+    let request = pb::ApplyRegistryRequest {
+        toml: toml.to_owned(),
+        dry_run,
+        ..Default::default()
+    };
+    ok(c.apply_registry(request).await, "ApplyRegistry")
+}
+
 /// Applies [`registry_v2`]; returns its text and the registry version it became.
 pub async fn apply_v2(c: &mut Native) -> (String, u64) {
     let v2 = registry_v2();
-    let r = ok(
-        c.apply_registry(pb::ApplyRegistryRequest {
-            toml: v2.clone(),
-            dry_run: false,
-            ..Default::default()
-        })
-        .await,
-        "apply",
-    );
+    let r = apply(c, &v2, false).await;
     assert!(r.applied, "{r:?}");
     (v2, r.version)
 }

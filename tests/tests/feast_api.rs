@@ -7,7 +7,7 @@ use quiver_server::proto::feast::serving as fs;
 use quiver_server::proto::feast::types as ft;
 use quiver_tests::fixtures::*;
 use quiver_tests::req::*;
-use quiver_tests::scenario::write_scenario;
+use quiver_tests::scenario::{write_scenario, USER_STATS};
 
 /// The Feast-compatible endpoint through the client generated from the Feast-compatible
 /// protos: join key columns first (echoed, PRESENT), `view__feature` names, Feast's status
@@ -29,21 +29,17 @@ async fn feast_endpoint_speaks_feast() {
     );
     assert!(info.version.starts_with("quiver-"), "{info:?}");
 
-    let features = [
-        "user_stats:clicks",
-        "user_stats:logins",
-        "user_stats:ctr",
-        "user_stats:amount",
-        "user_stats:verified",
-        "user_stats:last_login",
-        "user_stats:country",
-        "user_stats:blob",
-        "user_stats:recent",
-        "user_embedding:embedding",
-        "user_embedding:tags",
-        "user_embedding:scores",
-        "user_embedding:tokens",
-    ];
+    // Version 1 of the registry: user_stats without `premium`, and the embedding view.
+    let features: Vec<&str> = USER_STATS[..9]
+        .iter()
+        .copied()
+        .chain([
+            "user_embedding:embedding",
+            "user_embedding:tags",
+            "user_embedding:scores",
+            "user_embedding:tokens",
+        ])
+        .collect();
     let r = ok(
         f.get_online_features(feast_req(
             &features,

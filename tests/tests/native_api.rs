@@ -60,15 +60,7 @@ async fn registry_changes_are_previewed_applied_or_refused() {
     );
 
     let v2 = registry_v2();
-    let dry = ok(
-        c.apply_registry(pb::ApplyRegistryRequest {
-            toml: v2.clone(),
-            dry_run: true,
-            ..Default::default()
-        })
-        .await,
-        "dry run",
-    );
+    let dry = apply(&mut c, &v2, true).await;
     assert!(!dry.applied);
     assert_eq!(dry.version, before.version);
     assert!(
@@ -107,27 +99,11 @@ async fn registry_changes_are_previewed_applied_or_refused() {
         .unwrap_err();
     assert_eq!(err.code(), Code::NotFound, "{err:?}");
 
-    let applied = ok(
-        c.apply_registry(pb::ApplyRegistryRequest {
-            toml: v2.clone(),
-            dry_run: false,
-            ..Default::default()
-        })
-        .await,
-        "apply",
-    );
+    let applied = apply(&mut c, &v2, false).await;
     assert!(applied.applied);
     assert_eq!(applied.version, before.version + 1);
     assert_eq!(applied.changes, dry.changes);
-    let again = ok(
-        c.apply_registry(pb::ApplyRegistryRequest {
-            toml: applied.canonical_toml.clone(),
-            dry_run: false,
-            ..Default::default()
-        })
-        .await,
-        "re-apply",
-    );
+    let again = apply(&mut c, &applied.canonical_toml, false).await;
     assert!(!again.applied && again.changes.is_empty(), "{again:?}");
     assert_eq!(again.version, applied.version);
 

@@ -83,6 +83,22 @@ pub(crate) struct SegmentScan {
     pub(crate) problem: Option<Problem>,
 }
 
+impl SegmentScan {
+    /// Nothing valid yet in a segment whose name says it starts at `name_seq`.
+    pub(crate) fn empty(name_seq: u64) -> Self {
+        Self {
+            next_seq: name_seq,
+            valid_end: 0,
+            frames: 0,
+            compressed_frames: 0,
+            payload_bytes: 0,
+            header: None,
+            sealed: false,
+            problem: None,
+        }
+    }
+}
+
 /// Validates the segment `bytes` (named `file`, whose name says it starts at `name_seq`) and
 /// calls `visit` for every record of its valid prefix, in order. Damage is reported in the
 /// result, not as an error; errors are a newer format version or `visit` failing.
@@ -93,16 +109,7 @@ pub(crate) fn scan_segment(
     decoder: &mut Decoder,
     visit: &mut dyn FnMut(WalRecord<'_>) -> Result<()>,
 ) -> Result<SegmentScan> {
-    let mut scan = SegmentScan {
-        next_seq: name_seq,
-        valid_end: 0,
-        frames: 0,
-        compressed_frames: 0,
-        payload_bytes: 0,
-        header: None,
-        sealed: false,
-        problem: None,
-    };
+    let mut scan = SegmentScan::empty(name_seq);
     let header = match decode_segment_header(bytes) {
         Ok(_) if !(1..=MAX_SEQ).contains(&name_seq) => Err((
             12,

@@ -59,18 +59,12 @@ fn file_len(path: &Path) -> Result<u64> {
 
 fn broken(name_seq: u64, reason: String) -> SegmentScan {
     SegmentScan {
-        next_seq: name_seq,
-        valid_end: 0,
-        frames: 0,
-        compressed_frames: 0,
-        payload_bytes: 0,
-        header: None,
-        sealed: false,
         problem: Some(Problem {
             offset: 0,
             reason,
             torn: false,
         }),
+        ..SegmentScan::empty(name_seq)
     }
 }
 

@@ -19,6 +19,8 @@ use crate::proto::quiver::v1 as pb;
 use pb::key_column::Values as KeyValues;
 
 pub(crate) use columns::column_to_proto;
+#[cfg(any(test, feature = "fuzzing"))]
+pub(crate) use rows::value_bytes;
 pub(crate) use rows::{rows_from_write, write_from_rows};
 
 /// Turns key columns into encoded keys of `entity`, checking names, types and lengths.

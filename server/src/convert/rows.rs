@@ -114,7 +114,7 @@ pub(crate) fn rows_from_write(
 }
 
 /// The bytes a value's contents take (what `max_value_bytes` bounds).
-fn value_bytes(v: &Value) -> usize {
+pub(crate) fn value_bytes(v: &Value) -> usize {
     fn sum<T>(items: &[T], each: impl Fn(&T) -> usize) -> usize {
         items.iter().map(each).sum()
     }
