@@ -70,6 +70,7 @@ pub struct GrpcArgs {
     #[arg(long)]
     pub zipf: bool,
     #[command(flatten)]
+    /// Flags every server workload shares.
     pub common: ServerArgs,
 }
 

@@ -67,6 +67,7 @@ pub struct LoadArgs {
     #[arg(long, default_value_t = 1000)]
     pub load_batch: usize,
     #[command(flatten)]
+    /// Flags every data-directory workload shares.
     pub common: DbArgs,
 }
 

@@ -59,6 +59,7 @@ pub struct OverloadArgs {
     #[arg(long)]
     pub smoke: bool,
     #[command(flatten)]
+    /// Flags every server workload shares.
     pub common: ServerArgs,
 }
 

@@ -59,6 +59,7 @@ pub struct RestartArgs {
     #[arg(long, default_value_t = 20_000)]
     pub check: u64,
     #[command(flatten)]
+    /// Flags every data-directory workload shares.
     pub common: DbArgs,
 }
 

@@ -62,6 +62,7 @@ pub struct WriteArgs {
     #[arg(long, default_value_t = 1_000_000)]
     pub entities: u64,
     #[command(flatten)]
+    /// Flags every data-directory workload shares.
     pub common: DbArgs,
 }
 

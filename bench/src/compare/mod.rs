@@ -131,6 +131,7 @@ pub struct CompareArgs {
     #[arg(long, default_value_t = 100)]
     pub write_batch: usize,
     #[command(flatten)]
+    /// Flags every server workload shares.
     pub common: ServerArgs,
     /// Where `<timestamp>/report.{md,json}` and the charts go (default: bench/results).
     #[arg(long)]

@@ -94,6 +94,7 @@ pub struct EngineArgs {
     #[arg(long, default_value_t = 1_000_000)]
     pub iterations: u64,
     #[command(flatten)]
+    /// Flags every data-directory workload shares.
     pub common: DbArgs,
     /// Key distributions to measure.
     #[arg(long, value_enum, default_value_t = DistArg::Both)]
