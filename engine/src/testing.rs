@@ -3,10 +3,14 @@
 
 use std::sync::Arc;
 
+use rand::rngs::SmallRng;
+use rand::Rng;
+
 use crate::clock::ManualClock;
 use crate::key::{encode_key, KeyPart};
 use crate::registry::{Entity, Registry};
 use crate::store::{Store, StoreConfig};
+use crate::value::Value;
 
 pub(crate) use quiver_testkit::TempDir;
 
@@ -54,4 +58,38 @@ pub(crate) fn int_key(entity: &Entity, id: i64) -> Vec<u8> {
     let mut k = Vec::new();
     encode_key(entity, &[KeyPart::Int64(id)], &mut k).unwrap();
     k
+}
+
+/// A random value of `ty` for the model-based tests: one in eight null, edge cases (zero,
+/// `i64::MIN`, NaN) among the ordinary ones. Only the types the mixed view uses.
+pub(crate) fn random_value(rng: &mut SmallRng, ty: crate::ValueType) -> Value {
+    use crate::{ScalarType as S, ValueType as T};
+    if rng.random_ratio(1, 8) {
+        return Value::Null;
+    }
+    match ty {
+        T::Scalar(S::Int64) => Value::Int64(match rng.random_range(0..4) {
+            0 => 0,
+            1 => i64::MIN,
+            _ => rng.random_range(-1000..1000),
+        }),
+        T::Scalar(S::Float32) => Value::Float32(if rng.random_ratio(1, 10) {
+            f32::NAN
+        } else {
+            rng.random()
+        }),
+        T::Scalar(S::Float64) => Value::Float64(rng.random()),
+        T::Scalar(S::Bool) => Value::Bool(rng.random()),
+        T::Scalar(S::String) => {
+            let n = rng.random_range(0..20);
+            Value::String((0..n).map(|_| rng.random_range('a'..='z')).collect())
+        }
+        T::List(S::Int32) => {
+            let n = rng.random_range(0..5);
+            Value::Int32List((0..n).map(|_| rng.random()).collect())
+        }
+        T::Vector { dim } => Value::Vector((0..dim).map(|_| rng.random()).collect()),
+        T::Scalar(S::Timestamp) => Value::Timestamp(rng.random()),
+        other => panic!("the model does not generate {other}"),
+    }
 }

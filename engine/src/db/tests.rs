@@ -9,7 +9,8 @@ use crate::fs::{SNAPSHOT_DIR, WAL_DIR};
 use crate::key::KeyPart;
 use crate::registry::CompressionPolicy;
 use crate::testing::{
-    int_key, mixed_view, registry, TempDir, HOUR as H, MINUTE as MIN, SMALL_SCHEMA, T0,
+    int_key, mixed_view, random_value, registry, TempDir, HOUR as H, MINUTE as MIN, SMALL_SCHEMA,
+    T0,
 };
 use crate::value::{Status, Value};
 use crate::wal::FsyncPolicy;
@@ -514,38 +515,6 @@ impl Model {
     }
 }
 
-fn model_value(rng: &mut SmallRng, ty: crate::ValueType) -> Value {
-    use crate::{ScalarType as S, ValueType as T};
-    if rng.random_ratio(1, 8) {
-        return Value::Null;
-    }
-    match ty {
-        T::Scalar(S::Int64) => Value::Int64(match rng.random_range(0..4) {
-            0 => 0,
-            1 => i64::MIN,
-            _ => rng.random_range(-1000..1000),
-        }),
-        T::Scalar(S::Float32) => Value::Float32(if rng.random_ratio(1, 10) {
-            f32::NAN
-        } else {
-            rng.random()
-        }),
-        T::Scalar(S::Float64) => Value::Float64(rng.random()),
-        T::Scalar(S::Bool) => Value::Bool(rng.random()),
-        T::Scalar(S::String) => {
-            let n = rng.random_range(0..20);
-            Value::String((0..n).map(|_| rng.random_range('a'..='z')).collect())
-        }
-        T::List(S::Int32) => {
-            let n = rng.random_range(0..5);
-            Value::Int32List((0..n).map(|_| rng.random()).collect())
-        }
-        T::Vector { dim } => Value::Vector((0..dim).map(|_| rng.random()).collect()),
-        T::Scalar(S::Timestamp) => Value::Timestamp(rng.random()),
-        other => panic!("the model does not generate {other}"),
-    }
-}
-
 /// A row for entity `id` of `view`: event time around `now` (late, equal and future ones; on
 /// a coarse grid, so equal timestamps are common), an optional created time, a random
 /// non-empty subset of the features, some nulls.
@@ -566,7 +535,7 @@ fn model_row(rng: &mut SmallRng, view: &FeatureView, id: i64, now: i64) -> Row {
         created_ts: rng.random_ratio(1, 3).then(|| rng.random_range(0..3)),
         values: feats
             .into_iter()
-            .map(|f| (f, model_value(rng, view.features[f].ty)))
+            .map(|f| (f, random_value(rng, view.features[f].ty)))
             .collect(),
     }
 }

@@ -7,7 +7,7 @@ use super::reclaim::ReclaimStats;
 use super::*;
 use crate::clock::ManualClock;
 use crate::key::KeyPart;
-use crate::testing::{int_key, mixed_view, registry, store_of, MINUTE as MIN, T0};
+use crate::testing::{int_key, mixed_view, random_value, registry, store_of, MINUTE as MIN, T0};
 use crate::value::ColumnData;
 
 /// Entities `user` (int64 `id`) and `pair` (string `a`, int64 `b`); view `v` of users mixes
@@ -378,37 +378,6 @@ struct ModelCell {
 }
 
 type Model = HashMap<i64, Vec<Option<ModelCell>>>;
-
-fn random_value(rng: &mut SmallRng, ty: ValueType) -> Value {
-    use crate::value::ScalarType as S;
-    if rng.random_ratio(1, 8) {
-        return Value::Null;
-    }
-    match ty {
-        ValueType::Scalar(S::Int64) => Value::Int64(match rng.random_range(0..4) {
-            0 => 0,
-            1 => i64::MIN,
-            _ => rng.random_range(-1000..1000),
-        }),
-        ValueType::Scalar(S::Float32) => Value::Float32(if rng.random_ratio(1, 10) {
-            f32::NAN
-        } else {
-            rng.random()
-        }),
-        ValueType::Scalar(S::Bool) => Value::Bool(rng.random()),
-        ValueType::Scalar(S::String) => {
-            let n = rng.random_range(0..20);
-            Value::String((0..n).map(|_| rng.random_range('a'..='z')).collect())
-        }
-        ValueType::List(S::Int32) => {
-            let n = rng.random_range(0..5);
-            Value::Int32List((0..n).map(|_| rng.random()).collect())
-        }
-        ValueType::Vector { dim } => Value::Vector((0..dim).map(|_| rng.random()).collect()),
-        ValueType::Scalar(S::Timestamp) => Value::Timestamp(rng.random()),
-        other => panic!("model does not generate {other}"),
-    }
-}
 
 #[test]
 fn model_based_random_operations() {
