@@ -345,11 +345,7 @@ pub fn materialize_into_db(
     let _ = std::fs::remove_file(&tmp);
     let mut summary = materialize_snapshot(registry, history, &tmp, opts)?;
     let result = (|| -> Result<()> {
-        let mut config = DbConfig::new(dir);
-        if !dir.join(MANIFEST_FILE).exists() {
-            config.registry = Some(registry.clone());
-        }
-        let (db, _) = Db::open(config, Arc::new(SystemClock))?;
+        let db = open_or_create(dir, registry)?;
         db.load_snapshot(history.view(), &tmp)?;
         db.close()?;
         Ok(())
@@ -358,6 +354,16 @@ pub fn materialize_into_db(
     result?;
     summary.seconds = started.elapsed().as_secs_f64();
     Ok(summary)
+}
+
+/// Opens the data directory `dir`, creating it with `registry` if it holds none yet.
+fn open_or_create(dir: &Path, registry: &Registry) -> Result<Db> {
+    let mut config = DbConfig::new(dir);
+    if !dir.join(MANIFEST_FILE).exists() {
+        config.registry = Some(registry.clone());
+    }
+    let (db, _) = Db::open(config, Arc::new(SystemClock))?;
+    Ok(db)
 }
 
 /// Rows per write batch of an incremental materialization.
@@ -373,11 +379,7 @@ pub fn materialize_rows_into_db(
     opts: &MaterializeOptions,
 ) -> Result<MaterializeSummary> {
     let started = Instant::now();
-    let mut config = DbConfig::new(dir);
-    if !dir.join(MANIFEST_FILE).exists() {
-        config.registry = Some(registry.clone());
-    }
-    let (db, _) = Db::open(config, Arc::new(SystemClock))?;
+    let db = open_or_create(dir, registry)?;
     let mut batch = Vec::with_capacity(WRITE_BATCH);
     let view = history.view();
     let (rows_read, entities, max_event_ts) = latest_rows(registry, history, opts, |row| {

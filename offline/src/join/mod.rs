@@ -527,6 +527,11 @@ pub fn write_training_set(
         let mut rows = 0u64;
         let mut chunk: Vec<RecordBatch> = Vec::new();
         let mut chunk_rows = 0usize;
+        let flush = |chunk: &mut Vec<RecordBatch>, schema: &SchemaRef, writer: &mut _| {
+            flush_chunk(
+                registry, plan, histories, chunk, schema, writer, opts, &progress, out,
+            )
+        };
         for f in &files {
             let label = f.display().to_string();
             let file = File::open(f).map_err(|e| io_err(f, e))?;
@@ -570,32 +575,12 @@ pub fn write_training_set(
                 chunk_rows += batch.num_rows();
                 chunk.push(batch);
                 if chunk_rows >= opts.chunk_rows.max(1) {
-                    rows += flush_chunk(
-                        registry,
-                        plan,
-                        histories,
-                        &mut chunk,
-                        &schema,
-                        &mut writer,
-                        opts,
-                        &progress,
-                        out,
-                    )?;
+                    rows += flush(&mut chunk, &schema, &mut writer)?;
                     chunk_rows = 0;
                 }
             }
             if let Some(s) = &first_schema {
-                rows += flush_chunk(
-                    registry,
-                    plan,
-                    histories,
-                    &mut chunk,
-                    s,
-                    &mut writer,
-                    opts,
-                    &progress,
-                    out,
-                )?;
+                rows += flush(&mut chunk, s, &mut writer)?;
                 chunk_rows = 0;
             }
         }
