@@ -93,3 +93,30 @@ pub(crate) fn random_value(rng: &mut SmallRng, ty: crate::ValueType) -> Value {
         other => panic!("the model does not generate {other}"),
     }
 }
+
+/// Checks row `r` of a result column against the model's cell: `expected` is the visible
+/// write (event time and value) or None for never written; a write older than `oldest`
+/// (the TTL or max-age bound, if any) must read as outside max age.
+pub(crate) fn check_cell(
+    col: &crate::value::FeatureColumn,
+    r: usize,
+    expected: Option<(i64, &Value)>,
+    oldest: Option<i64>,
+    ctx: &str,
+) {
+    use crate::value::Status;
+    let Some((ts, value)) = expected else {
+        assert_eq!(col.statuses[r], Status::NotFound, "{ctx}");
+        return;
+    };
+    assert_eq!(col.event_ts[r], ts, "{ctx}");
+    if oldest.is_some_and(|o| ts < o) {
+        assert_eq!(col.statuses[r], Status::OutsideMaxAge, "{ctx}");
+    } else if *value == Value::Null {
+        assert_eq!(col.statuses[r], Status::NullValue, "{ctx}");
+    } else {
+        assert_eq!(col.statuses[r], Status::Present, "{ctx}");
+        let got = col.values.value_at(r);
+        assert!(got.bit_eq(value), "{ctx}: {got:?} != {value:?}");
+    }
+}

@@ -9,10 +9,10 @@ use crate::fs::{SNAPSHOT_DIR, WAL_DIR};
 use crate::key::KeyPart;
 use crate::registry::CompressionPolicy;
 use crate::testing::{
-    int_key, mixed_view, random_value, registry, TempDir, HOUR as H, MINUTE as MIN, SMALL_SCHEMA,
-    T0,
+    check_cell, int_key, mixed_view, random_value, registry, TempDir, HOUR as H, MINUTE as MIN,
+    SMALL_SCHEMA, T0,
 };
-use crate::value::{Status, Value};
+use crate::value::Value;
 use crate::wal::FsyncPolicy;
 
 fn config(dir: &Path) -> DbConfig {
@@ -600,21 +600,8 @@ fn check_read(
         let col = &out.columns[c];
         for (r, id) in ids.iter().enumerate() {
             let ctx = format!("{ctx}: key {id} feature {}", refs[c]);
-            match model.visible(v, *id, f) {
-                None => assert_eq!(col.statuses[r], Status::NotFound, "{ctx}"),
-                Some(mc) => {
-                    assert_eq!(col.event_ts[r], mc.ts, "{ctx}");
-                    if bound.is_some_and(|b| mc.ts < now - b) {
-                        assert_eq!(col.statuses[r], Status::OutsideMaxAge, "{ctx}");
-                    } else if mc.value == Value::Null {
-                        assert_eq!(col.statuses[r], Status::NullValue, "{ctx}");
-                    } else {
-                        assert_eq!(col.statuses[r], Status::Present, "{ctx}");
-                        let got = col.values.value_at(r);
-                        assert!(got.bit_eq(&mc.value), "{ctx}: {got:?} != {:?}", mc.value);
-                    }
-                }
-            }
+            let expected = model.visible(v, *id, f).map(|mc| (mc.ts, &mc.value));
+            check_cell(col, r, expected, bound.map(|b| now - b), &ctx);
         }
     }
 }

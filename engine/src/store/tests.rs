@@ -7,7 +7,9 @@ use super::reclaim::ReclaimStats;
 use super::*;
 use crate::clock::ManualClock;
 use crate::key::KeyPart;
-use crate::testing::{int_key, mixed_view, random_value, registry, store_of, MINUTE as MIN, T0};
+use crate::testing::{
+    check_cell, int_key, mixed_view, random_value, registry, store_of, MINUTE as MIN, T0,
+};
 use crate::value::ColumnData;
 
 /// Entities `user` (int64 `id`) and `pair` (string `a`, int64 `b`); view `v` of users mixes
@@ -486,25 +488,8 @@ fn run_model(seed: u64, steps: usize) {
                             "seed {seed} step {step} key {id} feature {}",
                             view.features[*f].name
                         );
-                        match cell {
-                            None => assert_eq!(col.statuses[r], Status::NotFound, "{ctx}"),
-                            Some(mc) => {
-                                assert_eq!(col.event_ts[r], mc.ts, "{ctx}");
-                                if bound.is_some_and(|b| mc.ts < now - b) {
-                                    assert_eq!(col.statuses[r], Status::OutsideMaxAge, "{ctx}");
-                                } else if mc.value == Value::Null {
-                                    assert_eq!(col.statuses[r], Status::NullValue, "{ctx}");
-                                } else {
-                                    assert_eq!(col.statuses[r], Status::Present, "{ctx}");
-                                    let got = col.values.value_at(r);
-                                    assert!(
-                                        got.bit_eq(&mc.value),
-                                        "{ctx}: {got:?} != {:?}",
-                                        mc.value
-                                    );
-                                }
-                            }
-                        }
+                        let expected = cell.map(|mc| (mc.ts, &mc.value));
+                        check_cell(col, r, expected, bound.map(|b| now - b), &ctx);
                     }
                 }
             }
