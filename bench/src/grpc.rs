@@ -27,17 +27,17 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::clients::native::{
     check_users, load_snapshot, read_request, sample_ids, stage, status_err,
 };
-use crate::clients::procs::{
-    free_addr, io, quiver_binary, QuiverClients, QuiverServer, QuiverSpec,
-};
+use crate::clients::procs::{quiver_binary, QuiverClients, QuiverServer, QuiverSpec};
 use crate::clients::runner::{measure, Load, Outcome, Shared, Target, Workload};
 use crate::clients::{block_on, build_snapshots, write_registry};
 use crate::dataset::{feature_refs, Data, USER_STATS, VIEW};
+use crate::error::io;
 use crate::harness::args::ServerArgs;
 use crate::harness::host::{loadavg, now_secs};
 use crate::harness::report::{num, ratio, Table};
 use crate::keys::{Dist, KeySpace};
-use crate::{BenchError, Result, ScratchDir};
+use crate::scratch::scratch_dir;
+use crate::{BenchError, Result};
 
 /// Flags of `quiver-bench grpc`.
 #[derive(Debug, Clone, Args)]
@@ -110,7 +110,7 @@ async fn grpc(args: GrpcArgs) -> Result<()> {
     let load_before = loadavg();
     let seed = args.common.seed;
     let bin = quiver_binary(args.common.quiver_bin.as_deref(), true)?;
-    let work = ScratchDir::new(args.common.dir.as_deref(), "grpc")?;
+    let work = scratch_dir(args.common.dir.as_deref(), "grpc")?;
     let (registry_path, registry) = write_registry(&work)?;
     let data = Data::new(seed, args.entities, now_secs());
     eprintln!("building a user_stats snapshot of {} users", args.entities);
@@ -402,8 +402,9 @@ impl EchoServer {
     /// Serves `answer` on a free loopback port with `threads` runtime workers, with
     /// TCP_NODELAY on accepted sockets and no size limit on answers.
     fn start(answer: pb::GetOnlineFeaturesResponse, threads: usize) -> Result<Self> {
-        let addr = free_addr()?;
-        let listener = std::net::TcpListener::bind(addr).map_err(io("binding the echo port"))?;
+        let listener =
+            std::net::TcpListener::bind("127.0.0.1:0").map_err(io("binding the echo port"))?;
+        let addr = listener.local_addr().map_err(io("reading the echo port"))?;
         listener
             .set_nonblocking(true)
             .map_err(io("configuring the echo listener"))?;

@@ -36,8 +36,8 @@ use crate::harness::host::{now_secs, scratch_on};
 use crate::harness::measure::{measure, validate, EngineSystem, Plan};
 use crate::harness::report::{median, median_of, num, ratio, verdict, Latency, Summary, Table};
 use crate::keys::{Dist, KeySpace};
-use crate::scratch::ScratchDir;
 use crate::{BenchError, Result};
+use quiver_testkit::TempDir;
 
 /// Flags of `quiver-bench load`.
 #[derive(Debug, Clone, Args)]
@@ -283,7 +283,7 @@ fn read_compare(
     args: &LoadArgs,
     base_db: &Db,
     dataset: &Dataset,
-    scratch: &ScratchDir,
+    scratch: &TempDir,
     registry: &Registry,
 ) -> Result<Compare> {
     let n = dataset.entities();

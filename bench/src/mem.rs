@@ -29,6 +29,16 @@ pub(crate) fn rss_of(pid: u32) -> Option<u64> {
     Some(pages * page_size())
 }
 
+/// [`rss_of`] a server process, failing when it cannot be read (the process is gone).
+pub(crate) fn rss_of_proc(proc: &quiver_testkit::Proc) -> Result<u64> {
+    rss_of(proc.pid()).ok_or_else(|| {
+        BenchError::other(
+            format!("reading the memory of {} ({})", proc.name(), proc.pid()),
+            "no /proc/<pid>/statm",
+        )
+    })
+}
+
 /// The page size from the auxiliary vector (statm counts pages); 4 KiB if it cannot be read.
 fn page_size() -> u64 {
     let Ok(auxv) = std::fs::read("/proc/self/auxv") else {

@@ -33,8 +33,9 @@ use crate::harness::check::to_row;
 use crate::harness::db::{open_db, registry, user_entity};
 use crate::harness::host::{now_secs, scratch_on};
 use crate::harness::report::{median, num, object, ratio, Latency, Summary, Table};
-use crate::scratch::ScratchDir;
+use crate::scratch::scratch_dir;
 use crate::{BenchError, Result};
+use quiver_testkit::TempDir;
 
 /// Flags of `quiver-bench write`.
 #[derive(Debug, Clone, Args)]
@@ -168,7 +169,7 @@ fn validate_args(args: &WriteArgs) -> Result<()> {
 
 /// Appends of [`RAW_APPEND`] bytes, each followed by fdatasync, in a loop: the disk's floor
 /// for one writer.
-fn raw_fsync(scratch: &ScratchDir) -> Result<Latency> {
+fn raw_fsync(scratch: &TempDir) -> Result<Latency> {
     let path = scratch.join("raw-fsync");
     let io = |source| BenchError::Io {
         what: format!("writing {}", path.display()),
@@ -221,11 +222,11 @@ fn measure_point(
     args: &WriteArgs,
     registry: &Registry,
     dataset: &Dataset,
-    scratch: &ScratchDir,
+    scratch: &TempDir,
     rows: usize,
     writers: usize,
 ) -> Result<Sample> {
-    let dir = ScratchDir::new(Some(scratch.path()), &format!("r{rows}-w{writers}"))?;
+    let dir = scratch_dir(Some(scratch.path()), &format!("r{rows}-w{writers}"))?;
     let entity = user_entity(registry)?;
     let db = open_db(
         dir.path(),

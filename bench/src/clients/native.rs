@@ -5,13 +5,12 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use quiver_engine::{Registry, SnapshotBuilder, Value};
+use quiver_server::client::NativeClient;
 use quiver_server::proto::quiver::v1 as pb;
-use quiver_server::proto::quiver::v1::feature_store_client::FeatureStoreClient;
-use tonic::transport::Channel;
 
 use crate::clients::layout::JOIN_KEY;
-use crate::clients::procs::io;
 use crate::dataset::{expected, feature_refs, Data, EMBEDDING_VIEW, USER_STATS, VIEW};
+use crate::error::io;
 use crate::harness::check::{embedding_to_row, to_row};
 use crate::harness::db::view_entity;
 use crate::harness::host::now_micros;
@@ -237,7 +236,7 @@ pub(crate) fn build_snapshots(
 
 /// Loads one snapshot file into a running server (`LoadSnapshot`); returns its entity count.
 pub(crate) async fn load_snapshot(
-    client: &mut FeatureStoreClient<Channel>,
+    client: &mut NativeClient,
     view: &str,
     path: &Path,
 ) -> Result<u64> {
@@ -252,7 +251,7 @@ pub(crate) async fn load_snapshot(
 }
 
 /// Asks the server to checkpoint (snapshot every view, truncate the WAL).
-pub(crate) async fn checkpoint(client: &mut FeatureStoreClient<Channel>) -> Result<()> {
+pub(crate) async fn checkpoint(client: &mut NativeClient) -> Result<()> {
     client
         .checkpoint(pb::CheckpointRequest {})
         .await
@@ -263,7 +262,7 @@ pub(crate) async fn checkpoint(client: &mut FeatureStoreClient<Channel>) -> Resu
 /// Reads `ids` in batches of `batch` and compares every answer with the dataset; returns the
 /// number of users checked.
 pub(crate) async fn check_users(
-    client: &mut FeatureStoreClient<Channel>,
+    client: &mut NativeClient,
     data: &Data,
     ids: &[i64],
     features: usize,
@@ -313,7 +312,7 @@ pub(crate) fn stage(src: &Path, dst: &Path) -> Result<()> {
 /// Reads every user back in batches of `batch`, checking every answer's shape and statuses
 /// and every `check_every`-th batch value by value. Returns the time taken.
 pub(crate) async fn scan(
-    client: &mut FeatureStoreClient<Channel>,
+    client: &mut NativeClient,
     data: &Data,
     embedding: bool,
     batch: usize,

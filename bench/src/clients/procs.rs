@@ -2,208 +2,92 @@
 //! process on a free loopback port with its own scratch directory, killed and removed when
 //! dropped (at the end of a run, on an error, on Ctrl-C).
 
-use std::net::{SocketAddr, TcpListener};
+use std::future::Future;
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use quiver_server::proto::quiver::v1::feature_store_client::FeatureStoreClient;
-use tonic::transport::{Channel, Endpoint};
+use quiver_server::client::{Connect, NativeClient};
+use quiver_testkit::{find_or_build, free_port, Proc, Profile, Signal, TempDir};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
 use crate::clients::resp::RespConn;
-use crate::{BenchError, Result, ScratchDir};
+use crate::error::io;
+use crate::scratch::scratch_dir;
+use crate::{BenchError, Result};
 
 /// How long a process may take to exit after a signal.
 const EXIT_TIMEOUT: Duration = Duration::from_secs(60);
 /// Polling interval while waiting for readiness.
 const POLL: Duration = Duration::from_millis(5);
 
-/// An I/O error with context.
-pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BenchError {
-    let what = what.into();
-    move |source| BenchError::Io { what, source }
-}
-
-/// A loopback address with a port that was free when probed.
-pub(crate) fn free_addr() -> Result<SocketAddr> {
-    let l = TcpListener::bind("127.0.0.1:0").map_err(io("binding an ephemeral port"))?;
-    l.local_addr().map_err(io("reading an ephemeral port"))
-}
-
-/// A child process, SIGKILLed and reaped on drop unless it already exited.
-#[derive(Debug)]
-pub(crate) struct Proc {
-    name: String,
-    child: Option<Child>,
-    log: PathBuf,
-}
-
-impl Proc {
-    /// Starts `cmd` with stdout and stderr appended to `log`.
-    pub(crate) fn spawn(name: &str, mut cmd: Command, log: &Path) -> Result<Self> {
-        let file = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(log)
-            .map_err(io(format!("opening {}", log.display())))?;
-        let err = file.try_clone().map_err(io("cloning a log handle"))?;
-        let child = cmd
-            .stdin(Stdio::null())
-            .stdout(file)
-            .stderr(err)
-            .spawn()
-            .map_err(io(format!("starting {name} ({cmd:?})")))?;
-        Ok(Self {
-            name: name.to_owned(),
-            child: Some(child),
-            log: log.to_path_buf(),
-        })
-    }
-
-    /// The process id (0 once reaped).
-    pub(crate) fn pid(&self) -> u32 {
-        self.child.as_ref().map_or(0, Child::id)
-    }
-
-    /// Fails with the end of the log if the process has exited.
-    pub(crate) fn check_running(&mut self) -> Result<()> {
-        let exited = self
-            .child
-            .as_mut()
-            .map_or(Ok(None), Child::try_wait)
-            .map_err(io(format!("waiting for {}", self.name)))?;
-        match exited {
-            None if self.child.is_some() => Ok(()),
-            status => Err(BenchError::Io {
-                what: format!(
-                    "{} exited ({status:?}); log tail:\n{}",
-                    self.name,
-                    self.tail()
-                ),
-                source: std::io::Error::other("server process exited"),
-            }),
-        }
-    }
-
-    /// The last lines of the log.
-    pub(crate) fn tail(&self) -> String {
-        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
-    }
-
-    /// Resident set size, bytes.
-    pub(crate) fn rss_bytes(&self) -> Result<u64> {
-        crate::mem::rss_of(self.pid()).ok_or_else(|| BenchError::Io {
-            what: format!("reading the memory of process {}", self.pid()),
-            source: std::io::Error::other("no /proc/<pid>/statm"),
-        })
-    }
-
-    /// Sends `signal` (e.g. "TERM") with kill(1) and waits for the exit.
-    pub(crate) fn stop(&mut self, signal: &str) -> Result<()> {
-        let Some(child) = self.child.as_mut() else {
-            return Ok(());
-        };
-        if child.try_wait().ok().flatten().is_none() {
-            let sent = Command::new("kill")
-                .arg(format!("-{signal}"))
-                .arg(child.id().to_string())
-                .status()
-                .map_err(io("running kill"))?;
-            if !sent.success() {
-                let _ = child.kill();
-            }
-        }
-        let deadline = Instant::now() + EXIT_TIMEOUT;
-        loop {
-            if child
-                .try_wait()
-                .map_err(io(format!("waiting for {}", self.name)))?
-                .is_some()
-            {
-                self.child = None;
-                return Ok(());
-            }
-            if Instant::now() > deadline {
-                let _ = child.kill();
-                let _ = child.wait();
-                self.child = None;
-                return Err(BenchError::Io {
-                    what: format!("{} did not exit within {EXIT_TIMEOUT:?}", self.name),
-                    source: std::io::Error::from(std::io::ErrorKind::TimedOut),
-                });
-            }
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-/// Finds the `quiver` binary: `explicit`, else `target/<profile>/quiver` of the tree this
-/// harness was built in, built first with `cargo build [--release] --bin quiver` (a no-op when
-/// it is fresh) when cargo is at hand. The profile is `release` when `release` is set, else
-/// the harness's own (a smoke run in CI reuses the debug build the tests made).
+/// The `quiver` binary: `explicit` (`--quiver-bin`), else the one of the tree this harness was
+/// built in, built first when cargo is at hand. `release` asks for the release build whatever
+/// the harness's own profile (a smoke run in CI reuses the debug build the tests made).
 pub(crate) fn quiver_binary(explicit: Option<&Path>, release: bool) -> Result<PathBuf> {
     if let Some(p) = explicit {
         return Ok(p.to_path_buf());
     }
-    let exe = std::env::current_exe().map_err(io("locating the harness executable"))?;
-    // target/<profile>/quiver-bench → target/<profile>/quiver
-    let profile_dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
-    let release = release || profile_dir.file_name().is_some_and(|n| n == "release");
-    let target = profile_dir
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("target"));
-    let bin = target
-        .join(if release { "release" } else { "debug" })
-        .join("quiver");
-    let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).parent();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    if let Some(ws) = workspace.filter(|w| w.join("Cargo.toml").exists()) {
-        let mut cmd = Command::new(&cargo);
-        cmd.args(["build", "-q", "-p", "quiver-server", "--bin", "quiver"])
-            .env("CARGO_TARGET_DIR", &target)
-            .current_dir(ws);
-        if release {
-            cmd.arg("--release");
-        }
-        eprintln!("building the quiver binary: {cmd:?}");
-        match cmd.status() {
-            Ok(s) if s.success() => {}
-            Ok(s) => {
-                return Err(BenchError::Io {
-                    what: format!("{cmd:?}"),
-                    source: std::io::Error::other(format!("exited with {s}")),
-                })
-            }
-            // No cargo here: use whatever binary sits in the target directory.
-            Err(_) => {}
-        }
-    }
-    if bin.exists() {
-        Ok(bin)
+    let profile = if release {
+        Profile::Release
     } else {
-        Err(BenchError::Io {
-            what: format!(
-                "the quiver binary is not at {}; pass --quiver-bin",
-                bin.display()
-            ),
-            source: std::io::Error::from(std::io::ErrorKind::NotFound),
-        })
+        Profile::Current
+    };
+    find_or_build("quiver-server", "quiver", profile)
+        .map_err(io("finding the quiver binary (or pass --quiver-bin)"))
+}
+
+/// Starts `cmd` as `name`, logging to `log`.
+fn spawn(name: &str, cmd: Command, log: &Path) -> Result<Proc> {
+    Proc::spawn(name, cmd, log).map_err(io(format!("starting {name}")))
+}
+
+/// Stops `proc` with `signal` and waits (bounded) for it to exit.
+fn stop(proc: &mut Proc, signal: Signal) -> Result<()> {
+    proc.stop(signal, EXIT_TIMEOUT)
+        .map(drop)
+        .map_err(io(format!("stopping {}", proc.name())))
+}
+
+/// Polls `ready` until it holds; returns how long that took. Fails, quoting the end of the
+/// log, when `proc` exits first or `timeout` passes.
+async fn wait_ready<F, Fut>(
+    proc: &mut Proc,
+    timeout: Duration,
+    state: &str,
+    mut ready: F,
+) -> Result<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        proc.check_running()
+            .map_err(io(format!("waiting for {} to be {state}", proc.name())))?;
+        if start.elapsed() > timeout {
+            return Err(BenchError::Io {
+                what: format!(
+                    "{} not {state} after {timeout:?}; log tail:\n{}",
+                    proc.name(),
+                    proc.log_tail(20)
+                ),
+                source: std::io::Error::from(std::io::ErrorKind::TimedOut),
+            });
+        }
+        if ready().await {
+            return Ok(start.elapsed());
+        }
+        tokio::time::sleep(POLL).await;
     }
+}
+
+/// A free loopback address for a server.
+fn free_addr() -> Result<SocketAddr> {
+    free_port().map_err(io("probing for a free port"))
 }
 
 /// How to run a Quiver server.
@@ -231,7 +115,7 @@ pub(crate) struct QuiverServer {
     /// The gRPC address.
     pub(crate) addr: SocketAddr,
     spec: QuiverSpec,
-    dir: ScratchDir,
+    dir: TempDir,
 }
 
 impl QuiverServer {
@@ -241,7 +125,7 @@ impl QuiverServer {
         parent: Option<&Path>,
         label: &str,
     ) -> Result<Self> {
-        let dir = ScratchDir::new(parent, label)?;
+        let dir = scratch_dir(parent, label)?;
         let addr = free_addr()?;
         let proc = Self::spawn(&spec, &dir, addr)?;
         let mut s = Self {
@@ -254,7 +138,7 @@ impl QuiverServer {
         Ok(s)
     }
 
-    fn spawn(spec: &QuiverSpec, dir: &ScratchDir, addr: SocketAddr) -> Result<Proc> {
+    fn spawn(spec: &QuiverSpec, dir: &TempDir, addr: SocketAddr) -> Result<Proc> {
         // Automatic checkpoints are off, as Redis runs with `save ""`: nothing but the measured
         // work runs in the background. The harness checkpoints explicitly where it matters.
         let config = dir.join("quiver.toml");
@@ -283,54 +167,25 @@ impl QuiverServer {
             .env_remove("QUIVER_LISTEN")
             .env_remove("QUIVER_DATA_DIR")
             .env("QUIVER_LOG", "warn");
-        Proc::spawn("quiver serve", cmd, &dir.join("quiver.log"))
+        spawn("quiver serve", cmd, &dir.join("quiver.log"))
     }
 
     /// Polls gRPC health until SERVING; returns how long it took from the call.
     async fn wait_serving(&mut self) -> Result<Duration> {
-        let start = Instant::now();
-        let deadline = start + self.spec.start_timeout;
-        loop {
-            self.proc.check_running()?;
-            if Instant::now() > deadline {
-                return Err(BenchError::Io {
-                    what: format!(
-                        "quiver not SERVING after {:?}; log tail:\n{}",
-                        self.spec.start_timeout,
-                        self.proc.tail()
-                    ),
-                    source: std::io::Error::from(std::io::ErrorKind::TimedOut),
-                });
-            }
-            if self.health().await == Some(ServingStatus::Serving) {
-                return Ok(start.elapsed());
-            }
-            tokio::time::sleep(POLL).await;
-        }
+        let addr = self.addr;
+        wait_ready(
+            &mut self.proc,
+            self.spec.start_timeout,
+            "SERVING",
+            || async move { health(addr).await == Some(ServingStatus::Serving) },
+        )
+        .await
     }
 
-    async fn health(&self) -> Option<ServingStatus> {
-        let ch = Endpoint::from_shared(format!("http://{}", self.addr))
-            .ok()?
-            .connect_timeout(Duration::from_secs(1))
-            .timeout(Duration::from_secs(2))
-            .connect()
-            .await
-            .ok()?;
-        let r = HealthClient::new(ch)
-            .check(HealthCheckRequest {
-                service: String::new(),
-            })
-            .await
-            .ok()?;
-        ServingStatus::try_from(r.into_inner().status).ok()
-    }
-
-    /// Stops the server with `signal` ("TERM": graceful, WAL flushed; "KILL": a crash), starts
-    /// it again on the same data directory and port, and returns the time from spawn to
-    /// SERVING.
-    pub(crate) async fn restart(&mut self, signal: &str) -> Result<Duration> {
-        self.proc.stop(signal)?;
+    /// Stops the server with `signal` (TERM: graceful, WAL flushed; KILL: a crash), starts it
+    /// again on the same data directory and port, and returns the time from spawn to SERVING.
+    pub(crate) async fn restart(&mut self, signal: Signal) -> Result<Duration> {
+        stop(&mut self.proc, signal)?;
         let start = Instant::now();
         self.proc = Self::spawn(&self.spec, &self.dir, self.addr)?;
         self.wait_serving().await?;
@@ -358,46 +213,56 @@ impl QuiverServer {
     }
 }
 
+/// The server's gRPC health status, if it answers within a couple of seconds.
+async fn health(addr: SocketAddr) -> Option<ServingStatus> {
+    let ch = Connect::new(format!("http://{addr}"))
+        .connect_timeout(Duration::from_secs(1))
+        .request_timeout(Some(Duration::from_secs(2)))
+        .channel()
+        .await
+        .ok()?;
+    let r = HealthClient::new(ch)
+        .check(HealthCheckRequest {
+            service: String::new(),
+        })
+        .await
+        .ok()?;
+    ServingStatus::try_from(r.into_inner().status).ok()
+}
+
 /// Native API clients over several HTTP/2 connections.
 #[derive(Debug, Clone)]
-pub(crate) struct QuiverClients(Vec<FeatureStoreClient<Channel>>);
+pub(crate) struct QuiverClients(Vec<NativeClient>);
 
 impl QuiverClients {
     /// Opens `connections` (at least one) connections to `addr`.
     pub(crate) async fn connect(addr: SocketAddr, connections: usize) -> Result<Self> {
+        let connect = connect(addr);
         let mut v = Vec::new();
         for _ in 0..connections.max(1) {
             v.push(
-                FeatureStoreClient::new(channel(addr).await?)
-                    .max_decoding_message_size(usize::MAX)
-                    .max_encoding_message_size(usize::MAX),
+                connect.native().await.map_err(|e| {
+                    BenchError::other(format!("connecting to {addr}"), e.to_string())
+                })?,
             );
         }
         Ok(Self(v))
     }
 
     /// The client of worker `i`.
-    pub(crate) fn get(&self, i: usize) -> FeatureStoreClient<Channel> {
+    pub(crate) fn get(&self, i: usize) -> NativeClient {
         self.0[i % self.0.len()].clone()
     }
 }
 
-/// One HTTP/2 connection with `TCP_NODELAY` and flow-control windows large enough that a
-/// W3 response (~0.4 MB) never waits for a window update.
-pub(crate) async fn channel(addr: SocketAddr) -> Result<Channel> {
-    Endpoint::from_shared(format!("http://{addr}"))
-        .map_err(|e| BenchError::InvalidArgument(e.to_string()))?
-        .tcp_nodelay(true)
-        .initial_stream_window_size(Some(8 << 20))
-        .initial_connection_window_size(Some(32 << 20))
+/// How the harness reaches a Quiver server: flow-control windows large enough that a W3
+/// response (~0.4 MB) never waits for a window update, and a deadline on every request. No
+/// retries: a refused request is a measured outcome.
+fn connect(addr: SocketAddr) -> Connect {
+    Connect::new(format!("http://{addr}"))
         .connect_timeout(Duration::from_secs(5))
-        .timeout(Duration::from_secs(60))
-        .connect()
-        .await
-        .map_err(|e| BenchError::Io {
-            what: format!("connecting to {addr}"),
-            source: std::io::Error::other(e.to_string()),
-        })
+        .request_timeout(Some(Duration::from_secs(60)))
+        .flow_control_windows(8 << 20, 32 << 20)
 }
 
 /// How to run redis-server.
@@ -418,7 +283,7 @@ pub(crate) struct RedisServer {
     /// Its address.
     pub(crate) addr: SocketAddr,
     spec: RedisSpec,
-    dir: ScratchDir,
+    dir: TempDir,
 }
 
 /// Fails with how to install redis-server if it is not on PATH.
@@ -429,7 +294,7 @@ pub(crate) fn check_redis_installed() -> Result<String> {
             what: "redis-server was not found on PATH; install it with \
                    `apt-get install -y redis-server` (Debian/Ubuntu) and run again"
                 .into(),
-            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            source: std::io::ErrorKind::NotFound.into(),
         }),
     }
 }
@@ -437,7 +302,7 @@ pub(crate) fn check_redis_installed() -> Result<String> {
 impl RedisServer {
     /// Starts redis-server on loopback with a fresh directory under `parent`.
     pub(crate) async fn start(spec: RedisSpec, parent: Option<&Path>, label: &str) -> Result<Self> {
-        let dir = ScratchDir::new(parent, label)?;
+        let dir = scratch_dir(parent, label)?;
         let addr = free_addr()?;
         let proc = Self::spawn(&spec, &dir, addr)?;
         let mut s = Self {
@@ -450,7 +315,7 @@ impl RedisServer {
         Ok(s)
     }
 
-    fn spawn(spec: &RedisSpec, dir: &ScratchDir, addr: SocketAddr) -> Result<Proc> {
+    fn spawn(spec: &RedisSpec, dir: &TempDir, addr: SocketAddr) -> Result<Proc> {
         let mut cmd = Command::new("redis-server");
         cmd.arg("--port")
             .arg(addr.port().to_string())
@@ -476,32 +341,24 @@ impl RedisServer {
         } else {
             cmd.args(["--appendonly", "no"]);
         }
-        Proc::spawn("redis-server", cmd, &dir.join("redis.log"))
+        spawn("redis-server", cmd, &dir.join("redis.log"))
     }
 
     /// Polls PING until it answers PONG (not LOADING); returns the time from the call.
     async fn wait_ready(&mut self) -> Result<Duration> {
-        let start = Instant::now();
-        let deadline = start + self.spec.start_timeout;
-        loop {
-            self.proc.check_running()?;
-            if Instant::now() > deadline {
-                return Err(BenchError::Io {
-                    what: format!(
-                        "redis-server not ready after {:?}; log tail:\n{}",
-                        self.spec.start_timeout,
-                        self.proc.tail()
-                    ),
-                    source: std::io::Error::from(std::io::ErrorKind::TimedOut),
-                });
-            }
-            if let Ok(mut c) = RespConn::connect(self.addr).await {
-                if matches!(c.query(&[b"PING"]).await, Ok(r) if r == b"PONG") {
-                    return Ok(start.elapsed());
+        let addr = self.addr;
+        wait_ready(
+            &mut self.proc,
+            self.spec.start_timeout,
+            "ready",
+            || async move {
+                match RespConn::connect(addr).await {
+                    Ok(mut c) => matches!(c.query(&[b"PING"]).await, Ok(r) if r == b"PONG"),
+                    Err(_) => false,
                 }
-            }
-            tokio::time::sleep(POLL).await;
-        }
+            },
+        )
+        .await
     }
 
     /// A new connection.
@@ -516,10 +373,7 @@ impl RedisServer {
             .lines()
             .find_map(|l| l.strip_prefix("used_memory:"))
             .and_then(|v| v.trim().parse().ok())
-            .ok_or_else(|| BenchError::Io {
-                what: "parsing INFO memory".into(),
-                source: std::io::Error::other("no used_memory line"),
-            })
+            .ok_or_else(|| BenchError::other("parsing INFO memory", "no used_memory line"))
     }
 
     /// Writes an RDB (`SAVE`), stops the server with SIGTERM (with `save ""` it does not save
@@ -528,12 +382,9 @@ impl RedisServer {
     pub(crate) async fn save_and_restart(&mut self) -> Result<Duration> {
         let r = self.conn().await?.query(&[b"SAVE"]).await?;
         if r != b"OK" {
-            return Err(BenchError::Io {
-                what: "redis SAVE".into(),
-                source: std::io::Error::other(String::from_utf8_lossy(&r).into_owned()),
-            });
+            return Err(BenchError::other("redis SAVE", String::from_utf8_lossy(&r)));
         }
-        self.proc.stop("TERM")?;
+        stop(&mut self.proc, Signal::Term)?;
         let start = Instant::now();
         self.proc = Self::spawn(&self.spec, &self.dir, self.addr)?;
         self.wait_ready().await?;

@@ -163,11 +163,7 @@ pub(crate) struct Shared {
 
 /// A connected client of one system.
 enum Client {
-    Quiver(
-        quiver_server::proto::quiver::v1::feature_store_client::FeatureStoreClient<
-            tonic::transport::Channel,
-        >,
-    ),
+    Quiver(quiver_server::client::NativeClient),
     Redis(RespConn, Contender),
 }
 

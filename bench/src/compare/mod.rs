@@ -31,7 +31,8 @@ use crate::dataset::{Data, EMBEDDING_VIEW, USER_STATS, VIEW};
 use crate::harness::args::{DistArg, ServerArgs};
 use crate::harness::host::{loadavg, now_secs};
 use crate::keys::{Dist, KeySpace};
-use crate::{BenchError, Result, ScratchDir};
+use crate::scratch::scratch_dir;
+use crate::{BenchError, Result};
 
 /// The online workloads W1-W7 (W8, offline, is not a Redis comparison) plus the durable write
 /// comparison.
@@ -274,7 +275,7 @@ async fn compare(args: CompareArgs, s: Settings, redis_version: String) -> Resul
     // A smoke run checks the harness, not speed: it uses the quiver binary of the harness's
     // own build profile, so CI reuses the debug build its tests made.
     let bin = quiver_binary(args.common.quiver_bin.as_deref(), !s.smoke)?;
-    let work = ScratchDir::new(args.common.dir.as_deref(), "compare")?;
+    let work = scratch_dir(args.common.dir.as_deref(), "compare")?;
     let (registry_path, registry) = write_registry(&work)?;
     let data = Data::new(s.seed, s.entities, now_secs());
     let shared = Arc::new(Shared {
@@ -308,9 +309,9 @@ async fn compare(args: CompareArgs, s: Settings, redis_version: String) -> Resul
             RedisServer::start(redis_spec(false), parent, "compare-redis-feast").await?;
         let blob = RedisServer::start(redis_spec(false), parent, "compare-redis-blob").await?;
         let rss0 = [
-            quiver.proc().rss_bytes()?,
-            feast.proc().rss_bytes()?,
-            blob.proc().rss_bytes()?,
+            crate::mem::rss_of_proc(quiver.proc())?,
+            crate::mem::rss_of_proc(feast.proc())?,
+            crate::mem::rss_of_proc(blob.proc())?,
         ];
         let used0 = [feast.used_memory().await?, blob.used_memory().await?];
         let clients = quiver.clients(s.quiver_connections).await?;
@@ -387,9 +388,9 @@ async fn compare(args: CompareArgs, s: Settings, redis_version: String) -> Resul
 
         // W6: memory per entity.
         let rss1 = [
-            quiver.proc().rss_bytes()?,
-            feast.proc().rss_bytes()?,
-            blob.proc().rss_bytes()?,
+            crate::mem::rss_of_proc(quiver.proc())?,
+            crate::mem::rss_of_proc(feast.proc())?,
+            crate::mem::rss_of_proc(blob.proc())?,
         ];
         let used1 = [feast.used_memory().await?, blob.used_memory().await?];
         report.memory = Some(MemFigures {
@@ -526,9 +527,7 @@ async fn run_point(
 async fn restart(
     quiver: &mut QuiverServer,
     feast: &mut RedisServer,
-    c0: &mut quiver_server::proto::quiver::v1::feature_store_client::FeatureStoreClient<
-        tonic::transport::Channel,
-    >,
+    c0: &mut quiver_server::client::NativeClient,
     data: &Data,
     s: &Settings,
     progress: &mut Progress,
@@ -548,7 +547,10 @@ async fn restart(
     }
     drop(feast_conn);
     let data_bytes = quiver.data_bytes()?;
-    let quiver_seconds = quiver.restart("TERM").await?.as_secs_f64();
+    let quiver_seconds = quiver
+        .restart(quiver_testkit::Signal::Term)
+        .await?
+        .as_secs_f64();
     progress.note(&format!(
         "quiver: checkpoint {checkpoint_seconds:.2} s, restart to SERVING {quiver_seconds:.3} s          ({data_bytes} bytes of data directory)"
     ));

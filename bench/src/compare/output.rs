@@ -8,10 +8,10 @@ use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use serde_json::{json, Map, Value as Json};
 
-use crate::clients::procs::io;
 use crate::clients::runner::{Contender, Outcome};
 use crate::compare::bulk::LoadTime;
 use crate::compare::{Settings, WorkloadId};
+use crate::error::io;
 use crate::harness::host::loadavg;
 use crate::harness::report::{num, ratio, Table};
 use crate::keys::Dist;

@@ -41,7 +41,7 @@ use crate::harness::db::{open_db, stats_refs, view_entity};
 use crate::harness::host::{now_micros, now_secs};
 use crate::harness::measure::{measure_each, validate, EngineSystem, System};
 use crate::harness::report::{latency_table, num, object, put_results, ratio, verdict, Results};
-use crate::scratch::ScratchDir;
+use crate::scratch::scratch_dir;
 use crate::{BenchError, Result};
 
 /// Goal: `user_stats` stored record bytes at most this share of plain.
@@ -177,7 +177,7 @@ pub(crate) fn run_packed(args: &EngineArgs, policy: CompressionArg) -> Result<()
     let name = view_name(args.view);
     let registry = registry_with(name, policy, args.compression_level)?;
     let level = registry.view(name).map_or(0, |v| v.compression.level);
-    let scratch = ScratchDir::new(args.common.dir.as_deref(), "engine-packed")?;
+    let scratch = scratch_dir(args.common.dir.as_deref(), "engine-packed")?;
     let data = Data::new(args.common.seed, args.entities, now_secs());
     let path = scratch.join(format!("{name}.qsnap"));
     let built = build(&path, &registry, &data, args.view)?;
@@ -384,7 +384,7 @@ mod tests {
     #[test]
     fn a_small_compressed_base_serves_the_dataset() {
         for view in [ViewArg::UserStats, ViewArg::Embedding] {
-            let dir = ScratchDir::new(None, "packed-test").unwrap();
+            let dir = scratch_dir(None, "packed-test").unwrap();
             let reg = registry_with(view_name(view), CompressionArg::Zstd, None).unwrap();
             let data = Data::new(3, 5000, 1_700_000_000);
             let built = build(&dir.join("s.qsnap"), &reg, &data, view).unwrap();
