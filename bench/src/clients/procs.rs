@@ -2,7 +2,6 @@
 //! process on a free loopback port with its own scratch directory, killed and removed when
 //! dropped (at the end of a run, on an error, on Ctrl-C).
 
-use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -40,54 +39,103 @@ pub(crate) fn quiver_binary(explicit: Option<&Path>, release: bool) -> Result<Pa
         .map_err(io("finding the quiver binary (or pass --quiver-bin)"))
 }
 
-/// Starts `cmd` as `name`, logging to `log`.
-fn spawn(name: &str, cmd: Command, log: &Path) -> Result<Proc> {
-    Proc::spawn(name, cmd, log).map_err(io(format!("starting {name}")))
+/// What differs between the servers a comparison runs: how one starts on a scratch directory
+/// and a port, and how to tell it is ready to be measured.
+pub(crate) trait ServerSpec {
+    /// The process's name in errors.
+    const NAME: &'static str;
+    /// What the server is once it answers ("SERVING", "ready").
+    const READY: &'static str;
+    /// How long starting (recovery, loading) may take before it counts as failed.
+    fn start_timeout(&self) -> Duration;
+    /// The command that runs the server on `addr` with its files in `dir`, and its log file.
+    fn command(&self, dir: &TempDir, addr: SocketAddr) -> Result<(Command, PathBuf)>;
+    /// Whether the server at `addr` answers as ready.
+    async fn ready(addr: SocketAddr) -> bool;
 }
 
-/// Stops `proc` with `signal` and waits (bounded) for it to exit.
-fn stop(proc: &mut Proc, signal: Signal) -> Result<()> {
-    proc.stop(signal, EXIT_TIMEOUT)
-        .map(drop)
-        .map_err(io(format!("stopping {}", proc.name())))
+/// A running server on a free loopback port with its own scratch directory, killed and the
+/// directory removed when dropped.
+#[derive(Debug)]
+pub(crate) struct Server<S> {
+    // Field order: the process is killed before its directory is removed.
+    proc: Proc,
+    /// Its address.
+    pub(crate) addr: SocketAddr,
+    spec: S,
+    dir: TempDir,
 }
 
-/// Polls `ready` until it holds; returns how long that took. Fails, quoting the end of the
-/// log, when `proc` exits first or `timeout` passes.
-async fn wait_ready<F, Fut>(
-    proc: &mut Proc,
-    timeout: Duration,
-    state: &str,
-    mut ready: F,
-) -> Result<Duration>
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let start = Instant::now();
-    loop {
-        proc.check_running()
-            .map_err(io(format!("waiting for {} to be {state}", proc.name())))?;
-        if start.elapsed() > timeout {
-            return Err(BenchError::Io {
-                what: format!(
-                    "{} not {state} after {timeout:?}; log tail:\n{}",
-                    proc.name(),
-                    proc.log_tail(20)
-                ),
-                source: std::io::Error::from(std::io::ErrorKind::TimedOut),
-            });
-        }
-        if ready().await {
-            return Ok(start.elapsed());
-        }
-        tokio::time::sleep(POLL).await;
+/// A running `quiver serve` with its own data directory.
+pub(crate) type QuiverServer = Server<QuiverSpec>;
+/// A running redis-server with its own directory.
+pub(crate) type RedisServer = Server<RedisSpec>;
+
+impl<S: ServerSpec> Server<S> {
+    /// Starts a server on a fresh directory under `parent` and waits until it is ready.
+    pub(crate) async fn start(spec: S, parent: Option<&Path>, label: &str) -> Result<Self> {
+        let dir = scratch_dir(parent, label)?;
+        let addr = free_port().map_err(io("probing for a free port"))?;
+        let proc = Self::spawn(&spec, &dir, addr)?;
+        let mut s = Self {
+            proc,
+            addr,
+            spec,
+            dir,
+        };
+        s.wait_ready().await?;
+        Ok(s)
     }
-}
 
-/// A free loopback address for a server.
-fn free_addr() -> Result<SocketAddr> {
-    free_port().map_err(io("probing for a free port"))
+    fn spawn(spec: &S, dir: &TempDir, addr: SocketAddr) -> Result<Proc> {
+        let (cmd, log) = spec.command(dir, addr)?;
+        Proc::spawn(S::NAME, cmd, &log).map_err(io(format!("starting {}", S::NAME)))
+    }
+
+    /// Polls [`ServerSpec::ready`] until it holds; returns how long that took. Fails, quoting
+    /// the end of the log, when the process exits first or the start timeout passes.
+    async fn wait_ready(&mut self) -> Result<Duration> {
+        let (start, timeout) = (Instant::now(), self.spec.start_timeout());
+        loop {
+            self.proc.check_running().map_err(io(format!(
+                "waiting for {} to be {}",
+                S::NAME,
+                S::READY
+            )))?;
+            if start.elapsed() > timeout {
+                return Err(BenchError::Io {
+                    what: format!(
+                        "{} not {} after {timeout:?}; log tail:\n{}",
+                        S::NAME,
+                        S::READY,
+                        self.proc.log_tail(20)
+                    ),
+                    source: std::io::ErrorKind::TimedOut.into(),
+                });
+            }
+            if S::ready(self.addr).await {
+                return Ok(start.elapsed());
+            }
+            tokio::time::sleep(POLL).await;
+        }
+    }
+
+    /// Stops the server with `signal` (TERM: graceful; KILL: a crash), starts it again on the
+    /// same directory and port, and returns the time from spawn until it is ready.
+    pub(crate) async fn restart(&mut self, signal: Signal) -> Result<Duration> {
+        self.proc
+            .stop(signal, EXIT_TIMEOUT)
+            .map_err(io(format!("stopping {}", S::NAME)))?;
+        let start = Instant::now();
+        self.proc = Self::spawn(&self.spec, &self.dir, self.addr)?;
+        self.wait_ready().await?;
+        Ok(start.elapsed())
+    }
+
+    /// The server process.
+    pub(crate) fn proc(&self) -> &Proc {
+        &self.proc
+    }
 }
 
 /// How to run a Quiver server.
@@ -107,38 +155,15 @@ pub(crate) struct QuiverSpec {
     pub(crate) extra_config: String,
 }
 
-/// A running `quiver serve` on a free port with its own data directory.
-#[derive(Debug)]
-pub(crate) struct QuiverServer {
-    // Field order: the process is killed before its directory is removed.
-    proc: Proc,
-    /// The gRPC address.
-    pub(crate) addr: SocketAddr,
-    spec: QuiverSpec,
-    dir: TempDir,
-}
+impl ServerSpec for QuiverSpec {
+    const NAME: &'static str = "quiver serve";
+    const READY: &'static str = "SERVING";
 
-impl QuiverServer {
-    /// Starts a server on a fresh data directory under `parent` and waits until SERVING.
-    pub(crate) async fn start(
-        spec: QuiverSpec,
-        parent: Option<&Path>,
-        label: &str,
-    ) -> Result<Self> {
-        let dir = scratch_dir(parent, label)?;
-        let addr = free_addr()?;
-        let proc = Self::spawn(&spec, &dir, addr)?;
-        let mut s = Self {
-            proc,
-            addr,
-            spec,
-            dir,
-        };
-        s.wait_serving().await?;
-        Ok(s)
+    fn start_timeout(&self) -> Duration {
+        self.start_timeout
     }
 
-    fn spawn(spec: &QuiverSpec, dir: &TempDir, addr: SocketAddr) -> Result<Proc> {
+    fn command(&self, dir: &TempDir, addr: SocketAddr) -> Result<(Command, PathBuf)> {
         // Automatic checkpoints are off, as Redis runs with `save ""`: nothing but the measured
         // work runs in the background. The harness checkpoints explicitly where it matters.
         let config = dir.join("quiver.toml");
@@ -147,11 +172,11 @@ impl QuiverServer {
             format!(
                 "checkpoint_wal_bytes = 0\ncheckpoint_interval_secs = 0\nworker_threads = {}\n\
                  fsync = \"{}\"\n{}\n",
-                spec.worker_threads, spec.fsync, spec.extra_config
+                self.worker_threads, self.fsync, self.extra_config
             ),
         )
         .map_err(io(format!("writing {}", config.display())))?;
-        let mut cmd = Command::new(&spec.bin);
+        let mut cmd = Command::new(&self.bin);
         cmd.arg("serve")
             .arg("--config")
             .arg(&config)
@@ -162,44 +187,23 @@ impl QuiverServer {
             .arg("--data-dir")
             .arg(dir.join("data"))
             .arg("--registry")
-            .arg(&spec.registry)
+            .arg(&self.registry)
             .env_remove("QUIVER_AUTH_TOKEN")
             .env_remove("QUIVER_LISTEN")
             .env_remove("QUIVER_DATA_DIR")
             .env("QUIVER_LOG", "warn");
-        spawn("quiver serve", cmd, &dir.join("quiver.log"))
+        Ok((cmd, dir.join("quiver.log")))
     }
 
-    /// Polls gRPC health until SERVING; returns how long it took from the call.
-    async fn wait_serving(&mut self) -> Result<Duration> {
-        let addr = self.addr;
-        wait_ready(
-            &mut self.proc,
-            self.spec.start_timeout,
-            "SERVING",
-            || async move { health(addr).await == Some(ServingStatus::Serving) },
-        )
-        .await
+    async fn ready(addr: SocketAddr) -> bool {
+        health(addr).await == Some(ServingStatus::Serving)
     }
+}
 
-    /// Stops the server with `signal` (TERM: graceful, WAL flushed; KILL: a crash), starts it
-    /// again on the same data directory and port, and returns the time from spawn to SERVING.
-    pub(crate) async fn restart(&mut self, signal: Signal) -> Result<Duration> {
-        stop(&mut self.proc, signal)?;
-        let start = Instant::now();
-        self.proc = Self::spawn(&self.spec, &self.dir, self.addr)?;
-        self.wait_serving().await?;
-        Ok(start.elapsed())
-    }
-
+impl QuiverServer {
     /// A client over `connections` HTTP/2 connections (round-robin by [`QuiverClients::get`]).
     pub(crate) async fn clients(&self, connections: usize) -> Result<QuiverClients> {
         QuiverClients::connect(self.addr, connections).await
-    }
-
-    /// The server process.
-    pub(crate) fn proc(&self) -> &Proc {
-        &self.proc
     }
 
     /// A path inside this server's scratch directory (outside its data directory).
@@ -276,16 +280,6 @@ pub(crate) struct RedisSpec {
     pub(crate) io_threads: usize,
 }
 
-/// A running redis-server on a free port with its own directory.
-#[derive(Debug)]
-pub(crate) struct RedisServer {
-    proc: Proc,
-    /// Its address.
-    pub(crate) addr: SocketAddr,
-    spec: RedisSpec,
-    dir: TempDir,
-}
-
 /// Fails with how to install redis-server if it is not on PATH.
 pub(crate) fn check_redis_installed() -> Result<String> {
     match Command::new("redis-server").arg("--version").output() {
@@ -299,23 +293,15 @@ pub(crate) fn check_redis_installed() -> Result<String> {
     }
 }
 
-impl RedisServer {
-    /// Starts redis-server on loopback with a fresh directory under `parent`.
-    pub(crate) async fn start(spec: RedisSpec, parent: Option<&Path>, label: &str) -> Result<Self> {
-        let dir = scratch_dir(parent, label)?;
-        let addr = free_addr()?;
-        let proc = Self::spawn(&spec, &dir, addr)?;
-        let mut s = Self {
-            proc,
-            addr,
-            spec,
-            dir,
-        };
-        s.wait_ready().await?;
-        Ok(s)
+impl ServerSpec for RedisSpec {
+    const NAME: &'static str = "redis-server";
+    const READY: &'static str = "ready";
+
+    fn start_timeout(&self) -> Duration {
+        self.start_timeout
     }
 
-    fn spawn(spec: &RedisSpec, dir: &TempDir, addr: SocketAddr) -> Result<Proc> {
+    fn command(&self, dir: &TempDir, addr: SocketAddr) -> Result<(Command, PathBuf)> {
         let mut cmd = Command::new("redis-server");
         cmd.arg("--port")
             .arg(addr.port().to_string())
@@ -332,35 +318,28 @@ impl RedisServer {
             ])
             .args(["--maxmemory", "0", "--loglevel", "warning"])
             .arg("--io-threads")
-            .arg(spec.io_threads.to_string());
-        if spec.io_threads > 1 {
+            .arg(self.io_threads.to_string());
+        if self.io_threads > 1 {
             cmd.args(["--io-threads-do-reads", "yes"]);
         }
-        if spec.aof_always {
+        if self.aof_always {
             cmd.args(["--appendonly", "yes", "--appendfsync", "always"]);
         } else {
             cmd.args(["--appendonly", "no"]);
         }
-        spawn("redis-server", cmd, &dir.join("redis.log"))
+        Ok((cmd, dir.join("redis.log")))
     }
 
-    /// Polls PING until it answers PONG (not LOADING); returns the time from the call.
-    async fn wait_ready(&mut self) -> Result<Duration> {
-        let addr = self.addr;
-        wait_ready(
-            &mut self.proc,
-            self.spec.start_timeout,
-            "ready",
-            || async move {
-                match RespConn::connect(addr).await {
-                    Ok(mut c) => matches!(c.query(&[b"PING"]).await, Ok(r) if r == b"PONG"),
-                    Err(_) => false,
-                }
-            },
-        )
-        .await
+    /// PING answers PONG (not LOADING).
+    async fn ready(addr: SocketAddr) -> bool {
+        match RespConn::connect(addr).await {
+            Ok(mut c) => matches!(c.query(&[b"PING"]).await, Ok(r) if r == b"PONG"),
+            Err(_) => false,
+        }
     }
+}
 
+impl RedisServer {
     /// A new connection.
     pub(crate) async fn conn(&self) -> Result<RespConn> {
         RespConn::connect(self.addr).await
@@ -384,16 +363,7 @@ impl RedisServer {
         if r != b"OK" {
             return Err(BenchError::other("redis SAVE", String::from_utf8_lossy(&r)));
         }
-        stop(&mut self.proc, Signal::Term)?;
-        let start = Instant::now();
-        self.proc = Self::spawn(&self.spec, &self.dir, self.addr)?;
-        self.wait_ready().await?;
-        Ok(start.elapsed())
-    }
-
-    /// The server process.
-    pub(crate) fn proc(&self) -> &Proc {
-        &self.proc
+        self.restart(Signal::Term).await
     }
 
     /// Size of the RDB file, if one was written.
