@@ -34,7 +34,7 @@ use crate::dataset::{feature_refs, Data, USER_STATS, VIEW};
 use crate::error::io;
 use crate::harness::args::ServerArgs;
 use crate::harness::host::{loadavg, now_secs};
-use crate::harness::report::{num, ratio, Table};
+use crate::harness::report::{latency_cells, num, ratio, Fields, Stat, Table};
 use crate::keys::{Dist, KeySpace};
 use crate::scratch::scratch_dir;
 use crate::{BenchError, Result};
@@ -72,6 +72,9 @@ pub struct GrpcArgs {
     #[command(flatten)]
     pub common: ServerArgs,
 }
+
+/// The latency figures this report gives, the first two to four of them.
+const TAILS: [Stat; 4] = [Stat::P50, Stat::P99, Stat::P999, Stat::Max];
 
 /// Users compared value by value with the dataset after each load.
 const VALIDATE_USERS: u64 = 5_000;
@@ -224,17 +227,17 @@ async fn grpc(args: GrpcArgs) -> Result<()> {
     ]);
     let row = |t: &mut Table, th: usize, c: String, name: &str, o: &Outcome| {
         let s = o.latency.summary();
-        t.row([
-            th.to_string(),
-            c,
-            name.to_owned(),
-            format!("{:.0}", o.rps()),
-            format!("{:.3e}", o.values_per_sec()),
-            format!("{:.0}", s.p50_us),
-            format!("{:.0}", s.p99_us),
-            format!("{:.0}", s.p999_us),
-            format!("{:.0}", s.max_us),
-        ]);
+        t.row(
+            [
+                th.to_string(),
+                c,
+                name.to_owned(),
+                format!("{:.0}", o.rps()),
+                format!("{:.3e}", o.values_per_sec()),
+            ]
+            .into_iter()
+            .chain(latency_cells(&s, &TAILS[..4], 0)),
+        );
     };
     for p in &points {
         for (name, o) in [("quiver", &p.quiver), ("echo", &p.echo)] {
@@ -263,36 +266,34 @@ async fn grpc(args: GrpcArgs) -> Result<()> {
         .iter()
         .map(|p| {
             let (q, e) = (p.quiver.latency.summary(), p.echo.latency.summary());
-            json!({
+            Fields::new(json!({
                 "worker_threads": p.threads,
                 "concurrency": p.concurrency,
                 "quiver_rps": num(p.quiver.rps()),
                 "echo_rps": num(p.echo.rps()),
                 "ratio": num(ratio(p.quiver.rps(), p.echo.rps())),
-                "p50_us": num(q.p50_us),
-                "p99_us": num(q.p99_us),
-                "p999_us": num(q.p999_us),
-                "echo_p50_us": num(e.p50_us),
-                "echo_p99_us": num(e.p99_us),
                 "checked_responses": p.quiver.checked,
-            })
+            }))
+            .latency("", Some(&q), &TAILS[..3])
+            .latency("echo_", Some(&e), &TAILS[..2])
+            .json()
         })
         .collect();
     let paced_json: Vec<Json> = paced
         .iter()
         .map(|(th, rate, h)| {
             let s = h.latency.summary();
-            json!({
+            Fields::new(json!({
                 "worker_threads": th,
                 "target_rps": num(*rate),
                 "achieved_rps": num(h.rps()),
-                "p50_us": num(s.p50_us),
-                "p99_us": num(s.p99_us),
-                "p999_us": num(s.p999_us),
-            })
+            }))
+            .latency("", Some(&s), &TAILS[..3])
+            .json()
         })
         .collect();
-    let line = json!({
+    let paced_s = best_paced.map(|p| p.2.latency.summary());
+    let line = Fields::new(json!({
         "bench": "grpc",
         "entities": args.entities,
         "batch": args.batch,
@@ -306,18 +307,15 @@ async fn grpc(args: GrpcArgs) -> Result<()> {
         "quiver_rps": num(best.quiver.rps()),
         "echo_rps": num(best.echo.rps()),
         "ratio": num(ratio(best.quiver.rps(), best.echo.rps())),
-        "p50_us": num(qs.p50_us),
-        "p99_us": num(qs.p99_us),
-        "echo_p50_us": num(es.p50_us),
-        "echo_p99_us": num(es.p99_us),
         "half_peak_rps": best_paced.map(|p| num(p.2.rps())),
-        "half_peak_p50_us": best_paced.map(|p| num(p.2.latency.summary().p50_us)),
-        "half_peak_p99_us": best_paced.map(|p| num(p.2.latency.summary().p99_us)),
         "loadavg_before": load_before,
         "loadavg_after": loadavg(),
         "runs": runs,
         "paced": paced_json,
-    });
+    }))
+    .latency("", Some(&qs), &TAILS[..2])
+    .latency("echo_", Some(&es), &TAILS[..2])
+    .latency("half_peak_", paced_s.as_ref(), &TAILS[..2]);
     println!("{line}");
     Ok(())
 }

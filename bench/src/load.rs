@@ -34,7 +34,9 @@ use crate::harness::db::{
 };
 use crate::harness::host::{now_secs, scratch_on};
 use crate::harness::measure::{measure, validate, EngineSystem, Plan};
-use crate::harness::report::{median, median_of, num, ratio, verdict, Latency, Summary, Table};
+use crate::harness::report::{
+    latency_cells, median, median_of, num, ratio, verdict, Fields, Latency, Stat, Summary, Table,
+};
 use crate::keys::{Dist, KeySpace};
 use crate::{BenchError, Result};
 use quiver_testkit::TempDir;
@@ -442,14 +444,13 @@ impl Figures<'_> {
         if let Some(c) = &self.compare {
             let mut t = Table::new(["data in", "p50 µs", "p99 µs", "p99.9 µs", "mean µs", "gets"]);
             for (name, s) in [("snapshot (base)", &c.base), ("delta", &c.delta)] {
-                t.row([
-                    name.to_owned(),
-                    format!("{:.2}", s.p50_us),
-                    format!("{:.2}", s.p99_us),
-                    format!("{:.2}", s.p999_us),
-                    format!("{:.2}", s.mean_us),
-                    s.count.to_string(),
-                ]);
+                let stats = [Stat::P50, Stat::P99, Stat::P999, Stat::Mean];
+                t.row(
+                    [name.to_owned()]
+                        .into_iter()
+                        .chain(latency_cells(s, &stats, 2))
+                        .chain([s.count.to_string()]),
+                );
             }
             let r = ratio(c.base.p50_us, c.delta.p50_us);
             out.push_str(&format!(
@@ -471,7 +472,9 @@ impl Figures<'_> {
         let a = self.args;
         let c = self.compare.as_ref();
         let field = |get: fn(&Compare) -> Json| c.map_or(Json::Null, get);
-        json!({
+        let (base, delta) = (c.map(|c| &c.base), c.map(|c| &c.delta));
+        let p50_p99 = [Stat::P50, Stat::P99];
+        Fields::new(json!({
             "workload": "load",
             "view": VIEW,
             "entities": a.entities,
@@ -484,17 +487,10 @@ impl Figures<'_> {
             "snapshot_open_s": num(self.snapshot_open_s),
             "repeats": a.repeats,
             "probe": a.probe,
-            "reader_p50_us": num(self.during.p50_us),
-            "reader_p99_us": num(self.during.p99_us),
-            "reader_max_us": num(self.during.max_us),
             "reader_gets": self.during.count,
             "checked_users": self.checked,
             "target_load_s": num(self.target_load_s()),
             "batch": a.batch,
-            "base_p50_us": field(|c| num(c.base.p50_us)),
-            "base_p99_us": field(|c| num(c.base.p99_us)),
-            "delta_p50_us": field(|c| num(c.delta.p50_us)),
-            "delta_p99_us": field(|c| num(c.delta.p99_us)),
             "base_delta_ratio": field(|c| num(ratio(c.base.p50_us, c.delta.p50_us))),
             "base_delta_p99_ratio": field(|c| num(ratio(c.base.p99_us, c.delta.p99_us))),
             "base_gets": field(|c| json!(c.base.count)),
@@ -504,7 +500,14 @@ impl Figures<'_> {
             "seed": a.common.seed,
             "page_cache": "warm",
             "filesystem": self.filesystem,
-        })
+        }))
+        .latency(
+            "reader_",
+            Some(&self.during),
+            &[Stat::P50, Stat::P99, Stat::Max],
+        )
+        .latency("base_", base, &p50_p99)
+        .latency("delta_", delta, &p50_p99)
         .to_string()
     }
 }

@@ -24,14 +24,14 @@ use clap::{Args, ValueEnum};
 use quiver_engine::{
     Compression, GetResult, KeyBatch, ReadOptions, Registry, Store, StoreConfig, SystemClock,
 };
-use serde_json::{json, Value as Json};
+use serde_json::json;
 
 use crate::dataset::{check_registry, Dataset, REGISTRY_TOML, USER_STATS, VIEW};
 use crate::harness::args::{self, in_range, positive, refuse, DbArgs, DistArg};
 use crate::harness::db::{stats_refs, write_all};
 use crate::harness::host::now_secs;
 use crate::harness::measure::{measure_each, validate, EngineSystem, Plan, System};
-use crate::harness::report::{latency_table, num, object, put_results, ratio, verdict, Results};
+use crate::harness::report::{latency_table, num, ratio, verdict, with_results, Fields, Results};
 use crate::keys::{Dist, KeySpace};
 use crate::{mem, BenchError, Result};
 
@@ -314,7 +314,7 @@ impl Figures<'_> {
 
     fn json(&self) -> String {
         let a = self.args;
-        let mut m = object(json!({
+        let fields = Fields::new(json!({
             "workload": "engine",
             "view": VIEW,
             "entities": a.entities,
@@ -330,7 +330,6 @@ impl Figures<'_> {
             "load_rows_per_s": num(self.rows_per_s()),
             "validated_values": self.validated,
         }));
-        put_results(&mut m, &self.results);
-        Json::Object(m).to_string()
+        with_results(fields, &self.results).to_string()
     }
 }

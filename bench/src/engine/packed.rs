@@ -29,7 +29,7 @@ use quiver_engine::{
     CodecInfo, Entity, FsyncPolicy, GetResult, KeyBatch, ReadOptions, Registry, Row, Snapshot,
     SnapshotBuilder, Value,
 };
-use serde_json::{json, Value as Json};
+use serde_json::json;
 
 use crate::dataset::{
     check_registry, Data, EntityRow, EMBEDDING_FEATURE, EMBEDDING_VIEW, REGISTRY_TOML, VIEW,
@@ -40,7 +40,7 @@ use crate::harness::check::{embedding_to_row, stats_column, to_row};
 use crate::harness::db::{open_db, stats_refs, view_entity};
 use crate::harness::host::{now_micros, now_secs};
 use crate::harness::measure::{measure_each, validate, EngineSystem, System};
-use crate::harness::report::{latency_table, num, object, put_results, ratio, verdict, Results};
+use crate::harness::report::{latency_table, num, ratio, verdict, with_results, Fields, Results};
 use crate::scratch::scratch_dir;
 use crate::{BenchError, Result};
 
@@ -322,7 +322,7 @@ impl Figures<'_> {
         let b = &self.built;
         let c = &b.codec;
         let per_entity = |bytes| num(self.per_entity(bytes));
-        let mut m = object(json!({
+        let fields = Fields::new(json!({
             "workload": "engine",
             "path": "base",
             "view": self.view,
@@ -351,8 +351,7 @@ impl Figures<'_> {
             "validated_entities": self.checked,
             "page_cache": "warm",
         }));
-        put_results(&mut m, &self.results);
-        Json::Object(m).to_string()
+        with_results(fields, &self.results).to_string()
     }
 }
 
