@@ -35,7 +35,7 @@ use crate::harness::db::{
 use crate::harness::host::{now_secs, scratch_on};
 use crate::harness::measure::{measure, validate, EngineSystem, Plan};
 use crate::harness::report::{
-    latency_cells, median, median_of, num, ratio, verdict, Fields, Latency, Stat, Summary, Table,
+    median, median_of, num, ratio, verdict, Fields, Latency, Stat, Summary, Table,
 };
 use crate::keys::{Dist, KeySpace};
 use crate::{BenchError, Result};
@@ -444,13 +444,14 @@ impl Figures<'_> {
         if let Some(c) = &self.compare {
             let mut t = Table::new(["data in", "p50 µs", "p99 µs", "p99.9 µs", "mean µs", "gets"]);
             for (name, s) in [("snapshot (base)", &c.base), ("delta", &c.delta)] {
-                let stats = [Stat::P50, Stat::P99, Stat::P999, Stat::Mean];
-                t.row(
-                    [name.to_owned()]
-                        .into_iter()
-                        .chain(latency_cells(s, &stats, 2))
-                        .chain([s.count.to_string()]),
-                );
+                t.row([
+                    name.to_owned(),
+                    format!("{:.2}", s.p50_us),
+                    format!("{:.2}", s.p99_us),
+                    format!("{:.2}", s.p999_us),
+                    format!("{:.2}", s.mean_us),
+                    s.count.to_string(),
+                ]);
             }
             let r = ratio(c.base.p50_us, c.delta.p50_us);
             out.push_str(&format!(
@@ -504,7 +505,7 @@ impl Figures<'_> {
         .latency(
             "reader_",
             Some(&self.during),
-            &[Stat::P50, Stat::P99, Stat::Max],
+            &[Stat::P50, Stat::P99, Stat::MAX],
         )
         .latency("base_", base, &p50_p99)
         .latency("delta_", delta, &p50_p99)

@@ -32,9 +32,7 @@ use crate::harness::args::{self, counts, in_range, positive, DbArgs};
 use crate::harness::check::to_row;
 use crate::harness::db::{open_db, registry, user_entity};
 use crate::harness::host::{now_secs, scratch_on};
-use crate::harness::report::{
-    latency_cells, median, num, ratio, Fields, Latency, Stat, Summary, Table,
-};
+use crate::harness::report::{median, num, ratio, Fields, Latency, Stat, Summary, Table};
 use crate::scratch::scratch_dir;
 use crate::{BenchError, Result};
 use quiver_testkit::TempDir;
@@ -359,30 +357,23 @@ impl Figures<'_> {
             "writes/fsync",
         ]);
         for p in &self.points {
-            t.row(
-                [
-                    p.rows.to_string(),
-                    p.writers.to_string(),
-                    format!("{:.0}", p.writes_per_s()),
-                    p.rates
-                        .iter()
-                        .map(|r| format!("{r:.0}"))
-                        .collect::<Vec<_>>()
-                        .join(" / "),
-                    format!("{:.0}", p.rows_per_s()),
-                ]
-                .into_iter()
-                .chain(latency_cells(
-                    &p.latency,
-                    &[Stat::P50, Stat::P99, Stat::Max],
-                    0,
-                ))
-                .chain([
-                    p.writes.to_string(),
-                    p.fsyncs.to_string(),
-                    format!("{:.1}", p.writes_per_fsync()),
-                ]),
-            );
+            t.row([
+                p.rows.to_string(),
+                p.writers.to_string(),
+                format!("{:.0}", p.writes_per_s()),
+                p.rates
+                    .iter()
+                    .map(|r| format!("{r:.0}"))
+                    .collect::<Vec<_>>()
+                    .join(" / "),
+                format!("{:.0}", p.rows_per_s()),
+                format!("{:.0}", p.latency.p50_us),
+                format!("{:.0}", p.latency.p99_us),
+                format!("{:.0}", p.latency.max_us),
+                p.writes.to_string(),
+                p.fsyncs.to_string(),
+                format!("{:.1}", p.writes_per_fsync()),
+            ]);
         }
         let mut out = format!(
             "Quiver durable write benchmark: view {VIEW}, FsyncPolicy::Always, {} s per point \
@@ -435,7 +426,7 @@ impl Figures<'_> {
                 json!(p.rates.iter().map(|&r| num(r)).collect::<Vec<_>>()),
             );
             m.insert(format!("{k}rows_per_s"), num(p.rows_per_s()));
-            m = m.latency(&k, Some(&p.latency), &[Stat::P50, Stat::P99, Stat::Max]);
+            m = m.latency(&k, Some(&p.latency), &[Stat::P50, Stat::P99, Stat::MAX]);
             m.insert(format!("{k}writes"), json!(p.writes));
             m.insert(format!("{k}fsyncs"), json!(p.fsyncs));
             m.insert(format!("{k}wal_batches"), json!(p.wal_batches));

@@ -13,7 +13,7 @@ use crate::compare::bulk::LoadTime;
 use crate::compare::{Settings, WorkloadId};
 use crate::error::io;
 use crate::harness::host::loadavg;
-use crate::harness::report::{latency_cells, num, ratio, Fields, Stat, Table};
+use crate::harness::report::{num, ratio, Fields, Stat, Table};
 use crate::keys::Dist;
 use crate::{BenchError, Result};
 
@@ -344,20 +344,20 @@ impl Report {
         for m in &self.runs {
             let o = &m.outcome;
             let s = o.latency.summary();
-            t.row(
-                [
-                    m.workload.name().to_owned(),
-                    m.system.name().to_owned(),
-                    m.dist.name().to_owned(),
-                    m.concurrency.to_string(),
-                    format!("{:.0}", o.rps()),
-                    format!("{:.0}", o.rows_per_sec()),
-                    format!("{:.0}", o.values_per_sec()),
-                ]
-                .into_iter()
-                .chain(latency_cells(&s, &Stat::ALL[..4], 0))
-                .chain([o.checked.to_string()]),
-            );
+            t.row([
+                m.workload.name().to_owned(),
+                m.system.name().to_owned(),
+                m.dist.name().to_owned(),
+                m.concurrency.to_string(),
+                format!("{:.0}", o.rps()),
+                format!("{:.0}", o.rows_per_sec()),
+                format!("{:.0}", o.values_per_sec()),
+                format!("{:.0}", s.p50_us),
+                format!("{:.0}", s.p99_us),
+                format!("{:.0}", s.p999_us),
+                format!("{:.0}", s.max_us),
+                o.checked.to_string(),
+            ]);
         }
         let mut out = t.render();
         let mut s = Table::new(["figure", "quiver", "redis-feast", "redis-blob"]);

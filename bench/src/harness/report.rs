@@ -173,49 +173,18 @@ pub fn median_of<T>(xs: &[T], f: impl Fn(&T) -> f64) -> f64 {
     median(&xs.iter().map(f).collect::<Vec<_>>())
 }
 
-/// A figure of a latency [`Summary`], as reports name and print it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Stat {
-    P50,
-    P99,
-    P999,
-    Max,
-    Mean,
-}
+/// A figure of a latency [`Summary`]: its JSON key (after a report's prefix) and its value.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stat(&'static str, fn(&Summary) -> f64);
 
 impl Stat {
-    /// Every figure, in the order tables and JSON lines give them.
-    pub(crate) const ALL: [Stat; 5] = [Self::P50, Self::P99, Self::P999, Self::Max, Self::Mean];
-
-    /// The JSON key, after a report's prefix.
-    fn key(self) -> &'static str {
-        match self {
-            Self::P50 => "p50_us",
-            Self::P99 => "p99_us",
-            Self::P999 => "p999_us",
-            Self::Max => "max_us",
-            Self::Mean => "mean_us",
-        }
-    }
-
-    /// The figure, microseconds.
-    pub(crate) fn of(self, s: &Summary) -> f64 {
-        match self {
-            Self::P50 => s.p50_us,
-            Self::P99 => s.p99_us,
-            Self::P999 => s.p999_us,
-            Self::Max => s.max_us,
-            Self::Mean => s.mean_us,
-        }
-    }
-}
-
-/// `stats` of `s` as table cells with `decimals` decimals.
-pub(crate) fn latency_cells(s: &Summary, stats: &[Stat], decimals: usize) -> Vec<String> {
-    stats
-        .iter()
-        .map(|st| format!("{:.decimals$}", st.of(s)))
-        .collect()
+    pub(crate) const P50: Stat = Stat("p50_us", |s| s.p50_us);
+    pub(crate) const P99: Stat = Stat("p99_us", |s| s.p99_us);
+    pub(crate) const P999: Stat = Stat("p999_us", |s| s.p999_us);
+    pub(crate) const MAX: Stat = Stat("max_us", |s| s.max_us);
+    pub(crate) const MEAN: Stat = Stat("mean_us", |s| s.mean_us);
+    /// Every figure.
+    pub(crate) const ALL: [Stat; 5] = [Self::P50, Self::P99, Self::P999, Self::MAX, Self::MEAN];
 }
 
 /// A report's JSON object: a `json!` literal of its plain figures, then computed fields
@@ -240,8 +209,8 @@ impl Fields {
     /// Adds `{prefix}p50_us` .. for `stats` of `s`, null when it was not measured.
     pub(crate) fn latency(mut self, prefix: &str, s: Option<&Summary>, stats: &[Stat]) -> Self {
         for st in stats {
-            let v = s.map_or(Json::Null, |s| num(st.of(s)));
-            self.0.insert(format!("{prefix}{}", st.key()), v);
+            let v = s.map_or(Json::Null, |s| num(st.1(s)));
+            self.0.insert(format!("{prefix}{}", st.0), v);
         }
         self
     }
@@ -282,14 +251,19 @@ pub(crate) fn latency_table(results: &Results, first: &str) -> Table {
     let f = |x: f64| format!("{x:.2}");
     for (dist, e, b) in results {
         for (name, s) in [(first, e), ("baseline", b)] {
-            let against = [Stat::P50, Stat::P99, Stat::P999].map(|st| f(ratio(st.of(s), st.of(b))));
-            t.row(
-                [dist.name().to_owned(), name.to_owned()]
-                    .into_iter()
-                    .chain(latency_cells(s, &Stat::ALL, 2))
-                    .chain([s.count.to_string()])
-                    .chain(against),
-            );
+            t.row([
+                dist.name().to_owned(),
+                name.to_owned(),
+                f(s.p50_us),
+                f(s.p99_us),
+                f(s.p999_us),
+                f(s.max_us),
+                f(s.mean_us),
+                s.count.to_string(),
+                f(ratio(s.p50_us, b.p50_us)),
+                f(ratio(s.p99_us, b.p99_us)),
+                f(ratio(s.p999_us, b.p999_us)),
+            ]);
         }
     }
     t
@@ -316,7 +290,7 @@ pub(crate) fn with_results(mut fields: Fields, results: &Results) -> Fields {
             ("p99_ratio", Stat::P99),
             ("p999_ratio", Stat::P999),
         ] {
-            let r = found.map_or(Json::Null, |(_, e, b)| num(ratio(st.of(e), st.of(b))));
+            let r = found.map_or(Json::Null, |(_, e, b)| num(ratio(st.1(e), st.1(b))));
             fields.insert(format!("{prefix}{key}"), r);
         }
     }
