@@ -21,10 +21,10 @@ const PRESENT: i32 = 1;
 
 /// A gRPC error as a harness error.
 pub(crate) fn status_err(what: &str, s: &tonic::Status) -> BenchError {
-    BenchError::Io {
-        what: format!("quiver {what}"),
-        source: std::io::Error::other(format!("{:?}: {}", s.code(), s.message())),
-    }
+    BenchError::other(
+        format!("quiver {what}"),
+        format!("{:?}: {}", s.code(), s.message()),
+    )
 }
 
 /// A read of `refs` for the users `ids`.

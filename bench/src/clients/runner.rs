@@ -205,10 +205,9 @@ pub(crate) async fn measure(
     };
     let mut last = timed_from;
     for t in tasks {
-        let w = t.await.map_err(|e| BenchError::Io {
-            what: "a client task".into(),
-            source: std::io::Error::other(e.to_string()),
-        })??;
+        let w = t
+            .await
+            .map_err(|e| BenchError::other("a client task", e.to_string()))??;
         out.requests += w.requests;
         out.rows += w.rows;
         out.values += w.values;

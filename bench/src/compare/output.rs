@@ -683,10 +683,7 @@ impl Report {
 }
 
 fn chart_err(e: Box<dyn std::error::Error>) -> BenchError {
-    BenchError::Io {
-        what: "drawing a chart".into(),
-        source: std::io::Error::other(e.to_string()),
-    }
+    BenchError::other("drawing a chart", e.to_string())
 }
 
 fn color(s: Contender) -> RGBColor {

@@ -144,6 +144,21 @@ const TARGET_P50_RATIO: f64 = 1.5;
 /// Goal for the engine's own accounting of `user_stats` memory per entity.
 const TARGET_BYTES_PER_ENTITY: f64 = 120.0;
 
+impl EngineArgs {
+    /// The settings both engine reports give in their JSON line.
+    fn fields(&self) -> Fields {
+        Fields::new(json!({
+            "workload": "engine",
+            "entities": self.entities,
+            "batch": self.batch,
+            "features": self.features,
+            "shards": self.common.shards,
+            "seed": self.common.seed,
+            "duration_s": self.duration,
+        }))
+    }
+}
+
 /// Runs the engine micro benchmark and prints its report (table, then a JSON line) on stdout.
 pub fn run_engine(args: &EngineArgs) -> Result<()> {
     validate_args(args)?;
@@ -314,15 +329,8 @@ impl Figures<'_> {
 
     fn json(&self) -> String {
         let a = self.args;
-        let fields = Fields::new(json!({
-            "workload": "engine",
+        let fields = a.fields().extend(json!({
             "view": VIEW,
-            "entities": a.entities,
-            "batch": a.batch,
-            "features": a.features,
-            "shards": a.common.shards,
-            "seed": a.common.seed,
-            "duration_s": a.duration,
             "bytes_per_entity": num(self.engine_bytes_per_entity),
             "rss_bytes_per_entity": num(self.rss_per_entity()),
             "baseline_rss_bytes_per_entity": num(self.baseline_rss_per_entity),

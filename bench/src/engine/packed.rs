@@ -40,7 +40,7 @@ use crate::harness::check::{embedding_to_row, stats_column, to_row};
 use crate::harness::db::{open_db, stats_refs, view_entity};
 use crate::harness::host::{now_micros, now_secs};
 use crate::harness::measure::{measure_each, validate, EngineSystem, System};
-use crate::harness::report::{latency_table, num, ratio, verdict, with_results, Fields, Results};
+use crate::harness::report::{latency_table, num, ratio, verdict, with_results, Results};
 use crate::scratch::scratch_dir;
 use crate::{BenchError, Result};
 
@@ -322,8 +322,7 @@ impl Figures<'_> {
         let b = &self.built;
         let c = &b.codec;
         let per_entity = |bytes| num(self.per_entity(bytes));
-        let fields = Fields::new(json!({
-            "workload": "engine",
+        let fields = a.fields().extend(json!({
             "path": "base",
             "view": self.view,
             "compression": self.policy.name(),
@@ -331,12 +330,6 @@ impl Figures<'_> {
             "method": c.method.name(),
             "shuffle_width": c.shuffle_width,
             "dict_bytes": c.dict_bytes,
-            "entities": a.entities,
-            "batch": a.batch,
-            "features": a.features,
-            "shards": a.common.shards,
-            "seed": a.common.seed,
-            "duration_s": a.duration,
             "snapshot_bytes": b.file_bytes,
             "bytes_per_entity": per_entity(b.file_bytes),
             "record_bytes_per_entity": per_entity(b.stored_record_bytes),
