@@ -123,10 +123,7 @@ pub(crate) fn write_request(data: &Data, ids: &[i64]) -> Result<pb::WriteFeature
     use pb::column::Data as D;
     let rows: Vec<_> = ids
         .iter()
-        .map(|&id| {
-            data.stats_of(id)
-                .ok_or_else(|| BenchError::InvalidArgument(format!("user {id} is not a user")))
-        })
+        .map(|&id| data.stats_to_write(id))
         .collect::<Result<_>>()?;
     let features = USER_STATS
         .iter()

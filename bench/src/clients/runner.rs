@@ -379,9 +379,7 @@ impl Worker {
             Client::Redis(conn, Contender::RedisFeast) => {
                 if write {
                     for &id in &self.ids {
-                        let row = data.stats_of(id).ok_or_else(|| {
-                            BenchError::InvalidArgument(format!("user {id} is not a user"))
-                        })?;
+                        let row = data.stats_to_write(id)?;
                         queue_feast_write(conn, &row, &mut self.key, &mut self.scratch);
                     }
                     conn.exec().await?;
@@ -413,9 +411,7 @@ impl Worker {
                     conn.begin(1 + 2 * self.ids.len());
                     conn.arg(b"MSET");
                     for &id in &self.ids {
-                        let row = data.stats_of(id).ok_or_else(|| {
-                            BenchError::InvalidArgument(format!("user {id} is not a user"))
-                        })?;
+                        let row = data.stats_to_write(id)?;
                         self.scratch.clear();
                         layout::encode_blob(row.event_ts, &row.values, &mut self.scratch);
                         conn.arg(&layout::blob_key(id));
