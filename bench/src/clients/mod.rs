@@ -63,31 +63,12 @@ pub(crate) fn block_on(threads: usize, f: impl Future<Output = Result<()>>) -> R
     rt.block_on(async {
         tokio::select! {
             r = f => r,
-            s = interrupted() => Err(BenchError::Io {
-                what: format!("interrupted by {s}; servers stopped, scratch directories removed"),
+            () = quiver_server::shutdown_signal() => Err(BenchError::Io {
+                what: "interrupted by SIGINT or SIGTERM; servers stopped, scratch directories \
+                       removed"
+                    .into(),
                 source: std::io::Error::from(std::io::ErrorKind::Interrupted),
             }),
         }
     })
-}
-
-/// Completes on SIGINT or SIGTERM, naming it.
-async fn interrupted() -> &'static str {
-    let int = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = int => "SIGINT",
-        _ = term => "SIGTERM",
-    }
 }
