@@ -36,3 +36,19 @@ pub enum BenchError {
 
 /// Shorthand for harness results.
 pub type Result<T, E = BenchError> = std::result::Result<T, E>;
+
+/// Wraps an I/O error with what was being done: `.map_err(io("reading x"))`.
+pub(crate) fn io(what: impl Into<String>) -> impl FnOnce(std::io::Error) -> BenchError {
+    let what = what.into();
+    move |source| BenchError::Io { what, source }
+}
+
+impl BenchError {
+    /// An I/O-kind failure that has no OS error behind it: `what` failed because of `why`.
+    pub(crate) fn other(what: impl Into<String>, why: impl Into<String>) -> Self {
+        Self::Io {
+            what: what.into(),
+            source: std::io::Error::other(why.into()),
+        }
+    }
+}

@@ -27,17 +27,17 @@ use tonic::{Request, Response, Status, Streaming};
 use crate::clients::native::{
     check_users, load_snapshot, read_request, sample_ids, stage, status_err,
 };
-use crate::clients::procs::{
-    free_addr, io, quiver_binary, QuiverClients, QuiverServer, QuiverSpec,
-};
+use crate::clients::procs::{quiver_binary, QuiverClients, QuiverServer, QuiverSpec};
 use crate::clients::runner::{measure, Load, Outcome, Shared, Target, Workload};
 use crate::clients::{block_on, build_snapshots, write_registry};
 use crate::dataset::{feature_refs, Data, USER_STATS, VIEW};
+use crate::error::io;
 use crate::harness::args::ServerArgs;
 use crate::harness::host::{loadavg, now_secs};
-use crate::harness::report::{num, ratio, Table};
+use crate::harness::report::{num, ratio, Fields, Stat, Table};
 use crate::keys::{Dist, KeySpace};
-use crate::{BenchError, Result, ScratchDir};
+use crate::scratch::scratch_dir;
+use crate::{BenchError, Result};
 
 /// Flags of `quiver-bench grpc`.
 #[derive(Debug, Clone, Args)]
@@ -73,6 +73,9 @@ pub struct GrpcArgs {
     /// Flags every server workload shares.
     pub common: ServerArgs,
 }
+
+/// The latency figures of this report's JSON: the first two or three of them.
+const TAILS: [Stat; 3] = [Stat::P50, Stat::P99, Stat::P999];
 
 /// Users compared value by value with the dataset after each load.
 const VALIDATE_USERS: u64 = 5_000;
@@ -111,7 +114,7 @@ async fn grpc(args: GrpcArgs) -> Result<()> {
     let load_before = loadavg();
     let seed = args.common.seed;
     let bin = quiver_binary(args.common.quiver_bin.as_deref(), true)?;
-    let work = ScratchDir::new(args.common.dir.as_deref(), "grpc")?;
+    let work = scratch_dir(args.common.dir.as_deref(), "grpc")?;
     let (registry_path, registry) = write_registry(&work)?;
     let data = Data::new(seed, args.entities, now_secs());
     eprintln!("building a user_stats snapshot of {} users", args.entities);
@@ -264,36 +267,34 @@ async fn grpc(args: GrpcArgs) -> Result<()> {
         .iter()
         .map(|p| {
             let (q, e) = (p.quiver.latency.summary(), p.echo.latency.summary());
-            json!({
+            Fields::new(json!({
                 "worker_threads": p.threads,
                 "concurrency": p.concurrency,
                 "quiver_rps": num(p.quiver.rps()),
                 "echo_rps": num(p.echo.rps()),
                 "ratio": num(ratio(p.quiver.rps(), p.echo.rps())),
-                "p50_us": num(q.p50_us),
-                "p99_us": num(q.p99_us),
-                "p999_us": num(q.p999_us),
-                "echo_p50_us": num(e.p50_us),
-                "echo_p99_us": num(e.p99_us),
                 "checked_responses": p.quiver.checked,
-            })
+            }))
+            .latency("", Some(&q), &TAILS[..3])
+            .latency("echo_", Some(&e), &TAILS[..2])
+            .json()
         })
         .collect();
     let paced_json: Vec<Json> = paced
         .iter()
         .map(|(th, rate, h)| {
             let s = h.latency.summary();
-            json!({
+            Fields::new(json!({
                 "worker_threads": th,
                 "target_rps": num(*rate),
                 "achieved_rps": num(h.rps()),
-                "p50_us": num(s.p50_us),
-                "p99_us": num(s.p99_us),
-                "p999_us": num(s.p999_us),
-            })
+            }))
+            .latency("", Some(&s), &TAILS[..3])
+            .json()
         })
         .collect();
-    let line = json!({
+    let paced_s = best_paced.map(|p| p.2.latency.summary());
+    let line = Fields::new(json!({
         "bench": "grpc",
         "entities": args.entities,
         "batch": args.batch,
@@ -307,18 +308,15 @@ async fn grpc(args: GrpcArgs) -> Result<()> {
         "quiver_rps": num(best.quiver.rps()),
         "echo_rps": num(best.echo.rps()),
         "ratio": num(ratio(best.quiver.rps(), best.echo.rps())),
-        "p50_us": num(qs.p50_us),
-        "p99_us": num(qs.p99_us),
-        "echo_p50_us": num(es.p50_us),
-        "echo_p99_us": num(es.p99_us),
         "half_peak_rps": best_paced.map(|p| num(p.2.rps())),
-        "half_peak_p50_us": best_paced.map(|p| num(p.2.latency.summary().p50_us)),
-        "half_peak_p99_us": best_paced.map(|p| num(p.2.latency.summary().p99_us)),
         "loadavg_before": load_before,
         "loadavg_after": loadavg(),
         "runs": runs,
         "paced": paced_json,
-    });
+    }))
+    .latency("", Some(&qs), &TAILS[..2])
+    .latency("echo_", Some(&es), &TAILS[..2])
+    .latency("half_peak_", paced_s.as_ref(), &TAILS[..2]);
     println!("{line}");
     Ok(())
 }
@@ -403,8 +401,9 @@ impl EchoServer {
     /// Serves `answer` on a free loopback port with `threads` runtime workers, with
     /// TCP_NODELAY on accepted sockets and no size limit on answers.
     fn start(answer: pb::GetOnlineFeaturesResponse, threads: usize) -> Result<Self> {
-        let addr = free_addr()?;
-        let listener = std::net::TcpListener::bind(addr).map_err(io("binding the echo port"))?;
+        let listener =
+            std::net::TcpListener::bind("127.0.0.1:0").map_err(io("binding the echo port"))?;
+        let addr = listener.local_addr().map_err(io("reading the echo port"))?;
         listener
             .set_nonblocking(true)
             .map_err(io("configuring the echo listener"))?;

@@ -57,5 +57,5 @@ pub use mem::rss_bytes;
 pub use offline::{run_offline, OfflineArgs, Worker as OfflineWorker};
 pub use overload::{run_overload, OverloadArgs};
 pub use restart::{run_restart, RestartArgs};
-pub use scratch::{bytes_under, drop_from_page_cache, filesystem_of, ScratchDir};
+pub use scratch::{bytes_under, drop_from_page_cache, filesystem_of, scratch_dir};
 pub use write::{run_write, WriteArgs};

@@ -34,10 +34,12 @@ use crate::harness::db::{
 };
 use crate::harness::host::{now_secs, scratch_on};
 use crate::harness::measure::{measure, validate, EngineSystem, Plan};
-use crate::harness::report::{median, median_of, num, ratio, verdict, Latency, Summary, Table};
+use crate::harness::report::{
+    median, median_of, num, ratio, verdict, Fields, Latency, Stat, Summary, Table,
+};
 use crate::keys::{Dist, KeySpace};
-use crate::scratch::ScratchDir;
 use crate::{BenchError, Result};
+use quiver_testkit::TempDir;
 
 /// Flags of `quiver-bench load`.
 #[derive(Debug, Clone, Args)]
@@ -284,7 +286,7 @@ fn read_compare(
     args: &LoadArgs,
     base_db: &Db,
     dataset: &Dataset,
-    scratch: &ScratchDir,
+    scratch: &TempDir,
     registry: &Registry,
 ) -> Result<Compare> {
     let n = dataset.entities();
@@ -472,7 +474,9 @@ impl Figures<'_> {
         let a = self.args;
         let c = self.compare.as_ref();
         let field = |get: fn(&Compare) -> Json| c.map_or(Json::Null, get);
-        json!({
+        let (base, delta) = (c.map(|c| &c.base), c.map(|c| &c.delta));
+        let p50_p99 = [Stat::P50, Stat::P99];
+        Fields::new(json!({
             "workload": "load",
             "view": VIEW,
             "entities": a.entities,
@@ -485,17 +489,10 @@ impl Figures<'_> {
             "snapshot_open_s": num(self.snapshot_open_s),
             "repeats": a.repeats,
             "probe": a.probe,
-            "reader_p50_us": num(self.during.p50_us),
-            "reader_p99_us": num(self.during.p99_us),
-            "reader_max_us": num(self.during.max_us),
             "reader_gets": self.during.count,
             "checked_users": self.checked,
             "target_load_s": num(self.target_load_s()),
             "batch": a.batch,
-            "base_p50_us": field(|c| num(c.base.p50_us)),
-            "base_p99_us": field(|c| num(c.base.p99_us)),
-            "delta_p50_us": field(|c| num(c.delta.p50_us)),
-            "delta_p99_us": field(|c| num(c.delta.p99_us)),
             "base_delta_ratio": field(|c| num(ratio(c.base.p50_us, c.delta.p50_us))),
             "base_delta_p99_ratio": field(|c| num(ratio(c.base.p99_us, c.delta.p99_us))),
             "base_gets": field(|c| json!(c.base.count)),
@@ -505,7 +502,14 @@ impl Figures<'_> {
             "seed": a.common.seed,
             "page_cache": "warm",
             "filesystem": self.filesystem,
-        })
+        }))
+        .latency(
+            "reader_",
+            Some(&self.during),
+            &[Stat::P50, Stat::P99, Stat::MAX],
+        )
+        .latency("base_", base, &p50_p99)
+        .latency("delta_", delta, &p50_p99)
         .to_string()
     }
 }

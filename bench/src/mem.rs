@@ -5,21 +5,10 @@ use crate::{BenchError, Result};
 /// `AT_PAGESZ` in the ELF auxiliary vector.
 const AT_PAGESZ: u64 = 6;
 
-/// Resident set size of this process in bytes (`/proc/self/statm` × page size).
+/// Resident set size of this process in bytes (its `statm` × page size).
 pub fn rss_bytes() -> Result<u64> {
-    let statm = std::fs::read_to_string("/proc/self/statm").map_err(|source| BenchError::Io {
-        what: "reading /proc/self/statm".into(),
-        source,
-    })?;
-    let resident: u64 = statm
-        .split_whitespace()
-        .nth(1)
-        .and_then(|f| f.parse().ok())
-        .ok_or_else(|| BenchError::Io {
-            what: "parsing /proc/self/statm".into(),
-            source: std::io::Error::new(std::io::ErrorKind::InvalidData, statm.trim().to_owned()),
-        })?;
-    Ok(resident * page_size())
+    rss_of(std::process::id())
+        .ok_or_else(|| BenchError::other("reading /proc/self/statm", "no resident set size"))
 }
 
 /// Resident set size of process `pid` in bytes, if it can be read (`/proc/<pid>/statm`).
@@ -27,6 +16,16 @@ pub(crate) fn rss_of(pid: u32) -> Option<u64> {
     let statm = std::fs::read_to_string(format!("/proc/{pid}/statm")).ok()?;
     let pages: u64 = statm.split_whitespace().nth(1)?.parse().ok()?;
     Some(pages * page_size())
+}
+
+/// [`rss_of`] a server process, failing when it cannot be read (the process is gone).
+pub(crate) fn rss_of_proc(proc: &quiver_testkit::Proc) -> Result<u64> {
+    rss_of(proc.pid()).ok_or_else(|| {
+        BenchError::other(
+            format!("reading the memory of {} ({})", proc.name(), proc.pid()),
+            "no /proc/<pid>/statm",
+        )
+    })
 }
 
 /// The page size from the auxiliary vector (statm counts pages); 4 KiB if it cannot be read.

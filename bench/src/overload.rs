@@ -25,7 +25,8 @@ use crate::dataset::{feature_refs, Data, VIEW};
 use crate::harness::args::ServerArgs;
 use crate::harness::host::now_secs;
 use crate::harness::report::{median_of, Table};
-use crate::{BenchError, Result, ScratchDir};
+use crate::scratch::scratch_dir;
+use crate::{BenchError, Result};
 
 /// Flags of `quiver-bench overload`.
 #[derive(Debug, Clone, Args)]
@@ -93,7 +94,7 @@ struct Burst {
 
 async fn overload(args: OverloadArgs) -> Result<()> {
     let bin = quiver_binary(args.common.quiver_bin.as_deref(), true)?;
-    let work = ScratchDir::new(args.common.dir.as_deref(), "overload")?;
+    let work = scratch_dir(args.common.dir.as_deref(), "overload")?;
     let (registry_path, registry) = write_registry(&work)?;
     let data = Data::new(args.common.seed, args.entities, now_secs());
     let snaps = build_snapshots(&work, &registry, &data, false).await?;
@@ -118,7 +119,7 @@ async fn overload(args: OverloadArgs) -> Result<()> {
         let clients = server.clients(args.connections).await?;
         load_snapshot(&mut clients.get(0), VIEW, &staged).await?;
         tokio::time::sleep(Duration::from_secs_f64(args.settle)).await;
-        let idle = server.proc().rss_bytes()?;
+        let idle = crate::mem::rss_of_proc(server.proc())?;
         for &n in &args.bursts {
             let mut runs = Vec::new();
             for r in 0..args.repeats {
@@ -198,7 +199,7 @@ async fn fire(
 ) -> Result<Burst> {
     let refs = feature_refs(args.features, false);
     let users = data.entities();
-    let peak = Arc::new(AtomicU64::new(server.proc().rss_bytes()?));
+    let peak = Arc::new(AtomicU64::new(crate::mem::rss_of_proc(server.proc())?));
     let done = Arc::new(AtomicBool::new(false));
     let pid = server.proc().pid();
     let sampler = {
@@ -244,6 +245,6 @@ async fn fire(
     let _ = sampler.await;
     b.peak_rss = peak.load(Ordering::Relaxed);
     tokio::time::sleep(Duration::from_secs_f64(args.settle)).await;
-    b.settled_rss = server.proc().rss_bytes()?;
+    b.settled_rss = crate::mem::rss_of_proc(server.proc())?;
     Ok(b)
 }

@@ -24,6 +24,7 @@ use rand::{Rng, SeedableRng};
 use serde_json::json;
 
 use crate::dataset::{Dataset, EntityRow, VIEW};
+use crate::error::io;
 use crate::harness::args::{self, in_range, refuse, DbArgs};
 use crate::harness::check::to_row;
 use crate::harness::db::{build_snapshot, db_config, open_db, registry, user_entity, Reader};
@@ -185,10 +186,7 @@ pub fn run_restart(args: &RestartArgs) -> Result<()> {
 
     let db = open_db(&data, &registry, FsyncPolicy::Never, shards)?;
     db.load_snapshot(VIEW, &built)?;
-    std::fs::remove_file(&built).map_err(|source| BenchError::Io {
-        what: format!("removing {}", built.display()),
-        source,
-    })?;
+    std::fs::remove_file(&built).map_err(io(format!("removing {}", built.display())))?;
     eprintln!(
         "writing {} WAL records of {} row(s) each",
         args.wal_records, args.wal_batch

@@ -3,53 +3,16 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::time::{SystemTime, UNIX_EPOCH};
 
+use quiver_testkit::TempDir;
+
+use crate::error::io;
 use crate::{BenchError, Result};
 
-/// A directory that is removed, with everything in it, when dropped: at the end of a run and
-/// on every early return or panic in between.
-#[derive(Debug)]
-pub struct ScratchDir {
-    path: PathBuf,
-}
-
-impl ScratchDir {
-    /// Creates `<parent>/quiver-bench-<label>-<pid>-<nanos>`; `parent` defaults to the system
-    /// temporary directory.
-    pub fn new(parent: Option<&Path>, label: &str) -> Result<Self> {
-        let parent = parent.map_or_else(std::env::temp_dir, Path::to_path_buf);
-        let nanos = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let path = parent.join(format!(
-            "quiver-bench-{label}-{}-{nanos}",
-            std::process::id()
-        ));
-        std::fs::create_dir_all(&path).map_err(|source| BenchError::Io {
-            what: format!("creating {}", path.display()),
-            source,
-        })?;
-        Ok(Self { path })
-    }
-
-    /// The directory.
-    pub fn path(&self) -> &Path {
-        &self.path
-    }
-
-    /// A path inside the directory.
-    pub fn join(&self, name: impl AsRef<Path>) -> PathBuf {
-        self.path.join(name)
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        if let Err(e) = std::fs::remove_dir_all(&self.path) {
-            eprintln!("warning: could not remove {}: {e}", self.path.display());
-        }
-    }
+/// A scratch directory `<parent>/quiver-bench-<label>-…`, removed with everything in it when
+/// dropped; `parent` defaults to the system temporary directory (`--dir` picks the disk).
+pub fn scratch_dir(parent: Option<&Path>, label: &str) -> Result<TempDir> {
+    TempDir::create(parent, &format!("bench-{label}")).map_err(io("creating a scratch directory"))
 }
 
 /// The mount that holds `path`, as `"<fstype> on <device> (<mount point>)"`, from
@@ -90,15 +53,14 @@ pub fn drop_from_page_cache(dir: &Path) -> Result<u64> {
             .arg(format!("if={}", path.display()))
             .args(["iflag=nocache", "count=0", "status=none"])
             .status()
-            .map_err(|source| BenchError::Io {
-                what: "running dd (GNU coreutils) to drop files from the page cache".into(),
-                source,
-            })?;
+            .map_err(io(
+                "running dd (GNU coreutils) to drop files from the page cache",
+            ))?;
         if !status.success() {
-            return Err(BenchError::Io {
-                what: format!("dd iflag=nocache on {}", path.display()),
-                source: std::io::Error::other(status.to_string()),
-            });
+            return Err(BenchError::other(
+                format!("dd iflag=nocache on {}", path.display()),
+                status.to_string(),
+            ));
         }
         files += 1;
     }
@@ -110,10 +72,7 @@ pub fn bytes_under(dir: &Path) -> Result<u64> {
     let mut total = 0;
     for p in files_under(dir)? {
         total += std::fs::metadata(&p)
-            .map_err(|source| BenchError::Io {
-                what: format!("reading the size of {}", p.display()),
-                source,
-            })?
+            .map_err(io(format!("reading the size of {}", p.display())))?
             .len();
     }
     Ok(total)
@@ -121,14 +80,11 @@ pub fn bytes_under(dir: &Path) -> Result<u64> {
 
 /// Every regular file under `dir`, recursively.
 fn files_under(dir: &Path) -> Result<Vec<PathBuf>> {
-    let io = |source| BenchError::Io {
-        what: format!("listing {}", dir.display()),
-        source,
-    };
+    let what = || format!("listing {}", dir.display());
     let mut out = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(io)? {
-        let entry = entry.map_err(io)?;
-        let ty = entry.file_type().map_err(io)?;
+    for entry in std::fs::read_dir(dir).map_err(io(what()))? {
+        let entry = entry.map_err(io(what()))?;
+        let ty = entry.file_type().map_err(io(what()))?;
         if ty.is_dir() {
             out.extend(files_under(&entry.path())?);
         } else if ty.is_file() {
@@ -143,16 +99,17 @@ mod tests {
     use super::*;
 
     #[test]
-    fn scratch_dir_is_removed_with_its_contents() {
-        let dir = ScratchDir::new(None, "test").unwrap();
+    fn sizes_and_drops_every_file_under_a_scratch_dir() {
+        let dir = scratch_dir(None, "test").unwrap();
         let path = dir.path().to_path_buf();
         std::fs::create_dir(dir.join("sub")).unwrap();
         std::fs::write(dir.join("sub/file"), b"12345").unwrap();
         std::fs::write(dir.join("top"), b"123").unwrap();
         assert_eq!(bytes_under(&path).unwrap(), 8);
         assert_eq!(drop_from_page_cache(&path).unwrap(), 2);
-        drop(dir);
-        assert!(!path.exists());
+        assert!(path
+            .file_name()
+            .is_some_and(|n| n.to_string_lossy().starts_with("quiver-bench-test-")));
     }
 
     #[test]

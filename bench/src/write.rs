@@ -25,16 +25,17 @@ use clap::Args;
 use quiver_engine::{FsyncPolicy, Registry};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use serde_json::{json, Map, Value as Json};
+use serde_json::{json, Value as Json};
 
 use crate::dataset::{Dataset, VIEW};
 use crate::harness::args::{self, counts, in_range, positive, DbArgs};
 use crate::harness::check::to_row;
 use crate::harness::db::{open_db, registry, user_entity};
 use crate::harness::host::{now_secs, scratch_on};
-use crate::harness::report::{median, num, object, ratio, Latency, Summary, Table};
-use crate::scratch::ScratchDir;
+use crate::harness::report::{median, num, ratio, Fields, Latency, Stat, Summary, Table};
+use crate::scratch::scratch_dir;
 use crate::{BenchError, Result};
+use quiver_testkit::TempDir;
 
 /// Flags of `quiver-bench write`.
 #[derive(Debug, Clone, Args)]
@@ -169,7 +170,7 @@ fn validate_args(args: &WriteArgs) -> Result<()> {
 
 /// Appends of [`RAW_APPEND`] bytes, each followed by fdatasync, in a loop: the disk's floor
 /// for one writer.
-fn raw_fsync(scratch: &ScratchDir) -> Result<Latency> {
+fn raw_fsync(scratch: &TempDir) -> Result<Latency> {
     let path = scratch.join("raw-fsync");
     let io = |source| BenchError::Io {
         what: format!("writing {}", path.display()),
@@ -222,11 +223,11 @@ fn measure_point(
     args: &WriteArgs,
     registry: &Registry,
     dataset: &Dataset,
-    scratch: &ScratchDir,
+    scratch: &TempDir,
     rows: usize,
     writers: usize,
 ) -> Result<Sample> {
-    let dir = ScratchDir::new(Some(scratch.path()), &format!("r{rows}-w{writers}"))?;
+    let dir = scratch_dir(Some(scratch.path()), &format!("r{rows}-w{writers}"))?;
     let entity = user_entity(registry)?;
     let db = open_db(
         dir.path(),
@@ -404,7 +405,7 @@ impl Figures<'_> {
     fn json(&self) -> String {
         let a = self.args;
         let first_rows = a.rows[0];
-        let mut m: Map<String, Json> = object(json!({
+        let mut m = Fields::new(json!({
             "workload": "write",
             "view": VIEW,
             "fsync": "always",
@@ -412,13 +413,12 @@ impl Figures<'_> {
             "rows": a.rows,
             "duration_s": a.duration,
             "rounds": a.rounds,
-            "raw_fsync_p50_us": num(self.raw.p50_us),
-            "raw_fsync_p99_us": num(self.raw.p99_us),
             "entities": a.entities,
             "shards": a.common.shards,
             "seed": a.common.seed,
             "filesystem": self.filesystem,
-        }));
+        }))
+        .latency("raw_fsync_", Some(&self.raw), &[Stat::P50, Stat::P99]);
         for p in &self.points {
             let k = format!("{}w{}_", prefix(p.rows, first_rows), p.writers);
             m.insert(format!("{k}writes_per_s"), num(p.writes_per_s()));
@@ -427,9 +427,7 @@ impl Figures<'_> {
                 json!(p.rates.iter().map(|&r| num(r)).collect::<Vec<_>>()),
             );
             m.insert(format!("{k}rows_per_s"), num(p.rows_per_s()));
-            m.insert(format!("{k}p50_us"), num(p.latency.p50_us));
-            m.insert(format!("{k}p99_us"), num(p.latency.p99_us));
-            m.insert(format!("{k}max_us"), num(p.latency.max_us));
+            m = m.latency(&k, Some(&p.latency), &[Stat::P50, Stat::P99, Stat::MAX]);
             m.insert(format!("{k}writes"), json!(p.writes));
             m.insert(format!("{k}fsyncs"), json!(p.fsyncs));
             m.insert(format!("{k}wal_batches"), json!(p.wal_batches));
@@ -441,7 +439,7 @@ impl Figures<'_> {
                 self.speedup(rows).map_or(Json::Null, |(_, _, s)| num(s)),
             );
         }
-        Json::Object(m).to_string()
+        m.to_string()
     }
 }
 

@@ -24,13 +24,15 @@ use std::path::PathBuf;
 use quiver_engine::Registry;
 
 use crate::dataset::{check_registry, Data, REGISTRY_TOML};
-use crate::{BenchError, Result, ScratchDir};
+use crate::error::io;
+use crate::{BenchError, Result};
+use quiver_testkit::TempDir;
 
 /// Writes the bundled registry into `work` for servers to start from; returns its path and
 /// the registry, checked against the dataset generator.
-pub(crate) fn write_registry(work: &ScratchDir) -> Result<(PathBuf, Registry)> {
+pub(crate) fn write_registry(work: &TempDir) -> Result<(PathBuf, Registry)> {
     let path = work.join("registry.toml");
-    std::fs::write(&path, REGISTRY_TOML).map_err(procs::io("writing the registry"))?;
+    std::fs::write(&path, REGISTRY_TOML).map_err(io("writing the registry"))?;
     let registry = Registry::from_toml(REGISTRY_TOML)?;
     check_registry(&registry)?;
     Ok((path, registry))
@@ -38,7 +40,7 @@ pub(crate) fn write_registry(work: &ScratchDir) -> Result<(PathBuf, Registry)> {
 
 /// [`native::build_snapshots`] under `work`, on a blocking thread.
 pub(crate) async fn build_snapshots(
-    work: &ScratchDir,
+    work: &TempDir,
     registry: &Registry,
     data: &Data,
     with_embedding: bool,
@@ -46,10 +48,7 @@ pub(crate) async fn build_snapshots(
     let (dir, reg, d) = (work.path().to_path_buf(), registry.clone(), data.clone());
     tokio::task::spawn_blocking(move || native::build_snapshots(&dir, &reg, &d, with_embedding))
         .await
-        .map_err(|e| BenchError::Io {
-            what: "the snapshot builder".into(),
-            source: std::io::Error::other(e.to_string()),
-        })?
+        .map_err(|e| BenchError::other("the snapshot builder", e.to_string()))?
 }
 
 /// Runs `f` on a runtime of `threads` workers, stopping early on Ctrl-C or SIGTERM. Either
@@ -60,35 +59,16 @@ pub(crate) fn block_on(threads: usize, f: impl Future<Output = Result<()>>) -> R
         .worker_threads(threads.max(1))
         .enable_all()
         .build()
-        .map_err(procs::io("starting the client runtime"))?;
+        .map_err(io("starting the client runtime"))?;
     rt.block_on(async {
         tokio::select! {
             r = f => r,
-            s = interrupted() => Err(BenchError::Io {
-                what: format!("interrupted by {s}; servers stopped, scratch directories removed"),
+            () = quiver_server::shutdown_signal() => Err(BenchError::Io {
+                what: "interrupted by SIGINT or SIGTERM; servers stopped, scratch directories \
+                       removed"
+                    .into(),
                 source: std::io::Error::from(std::io::ErrorKind::Interrupted),
             }),
         }
     })
-}
-
-/// Completes on SIGINT or SIGTERM, naming it.
-async fn interrupted() -> &'static str {
-    let int = async {
-        if tokio::signal::ctrl_c().await.is_err() {
-            std::future::pending::<()>().await;
-        }
-    };
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    tokio::select! {
-        _ = int => "SIGINT",
-        _ = term => "SIGTERM",
-    }
 }

@@ -5,13 +5,12 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use quiver_engine::{Registry, SnapshotBuilder, Value};
+use quiver_server::client::NativeClient;
 use quiver_server::proto::quiver::v1 as pb;
-use quiver_server::proto::quiver::v1::feature_store_client::FeatureStoreClient;
-use tonic::transport::Channel;
 
 use crate::clients::layout::JOIN_KEY;
-use crate::clients::procs::io;
 use crate::dataset::{expected, feature_refs, Data, EMBEDDING_VIEW, USER_STATS, VIEW};
+use crate::error::io;
 use crate::harness::check::{embedding_to_row, to_row};
 use crate::harness::db::view_entity;
 use crate::harness::host::now_micros;
@@ -22,10 +21,10 @@ const PRESENT: i32 = 1;
 
 /// A gRPC error as a harness error.
 pub(crate) fn status_err(what: &str, s: &tonic::Status) -> BenchError {
-    BenchError::Io {
-        what: format!("quiver {what}"),
-        source: std::io::Error::other(format!("{:?}: {}", s.code(), s.message())),
-    }
+    BenchError::other(
+        format!("quiver {what}"),
+        format!("{:?}: {}", s.code(), s.message()),
+    )
 }
 
 /// A read of `refs` for the users `ids`.
@@ -124,10 +123,7 @@ pub(crate) fn write_request(data: &Data, ids: &[i64]) -> Result<pb::WriteFeature
     use pb::column::Data as D;
     let rows: Vec<_> = ids
         .iter()
-        .map(|&id| {
-            data.stats_of(id)
-                .ok_or_else(|| BenchError::InvalidArgument(format!("user {id} is not a user")))
-        })
+        .map(|&id| data.stats_to_write(id))
         .collect::<Result<_>>()?;
     let features = USER_STATS
         .iter()
@@ -237,7 +233,7 @@ pub(crate) fn build_snapshots(
 
 /// Loads one snapshot file into a running server (`LoadSnapshot`); returns its entity count.
 pub(crate) async fn load_snapshot(
-    client: &mut FeatureStoreClient<Channel>,
+    client: &mut NativeClient,
     view: &str,
     path: &Path,
 ) -> Result<u64> {
@@ -252,7 +248,7 @@ pub(crate) async fn load_snapshot(
 }
 
 /// Asks the server to checkpoint (snapshot every view, truncate the WAL).
-pub(crate) async fn checkpoint(client: &mut FeatureStoreClient<Channel>) -> Result<()> {
+pub(crate) async fn checkpoint(client: &mut NativeClient) -> Result<()> {
     client
         .checkpoint(pb::CheckpointRequest {})
         .await
@@ -263,7 +259,7 @@ pub(crate) async fn checkpoint(client: &mut FeatureStoreClient<Channel>) -> Resu
 /// Reads `ids` in batches of `batch` and compares every answer with the dataset; returns the
 /// number of users checked.
 pub(crate) async fn check_users(
-    client: &mut FeatureStoreClient<Channel>,
+    client: &mut NativeClient,
     data: &Data,
     ids: &[i64],
     features: usize,
@@ -313,7 +309,7 @@ pub(crate) fn stage(src: &Path, dst: &Path) -> Result<()> {
 /// Reads every user back in batches of `batch`, checking every answer's shape and statuses
 /// and every `check_every`-th batch value by value. Returns the time taken.
 pub(crate) async fn scan(
-    client: &mut FeatureStoreClient<Channel>,
+    client: &mut NativeClient,
     data: &Data,
     embedding: bool,
     batch: usize,

@@ -64,9 +64,7 @@ fn feast_write_fields() -> &'static [[u8; 4]] {
 pub(crate) async fn hset_rows(conn: &mut RespConn, data: &Data, ids: &[i64]) -> Result<()> {
     let (mut key, mut scratch) = (Vec::new(), Vec::new());
     for &id in ids {
-        let row = data
-            .stats_of(id)
-            .ok_or_else(|| BenchError::InvalidArgument(format!("user {id} is not a user")))?;
+        let row = data.stats_to_write(id)?;
         queue_feast_write(conn, &row, &mut key, &mut scratch);
     }
     conn.exec().await

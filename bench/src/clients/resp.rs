@@ -7,9 +7,10 @@
 
 use std::net::SocketAddr;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::error::io;
 use crate::{BenchError, Result};
 
 /// Deepest reply nesting accepted (the benchmark's replies are at most arrays of bulk strings).
@@ -36,10 +37,7 @@ pub(crate) enum Item {
 
 /// An error reply, or a protocol problem.
 fn redis_err(what: &str, msg: impl Into<String>) -> BenchError {
-    BenchError::Io {
-        what: format!("redis {what}"),
-        source: std::io::Error::other(msg.into()),
-    }
+    BenchError::other(format!("redis {what}"), msg.into())
 }
 
 /// Parses one reply at `pos`: `Ok(Some(end))` when complete, `Ok(None)` when more bytes are
@@ -112,6 +110,23 @@ fn parse(buf: &[u8], pos: usize, items: &mut Vec<Item>, depth: usize) -> Result<
     }
 }
 
+/// Reads what the server sent next into `buf`, `what` saying what it is; fails when the
+/// server closed the connection.
+async fn read_more(rd: &mut (impl AsyncRead + Unpin), buf: &mut Vec<u8>, what: &str) -> Result<()> {
+    buf.reserve(READ_CHUNK);
+    let n = rd
+        .read_buf(buf)
+        .await
+        .map_err(io(format!("reading {what}")))?;
+    if n == 0 {
+        return Err(redis_err(
+            "connection",
+            format!("closed while reading {what}"),
+        ));
+    }
+    Ok(())
+}
+
 /// One connection to a Redis server.
 #[derive(Debug)]
 pub(crate) struct RespConn {
@@ -129,14 +144,10 @@ impl RespConn {
     pub(crate) async fn connect(addr: SocketAddr) -> Result<Self> {
         let stream = TcpStream::connect(addr)
             .await
-            .map_err(|source| BenchError::Io {
-                what: format!("connecting to redis at {addr}"),
-                source,
-            })?;
-        stream.set_nodelay(true).map_err(|source| BenchError::Io {
-            what: "setting TCP_NODELAY".into(),
-            source,
-        })?;
+            .map_err(io(format!("connecting to redis at {addr}")))?;
+        stream
+            .set_nodelay(true)
+            .map_err(io("setting TCP_NODELAY"))?;
         Ok(Self {
             stream,
             out: Vec::with_capacity(64 << 10),
@@ -180,10 +191,7 @@ impl RespConn {
         self.stream
             .write_all(&self.out)
             .await
-            .map_err(|source| BenchError::Io {
-                what: "writing to redis".into(),
-                source,
-            })?;
+            .map_err(io("writing to redis"))?;
         self.out.clear();
         self.buf.clear();
         self.items.clear();
@@ -199,18 +207,7 @@ impl RespConn {
                 }
                 None => self.items.truncate(mark),
             }
-            self.buf.reserve(READ_CHUNK);
-            let n = self
-                .stream
-                .read_buf(&mut self.buf)
-                .await
-                .map_err(|source| BenchError::Io {
-                    what: "reading from redis".into(),
-                    source,
-                })?;
-            if n == 0 {
-                return Err(redis_err("connection", "closed by the server"));
-            }
+            read_more(&mut self.stream, &mut self.buf, "from redis").await?;
         }
         Ok(())
     }
@@ -253,14 +250,12 @@ impl RespConn {
     pub(crate) async fn pipe(self, data: &[u8], commands: u64) -> Result<()> {
         let (mut rd, mut wr) = self.stream.into_split();
         let write = async move {
-            wr.write_all(data).await.map_err(|source| BenchError::Io {
-                what: "writing the mass insertion to redis".into(),
-                source,
-            })?;
-            wr.flush().await.map_err(|source| BenchError::Io {
-                what: "flushing the mass insertion".into(),
-                source,
-            })?;
+            wr.write_all(data)
+                .await
+                .map_err(io("writing the mass insertion to redis"))?;
+            wr.flush()
+                .await
+                .map_err(io("flushing the mass insertion"))?;
             Ok::<_, BenchError>(wr)
         };
         let read = async move {
@@ -281,17 +276,7 @@ impl RespConn {
                         pos = 0;
                     }
                 }
-                buf.reserve(READ_CHUNK);
-                let n = rd
-                    .read_buf(&mut buf)
-                    .await
-                    .map_err(|source| BenchError::Io {
-                        what: "reading mass insertion replies".into(),
-                        source,
-                    })?;
-                if n == 0 {
-                    return Err(redis_err("connection", "closed during mass insertion"));
-                }
+                read_more(&mut rd, &mut buf, "mass insertion replies").await?;
             }
             Ok(())
         };

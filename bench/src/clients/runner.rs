@@ -163,11 +163,7 @@ pub(crate) struct Shared {
 
 /// A connected client of one system.
 enum Client {
-    Quiver(
-        quiver_server::proto::quiver::v1::feature_store_client::FeatureStoreClient<
-            tonic::transport::Channel,
-        >,
-    ),
+    Quiver(quiver_server::client::NativeClient),
     Redis(RespConn, Contender),
 }
 
@@ -209,10 +205,9 @@ pub(crate) async fn measure(
     };
     let mut last = timed_from;
     for t in tasks {
-        let w = t.await.map_err(|e| BenchError::Io {
-            what: "a client task".into(),
-            source: std::io::Error::other(e.to_string()),
-        })??;
+        let w = t
+            .await
+            .map_err(|e| BenchError::other("a client task", e.to_string()))??;
         out.requests += w.requests;
         out.rows += w.rows;
         out.values += w.values;
@@ -384,9 +379,7 @@ impl Worker {
             Client::Redis(conn, Contender::RedisFeast) => {
                 if write {
                     for &id in &self.ids {
-                        let row = data.stats_of(id).ok_or_else(|| {
-                            BenchError::InvalidArgument(format!("user {id} is not a user"))
-                        })?;
+                        let row = data.stats_to_write(id)?;
                         queue_feast_write(conn, &row, &mut self.key, &mut self.scratch);
                     }
                     conn.exec().await?;
@@ -418,9 +411,7 @@ impl Worker {
                     conn.begin(1 + 2 * self.ids.len());
                     conn.arg(b"MSET");
                     for &id in &self.ids {
-                        let row = data.stats_of(id).ok_or_else(|| {
-                            BenchError::InvalidArgument(format!("user {id} is not a user"))
-                        })?;
+                        let row = data.stats_to_write(id)?;
                         self.scratch.clear();
                         layout::encode_blob(row.event_ts, &row.values, &mut self.scratch);
                         conn.arg(&layout::blob_key(id));

@@ -31,7 +31,9 @@ use crate::dataset::{Data, EMBEDDING_VIEW, USER_STATS, VIEW};
 use crate::harness::args::{DistArg, ServerArgs};
 use crate::harness::host::{loadavg, now_secs};
 use crate::keys::{Dist, KeySpace};
-use crate::{BenchError, Result, ScratchDir};
+use crate::mem::rss_of_proc;
+use crate::scratch::scratch_dir;
+use crate::{BenchError, Result};
 
 /// The online workloads W1-W7 (W8, offline, is not a Redis comparison) plus the durable write
 /// comparison.
@@ -275,7 +277,7 @@ async fn compare(args: CompareArgs, s: Settings, redis_version: String) -> Resul
     // A smoke run checks the harness, not speed: it uses the quiver binary of the harness's
     // own build profile, so CI reuses the debug build its tests made.
     let bin = quiver_binary(args.common.quiver_bin.as_deref(), !s.smoke)?;
-    let work = ScratchDir::new(args.common.dir.as_deref(), "compare")?;
+    let work = scratch_dir(args.common.dir.as_deref(), "compare")?;
     let (registry_path, registry) = write_registry(&work)?;
     let data = Data::new(s.seed, s.entities, now_secs());
     let shared = Arc::new(Shared {
@@ -308,11 +310,15 @@ async fn compare(args: CompareArgs, s: Settings, redis_version: String) -> Resul
         let mut feast =
             RedisServer::start(redis_spec(false), parent, "compare-redis-feast").await?;
         let blob = RedisServer::start(redis_spec(false), parent, "compare-redis-blob").await?;
-        let rss0 = [
-            quiver.proc().rss_bytes()?,
-            feast.proc().rss_bytes()?,
-            blob.proc().rss_bytes()?,
-        ];
+        // Process RSS of quiver, redis-feast and redis-blob.
+        let rss = |q: &QuiverServer, f: &RedisServer, b: &RedisServer| -> Result<[u64; 3]> {
+            Ok([
+                rss_of_proc(q.proc())?,
+                rss_of_proc(f.proc())?,
+                rss_of_proc(b.proc())?,
+            ])
+        };
+        let rss0 = rss(&quiver, &feast, &blob)?;
         let used0 = [feast.used_memory().await?, blob.used_memory().await?];
         let clients = quiver.clients(s.quiver_connections).await?;
         let mut c0 = clients.get(0);
@@ -350,18 +356,20 @@ async fn compare(args: CompareArgs, s: Settings, redis_version: String) -> Resul
             "quiver: snapshots built in {:.2} s ({} bytes), loaded in {quiver_load:.3} s",
             snaps.build_seconds, snaps.bytes
         ));
-        progress.step("W5: Redis mass insertion, Feast layout");
-        let feast_load = bulk::mass_insert(&feast, &data, Contender::RedisFeast, true).await?;
-        progress.note(&format!(
-            "redis-feast: protocol built in {:.2} s ({} bytes), loaded in {:.3} s",
-            feast_load.prep_seconds, feast_load.bytes, feast_load.load_seconds
-        ));
-        progress.step("W5: Redis mass insertion, blob layout");
-        let blob_load = bulk::mass_insert(&blob, &data, Contender::RedisBlob, true).await?;
-        progress.note(&format!(
-            "redis-blob: protocol built in {:.2} s ({} bytes), loaded in {:.3} s",
-            blob_load.prep_seconds, blob_load.bytes, blob_load.load_seconds
-        ));
+        let mut mass_insert = async |server: &RedisServer, system: Contender, layout: &str| {
+            progress.step(&format!("W5: Redis mass insertion, {layout} layout"));
+            let l = bulk::mass_insert(server, &data, system, true).await?;
+            progress.note(&format!(
+                "{}: protocol built in {:.2} s ({} bytes), loaded in {:.3} s",
+                system.name(),
+                l.prep_seconds,
+                l.bytes,
+                l.load_seconds
+            ));
+            Ok::<_, BenchError>(l)
+        };
+        let feast_load = mass_insert(&feast, Contender::RedisFeast, "Feast").await?;
+        let blob_load = mass_insert(&blob, Contender::RedisBlob, "blob").await?;
         report.load = Some(LoadFigures {
             quiver_seconds: quiver_load,
             quiver_prep_seconds: snaps.build_seconds,
@@ -387,11 +395,7 @@ async fn compare(args: CompareArgs, s: Settings, redis_version: String) -> Resul
         ));
 
         // W6: memory per entity.
-        let rss1 = [
-            quiver.proc().rss_bytes()?,
-            feast.proc().rss_bytes()?,
-            blob.proc().rss_bytes()?,
-        ];
+        let rss1 = rss(&quiver, &feast, &blob)?;
         let used1 = [feast.used_memory().await?, blob.used_memory().await?];
         report.memory = Some(MemFigures {
             entities: s.entities,
@@ -527,9 +531,7 @@ async fn run_point(
 async fn restart(
     quiver: &mut QuiverServer,
     feast: &mut RedisServer,
-    c0: &mut quiver_server::proto::quiver::v1::feature_store_client::FeatureStoreClient<
-        tonic::transport::Channel,
-    >,
+    c0: &mut quiver_server::client::NativeClient,
     data: &Data,
     s: &Settings,
     progress: &mut Progress,
@@ -549,7 +551,10 @@ async fn restart(
     }
     drop(feast_conn);
     let data_bytes = quiver.data_bytes()?;
-    let quiver_seconds = quiver.restart("TERM").await?.as_secs_f64();
+    let quiver_seconds = quiver
+        .restart(quiver_testkit::Signal::Term)
+        .await?
+        .as_secs_f64();
     progress.note(&format!(
         "quiver: checkpoint {checkpoint_seconds:.2} s, restart to SERVING {quiver_seconds:.3} s          ({data_bytes} bytes of data directory)"
     ));

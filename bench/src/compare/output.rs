@@ -8,12 +8,12 @@ use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 use serde_json::{json, Map, Value as Json};
 
-use crate::clients::procs::io;
 use crate::clients::runner::{Contender, Outcome};
 use crate::compare::bulk::LoadTime;
 use crate::compare::{Settings, WorkloadId};
+use crate::error::io;
 use crate::harness::host::loadavg;
-use crate::harness::report::{num, ratio, Table};
+use crate::harness::report::{num, ratio, Fields, Stat, Table};
 use crate::keys::Dist;
 use crate::{BenchError, Result};
 
@@ -421,8 +421,7 @@ impl Report {
             .iter()
             .map(|m| {
                 let o = &m.outcome;
-                let l = o.latency.summary();
-                json!({
+                Fields::new(json!({
                     "workload": m.workload.name(),
                     "system": m.system.name(),
                     "dist": m.dist.name(),
@@ -432,13 +431,10 @@ impl Report {
                     "rps": num(o.rps()),
                     "rows_per_s": num(o.rows_per_sec()),
                     "values_per_s": num(o.values_per_sec()),
-                    "p50_us": num(l.p50_us),
-                    "p99_us": num(l.p99_us),
-                    "p999_us": num(l.p999_us),
-                    "max_us": num(l.max_us),
-                    "mean_us": num(l.mean_us),
                     "checked_responses": o.checked,
-                })
+                }))
+                .latency("", Some(&o.latency.summary()), &Stat::ALL)
+                .json()
             })
             .collect();
         let headlines: Map<String, Json> = self
@@ -687,10 +683,7 @@ impl Report {
 }
 
 fn chart_err(e: Box<dyn std::error::Error>) -> BenchError {
-    BenchError::Io {
-        what: "drawing a chart".into(),
-        source: std::io::Error::other(e.to_string()),
-    }
+    BenchError::other("drawing a chart", e.to_string())
 }
 
 fn color(s: Contender) -> RGBColor {
@@ -828,26 +821,19 @@ where
     Ok(())
 }
 
-/// `YYYYMMDD-HHMMSS` (UTC) of a Unix time.
+/// `YYYYMMDD-HHMMSS` (UTC) of a Unix time: RFC 3339 without its separators.
 pub(crate) fn utc_stamp(unix: u64) -> String {
-    let days = (unix / 86_400) as i64;
-    let secs = unix % 86_400;
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}{m:02}{d:02}-{:02}{:02}{:02}",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
-    )
+    let micros = i64::try_from(unix)
+        .unwrap_or(i64::MAX)
+        .saturating_mul(1_000_000);
+    quiver_offline::format_time(micros)
+        .chars()
+        .filter_map(|c| match c {
+            '-' | ':' | 'Z' => None,
+            'T' => Some('-'),
+            c => Some(c),
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -61,6 +61,14 @@ impl Data {
         self.stats.index_of(user_id).map(|i| self.stats.row(i))
     }
 
+    /// [`Data::stats_of`] for a user a workload chose to write: one outside the dataset is a
+    /// harness bug.
+    pub(crate) fn stats_to_write(&self, user_id: i64) -> crate::Result<EntityRow> {
+        self.stats_of(user_id).ok_or_else(|| {
+            crate::BenchError::InvalidArgument(format!("user {user_id} is not a user"))
+        })
+    }
+
     /// User `index`'s embedding.
     pub(crate) fn embedding_row(&self, index: u64) -> EmbeddingRow {
         let mut state = splitmix_hash(self.seed ^ SALT) ^ splitmix_hash(index.wrapping_add(SALT));

@@ -24,14 +24,14 @@ use clap::{Args, ValueEnum};
 use quiver_engine::{
     Compression, GetResult, KeyBatch, ReadOptions, Registry, Store, StoreConfig, SystemClock,
 };
-use serde_json::{json, Value as Json};
+use serde_json::json;
 
 use crate::dataset::{check_registry, Dataset, REGISTRY_TOML, USER_STATS, VIEW};
 use crate::harness::args::{self, in_range, positive, refuse, DbArgs, DistArg};
 use crate::harness::db::{stats_refs, write_all};
 use crate::harness::host::now_secs;
 use crate::harness::measure::{measure_each, validate, EngineSystem, Plan, System};
-use crate::harness::report::{latency_table, num, object, put_results, ratio, verdict, Results};
+use crate::harness::report::{latency_table, num, ratio, verdict, with_results, Fields, Results};
 use crate::keys::{Dist, KeySpace};
 use crate::{mem, BenchError, Result};
 
@@ -144,6 +144,21 @@ const TARGET_P50_RATIO: f64 = 1.5;
 
 /// Goal for the engine's own accounting of `user_stats` memory per entity.
 const TARGET_BYTES_PER_ENTITY: f64 = 120.0;
+
+impl EngineArgs {
+    /// The settings both engine reports give in their JSON line.
+    fn fields(&self) -> Fields {
+        Fields::new(json!({
+            "workload": "engine",
+            "entities": self.entities,
+            "batch": self.batch,
+            "features": self.features,
+            "shards": self.common.shards,
+            "seed": self.common.seed,
+            "duration_s": self.duration,
+        }))
+    }
+}
 
 /// Runs the engine micro benchmark and prints its report (table, then a JSON line) on stdout.
 pub fn run_engine(args: &EngineArgs) -> Result<()> {
@@ -315,15 +330,8 @@ impl Figures<'_> {
 
     fn json(&self) -> String {
         let a = self.args;
-        let mut m = object(json!({
-            "workload": "engine",
+        let fields = a.fields().extend(json!({
             "view": VIEW,
-            "entities": a.entities,
-            "batch": a.batch,
-            "features": a.features,
-            "shards": a.common.shards,
-            "seed": a.common.seed,
-            "duration_s": a.duration,
             "bytes_per_entity": num(self.engine_bytes_per_entity),
             "rss_bytes_per_entity": num(self.rss_per_entity()),
             "baseline_rss_bytes_per_entity": num(self.baseline_rss_per_entity),
@@ -331,7 +339,6 @@ impl Figures<'_> {
             "load_rows_per_s": num(self.rows_per_s()),
             "validated_values": self.validated,
         }));
-        put_results(&mut m, &self.results);
-        Json::Object(m).to_string()
+        with_results(fields, &self.results).to_string()
     }
 }

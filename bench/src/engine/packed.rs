@@ -29,7 +29,7 @@ use quiver_engine::{
     CodecInfo, Entity, FsyncPolicy, GetResult, KeyBatch, ReadOptions, Registry, Row, Snapshot,
     SnapshotBuilder, Value,
 };
-use serde_json::{json, Value as Json};
+use serde_json::json;
 
 use crate::dataset::{
     check_registry, Data, EntityRow, EMBEDDING_FEATURE, EMBEDDING_VIEW, REGISTRY_TOML, VIEW,
@@ -40,8 +40,8 @@ use crate::harness::check::{embedding_to_row, stats_column, to_row};
 use crate::harness::db::{open_db, stats_refs, view_entity};
 use crate::harness::host::{now_micros, now_secs};
 use crate::harness::measure::{measure_each, validate, EngineSystem, System};
-use crate::harness::report::{latency_table, num, object, put_results, ratio, verdict, Results};
-use crate::scratch::ScratchDir;
+use crate::harness::report::{latency_table, num, ratio, verdict, with_results, Results};
+use crate::scratch::scratch_dir;
 use crate::{BenchError, Result};
 
 /// Goal: `user_stats` stored record bytes at most this share of plain.
@@ -177,7 +177,7 @@ pub(crate) fn run_packed(args: &EngineArgs, policy: CompressionArg) -> Result<()
     let name = view_name(args.view);
     let registry = registry_with(name, policy, args.compression_level)?;
     let level = registry.view(name).map_or(0, |v| v.compression.level);
-    let scratch = ScratchDir::new(args.common.dir.as_deref(), "engine-packed")?;
+    let scratch = scratch_dir(args.common.dir.as_deref(), "engine-packed")?;
     let data = Data::new(args.common.seed, args.entities, now_secs());
     let path = scratch.join(format!("{name}.qsnap"));
     let built = build(&path, &registry, &data, args.view)?;
@@ -322,8 +322,7 @@ impl Figures<'_> {
         let b = &self.built;
         let c = &b.codec;
         let per_entity = |bytes| num(self.per_entity(bytes));
-        let mut m = object(json!({
-            "workload": "engine",
+        let fields = a.fields().extend(json!({
             "path": "base",
             "view": self.view,
             "compression": self.policy.name(),
@@ -331,12 +330,6 @@ impl Figures<'_> {
             "method": c.method.name(),
             "shuffle_width": c.shuffle_width,
             "dict_bytes": c.dict_bytes,
-            "entities": a.entities,
-            "batch": a.batch,
-            "features": a.features,
-            "shards": a.common.shards,
-            "seed": a.common.seed,
-            "duration_s": a.duration,
             "snapshot_bytes": b.file_bytes,
             "bytes_per_entity": per_entity(b.file_bytes),
             "record_bytes_per_entity": per_entity(b.stored_record_bytes),
@@ -351,8 +344,7 @@ impl Figures<'_> {
             "validated_entities": self.checked,
             "page_cache": "warm",
         }));
-        put_results(&mut m, &self.results);
-        Json::Object(m).to_string()
+        with_results(fields, &self.results).to_string()
     }
 }
 
@@ -384,7 +376,7 @@ mod tests {
     #[test]
     fn a_small_compressed_base_serves_the_dataset() {
         for view in [ViewArg::UserStats, ViewArg::Embedding] {
-            let dir = ScratchDir::new(None, "packed-test").unwrap();
+            let dir = scratch_dir(None, "packed-test").unwrap();
             let reg = registry_with(view_name(view), CompressionArg::Zstd, None).unwrap();
             let data = Data::new(3, 5000, 1_700_000_000);
             let built = build(&dir.join("s.qsnap"), &reg, &data, view).unwrap();

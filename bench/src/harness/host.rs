@@ -5,8 +5,10 @@ use std::path::Path;
 
 use quiver_engine::MICROS_PER_SEC;
 
-use crate::scratch::{filesystem_of, ScratchDir};
+use crate::scratch::filesystem_of;
+use crate::scratch::scratch_dir;
 use crate::Result;
+use quiver_testkit::TempDir;
 
 /// Wall-clock time, microseconds since the Unix epoch.
 pub(crate) fn now_micros() -> i64 {
@@ -29,8 +31,8 @@ pub(crate) fn loadavg() -> String {
 
 /// A scratch directory under `parent` and the filesystem it is on (the figures depend on it),
 /// reported on stderr.
-pub(crate) fn scratch_on(parent: Option<&Path>, label: &str) -> Result<(ScratchDir, String)> {
-    let scratch = ScratchDir::new(parent, label)?;
+pub(crate) fn scratch_on(parent: Option<&Path>, label: &str) -> Result<(TempDir, String)> {
+    let scratch = scratch_dir(parent, label)?;
     let filesystem = filesystem_of(scratch.path());
     eprintln!(
         "scratch directory {} ({filesystem})",

@@ -173,6 +173,66 @@ pub fn median_of<T>(xs: &[T], f: impl Fn(&T) -> f64) -> f64 {
     median(&xs.iter().map(f).collect::<Vec<_>>())
 }
 
+/// A figure of a latency [`Summary`]: its JSON key (after a report's prefix) and its value.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Stat(&'static str, fn(&Summary) -> f64);
+
+impl Stat {
+    pub(crate) const P50: Stat = Stat("p50_us", |s| s.p50_us);
+    pub(crate) const P99: Stat = Stat("p99_us", |s| s.p99_us);
+    pub(crate) const P999: Stat = Stat("p999_us", |s| s.p999_us);
+    pub(crate) const MAX: Stat = Stat("max_us", |s| s.max_us);
+    pub(crate) const MEAN: Stat = Stat("mean_us", |s| s.mean_us);
+    /// Every figure.
+    pub(crate) const ALL: [Stat; 5] = [Self::P50, Self::P99, Self::P999, Self::MAX, Self::MEAN];
+}
+
+/// A report's JSON object: a `json!` literal of its plain figures, then computed fields
+/// (latency figures under a prefix, fields of another object).
+#[derive(Debug, Default)]
+pub(crate) struct Fields(Map<String, Json>);
+
+impl Fields {
+    /// Starts from `value`, a `json!` object.
+    pub(crate) fn new(value: Json) -> Self {
+        Self::default().extend(value)
+    }
+
+    /// Adds every field of `value`, a `json!` object.
+    pub(crate) fn extend(mut self, value: Json) -> Self {
+        if let Json::Object(m) = value {
+            self.0.extend(m);
+        }
+        self
+    }
+
+    /// Adds `{prefix}p50_us` .. for `stats` of `s`, null when it was not measured.
+    pub(crate) fn latency(mut self, prefix: &str, s: Option<&Summary>, stats: &[Stat]) -> Self {
+        for st in stats {
+            let v = s.map_or(Json::Null, |s| num(st.1(s)));
+            self.0.insert(format!("{prefix}{}", st.0), v);
+        }
+        self
+    }
+
+    /// Adds one field.
+    pub(crate) fn insert(&mut self, key: String, value: Json) {
+        self.0.insert(key, value);
+    }
+
+    /// The object.
+    pub(crate) fn json(self) -> Json {
+        Json::Object(self.0)
+    }
+}
+
+impl std::fmt::Display for Fields {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The one JSON line other tooling reads.
+        write!(f, "{}", Json::Object(self.0.clone()))
+    }
+}
+
 /// The latency table of `results`, the first system's rows labelled `first`.
 pub(crate) fn latency_table(results: &Results, first: &str) -> Table {
     let mut t = Table::new([
@@ -209,44 +269,32 @@ pub(crate) fn latency_table(results: &Results, first: &str) -> Table {
     t
 }
 
-/// The JSON fields of `results`: `engine_*`, `baseline_*` and the ratios, with `zipf_` twins
-/// (null when a distribution was not measured).
-pub(crate) fn put_results(m: &mut Map<String, Json>, results: &Results) {
+/// `fields` and the figures of `results`: `engine_*`, `baseline_*` and the ratios, with
+/// `zipf_` twins (null when a distribution was not measured).
+pub(crate) fn with_results(mut fields: Fields, results: &Results) -> Fields {
     for (dist, prefix) in [(Dist::Uniform, ""), (Dist::Zipf, "zipf_")] {
         let found = results.iter().find(|r| r.0 == dist);
-        put_summary(m, &format!("{prefix}engine_"), found.map(|r| &r.1));
-        put_summary(m, &format!("{prefix}baseline_"), found.map(|r| &r.2));
-        let ratio_of = |get: fn(&Summary) -> f64| {
-            found.map_or(Json::Null, |(_, e, b)| num(ratio(get(e), get(b))))
-        };
-        m.insert(format!("{prefix}ratio"), ratio_of(|s| s.p50_us));
-        m.insert(format!("{prefix}p99_ratio"), ratio_of(|s| s.p99_us));
-        m.insert(format!("{prefix}p999_ratio"), ratio_of(|s| s.p999_us));
+        for (system, s) in [
+            ("engine_", found.map(|r| &r.1)),
+            ("baseline_", found.map(|r| &r.2)),
+        ] {
+            let system = format!("{prefix}{system}");
+            fields = fields.latency(&system, s, &Stat::ALL);
+            fields.insert(
+                format!("{system}batches"),
+                s.map_or(Json::Null, |s| json!(s.count)),
+            );
+        }
+        for (key, st) in [
+            ("ratio", Stat::P50),
+            ("p99_ratio", Stat::P99),
+            ("p999_ratio", Stat::P999),
+        ] {
+            let r = found.map_or(Json::Null, |(_, e, b)| num(ratio(st.1(e), st.1(b))));
+            fields.insert(format!("{prefix}{key}"), r);
+        }
     }
-}
-
-/// Inserts `{prefix}p50_us` .. `{prefix}batches`, null when the distribution was not measured.
-fn put_summary(m: &mut Map<String, Json>, prefix: &str, s: Option<&Summary>) {
-    type Field = (&'static str, fn(&Summary) -> Json);
-    let fields: [Field; 6] = [
-        ("p50_us", |s| num(s.p50_us)),
-        ("p99_us", |s| num(s.p99_us)),
-        ("p999_us", |s| num(s.p999_us)),
-        ("max_us", |s| num(s.max_us)),
-        ("mean_us", |s| num(s.mean_us)),
-        ("batches", |s| json!(s.count)),
-    ];
-    for (name, get) in fields {
-        m.insert(format!("{prefix}{name}"), s.map_or(Json::Null, get));
-    }
-}
-
-/// `value` (a `json!` object) as a map, to add computed keys to.
-pub(crate) fn object(value: Json) -> Map<String, Json> {
-    match value {
-        Json::Object(m) => m,
-        _ => Map::new(),
-    }
+    fields
 }
 
 #[cfg(test)]

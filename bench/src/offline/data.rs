@@ -16,6 +16,7 @@ use quiver_engine::{Registry, ScalarType, Value, ValueType, MICROS_PER_SEC};
 
 use super::{OfflineArgs, Sizes, ENTITIES_FILE, HISTORY_FILE, KEY, REGISTRY_FILE, TS, W8_ORDER};
 use crate::dataset::{splitmix_hash, Dataset, USER_STATS, VIEW};
+use crate::error::io;
 use crate::{BenchError, Result};
 
 /// The history ends here (2025-01-01T00:00:00Z) and spans [`SPAN_SECS`] before it.
@@ -181,10 +182,7 @@ fn intern(s: &str) -> Option<&'static str> {
 
 /// A Parquet file being written in row groups of [`ROW_GROUP`] rows, snappy.
 fn parquet_writer(path: &Path, schema: SchemaRef) -> Result<ArrowWriter<std::fs::File>> {
-    let file = std::fs::File::create(path).map_err(|source| BenchError::Io {
-        what: format!("creating {}", path.display()),
-        source,
-    })?;
+    let file = std::fs::File::create(path).map_err(io(format!("creating {}", path.display())))?;
     let props = WriterProperties::builder()
         .set_compression(Compression::SNAPPY)
         .set_max_row_group_row_count(Some(ROW_GROUP))
@@ -193,10 +191,7 @@ fn parquet_writer(path: &Path, schema: SchemaRef) -> Result<ArrowWriter<std::fs:
 }
 
 fn other(path: &Path, e: impl std::fmt::Display) -> BenchError {
-    BenchError::Io {
-        what: format!("writing {}", path.display()),
-        source: std::io::Error::other(e.to_string()),
-    }
+    BenchError::other(format!("writing {}", path.display()), e.to_string())
 }
 
 /// Writes the history and entity files.
@@ -356,17 +351,11 @@ fn write_entities(path: &Path, sizes: &Sizes, seed: u64, samples: &[(i64, i64)])
 }
 
 pub(super) fn write_file(path: &Path, bytes: &[u8]) -> Result<()> {
-    std::fs::write(path, bytes).map_err(|source| BenchError::Io {
-        what: format!("writing {}", path.display()),
-        source,
-    })
+    std::fs::write(path, bytes).map_err(io(format!("writing {}", path.display())))
 }
 
 pub(super) fn file_len(path: &Path) -> Result<u64> {
     std::fs::metadata(path)
         .map(|m| m.len())
-        .map_err(|source| BenchError::Io {
-            what: format!("reading the size of {}", path.display()),
-            source,
-        })
+        .map_err(io(format!("reading the size of {}", path.display())))
 }

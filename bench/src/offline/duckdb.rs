@@ -11,8 +11,8 @@ use serde_json::{json, Value as Json};
 use super::worker::{run_measured, Measured};
 use super::{OfflineArgs, ENTITIES_FILE, HISTORY_FILE, KEY, TS};
 use crate::dataset::VIEW;
-use crate::scratch::ScratchDir;
 use crate::{BenchError, Result};
+use quiver_testkit::TempDir;
 
 /// DuckDB's version if `python` can import it, else why not (with the install command).
 pub(super) fn probe_duckdb(python: &str) -> Result<String, String> {
@@ -54,7 +54,7 @@ pub(super) fn duckdb_spec(registry: &Registry) -> Result<Json> {
     Ok(json!({"key": KEY, "entity_ts": TS, "history_ts": TS, "features": features}))
 }
 
-fn script_command(args: &OfflineArgs, scratch: &ScratchDir, script: &Path, cmd: &str) -> Command {
+fn script_command(args: &OfflineArgs, scratch: &TempDir, script: &Path, cmd: &str) -> Command {
     let mut c = Command::new(&args.python);
     c.arg(script)
         .arg(cmd)
@@ -68,7 +68,7 @@ fn script_command(args: &OfflineArgs, scratch: &ScratchDir, script: &Path, cmd: 
 
 pub(super) fn run_duckdb_join(
     args: &OfflineArgs,
-    scratch: &ScratchDir,
+    scratch: &TempDir,
     script: &Path,
     spec: &Path,
     out: &Path,
@@ -96,7 +96,7 @@ pub(super) fn run_duckdb_join(
 
 pub(super) fn compare_outputs(
     args: &OfflineArgs,
-    scratch: &ScratchDir,
+    scratch: &TempDir,
     script: &Path,
     registry: &Registry,
     quiver: &Path,

@@ -5,7 +5,7 @@ use serde_json::{json, Value as Json};
 use super::data::Generated;
 use super::worker::Measured;
 use super::{OfflineArgs, Sizes, TARGET_RATIO};
-use crate::harness::report::{median, median_of, num, ratio, verdict, Table};
+use crate::harness::report::{median, median_of, num, ratio, verdict, Fields, Table};
 
 /// Everything the report prints.
 pub(super) struct Report<'a> {
@@ -161,7 +161,7 @@ impl Report<'_> {
         let opt = |x: f64| if duck_ok { num(x) } else { Json::Null };
         let r = ratio(self.quiver_s(), self.duckdb_s());
         let rss_r = ratio(self.quiver_rss(), self.duckdb_rss());
-        let mut j = json!({
+        Fields::new(json!({
             "workload": "offline",
             "history_rows": s.history_rows,
             "entity_rows": s.entity_rows,
@@ -196,8 +196,8 @@ impl Report<'_> {
             "identical": self.identical(),
             "mismatched_rows": self.compared("mismatched_rows"),
             "column_types_match": self.compared("column_types_match"),
-        });
-        let more = json!({
+        }))
+        .extend(json!({
             "materialize_s": num(self.mat.wall_s),
             "materialize_peak_rss_mb": num(self.mat.peak_rss_mb.unwrap_or(f64::NAN)),
             "materialize_entities": self.mat.count("entities"),
@@ -211,10 +211,7 @@ impl Report<'_> {
             "filesystem": self.filesystem,
             "loadavg_start": self.load_start,
             "loadavg_end": self.load_end,
-        });
-        if let (Some(j), Json::Object(more)) = (j.as_object_mut(), more) {
-            j.extend(more);
-        }
-        j.to_string()
+        }))
+        .to_string()
     }
 }

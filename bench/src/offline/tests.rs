@@ -10,8 +10,8 @@ use clap::Parser;
 use super::data::{generate, write_registry, Generated, END_SECS, SPAN_SECS};
 use super::duckdb::duckdb_spec;
 use super::*;
-use crate::scratch::ScratchDir;
 use quiver_engine::MICROS_PER_SEC;
+use quiver_testkit::TempDir;
 
 #[derive(Debug, Parser)]
 struct Cli {
@@ -32,7 +32,7 @@ fn args(extra: &[&str]) -> OfflineArgs {
     Cli::try_parse_from(base.iter().chain(extra)).unwrap().args
 }
 
-fn generate_into(dir: &ScratchDir, args: &OfflineArgs) -> Generated {
+fn generate_into(dir: &TempDir, args: &OfflineArgs) -> Generated {
     write_registry(dir.path(), args).unwrap();
     generate(dir.path(), &Sizes::resolve(args).unwrap(), args).unwrap()
 }
@@ -41,8 +41,8 @@ fn generate_into(dir: &ScratchDir, args: &OfflineArgs) -> Generated {
 fn data_is_deterministic_with_unique_times_per_user() {
     let args = args(&["--created"]);
     let (a, b) = (
-        ScratchDir::new(None, "offline-test").unwrap(),
-        ScratchDir::new(None, "offline-test").unwrap(),
+        TempDir::new("bench-offline-test"),
+        TempDir::new("bench-offline-test"),
     );
     let gen = generate_into(&a, &args);
     generate_into(&b, &args);
@@ -92,7 +92,7 @@ fn data_is_deterministic_with_unique_times_per_user() {
 
 #[test]
 fn duckdb_spec_carries_each_features_ttl() {
-    let dir = ScratchDir::new(None, "offline-test").unwrap();
+    let dir = TempDir::new("bench-offline-test");
     let registry = write_registry(dir.path(), &args(&["--features", "10"])).unwrap();
     let spec = duckdb_spec(&registry).unwrap();
     let features = spec["features"].as_array().unwrap();

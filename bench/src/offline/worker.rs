@@ -15,6 +15,7 @@ use serde_json::{json, Value as Json};
 
 use super::{OfflineArgs, Worker, ENTITIES_FILE, REGISTRY_FILE};
 use crate::dataset::VIEW;
+use crate::error::io;
 use crate::{BenchError, Result};
 
 /// A measured step, in this (child) process: prints one JSON line with its figures and its
@@ -29,9 +30,8 @@ pub(super) fn run_worker(args: &OfflineArgs, worker: Worker) -> Result<()> {
         .worker_out
         .as_deref()
         .ok_or_else(|| missing("--worker-out"))?;
-    let offline = |e: quiver_offline::OfflineError| BenchError::Io {
-        what: format!("quiver offline ({worker:?})"),
-        source: std::io::Error::other(e),
+    let offline = |e: quiver_offline::OfflineError| {
+        BenchError::other(format!("quiver offline ({worker:?})"), e.to_string())
     };
     let registry = Registry::load(&dir.join(REGISTRY_FILE))?;
     let history = History::for_view(&registry, VIEW, dir, EpochUnit::Seconds).map_err(offline)?;
@@ -108,10 +108,7 @@ pub(super) fn run_worker_process(
     threads: usize,
     timeout: Duration,
 ) -> Result<Measured> {
-    let exe = std::env::current_exe().map_err(|source| BenchError::Io {
-        what: "finding this executable".into(),
-        source,
-    })?;
+    let exe = std::env::current_exe().map_err(io("finding this executable"))?;
     let mut cmd = Command::new(exe);
     cmd.arg("offline")
         .arg("--worker")
