@@ -94,13 +94,19 @@ pub async fn write_ok(c: &mut Native, req: pb::WriteFeaturesRequest) -> pb::Writ
 }
 
 /// A write of one row of `user_stats:clicks` for user 1.
-pub fn one_click() -> pb::WriteFeaturesRequest {
+/// A write of `user_stats:clicks` for `users`, at `event_ts` (one per user).
+pub fn clicks(users: &[i64], event_ts: &[i64], clicks: &[i64]) -> pb::WriteFeaturesRequest {
     write(
         "user_stats",
-        vec![int_keys("user_id", &[1])],
-        &[now_micros()],
-        vec![feature("clicks", i64s(&[1]))],
+        vec![int_keys("user_id", users)],
+        event_ts,
+        vec![feature("clicks", i64s(clicks))],
     )
+}
+
+/// One click of user 1, now.
+pub fn one_click() -> pb::WriteFeaturesRequest {
+    clicks(&[1], &[now_micros()], &[1])
 }
 
 /// A client stream of `items`.

@@ -98,12 +98,7 @@ async fn bulk_load_while_reading() {
     // In memory before any load: user 7 newer than every snapshot, user 8 older.
     write_ok(
         &mut c,
-        write(
-            "user_stats",
-            vec![int_keys("user_id", &[7, 8])],
-            &[now_micros(), base - HOUR],
-            vec![feature("clicks", i64s(&[777, 888]))],
-        ),
+        clicks(&[7, 8], &[now_micros(), base - HOUR], &[777, 888]),
     )
     .await;
 

@@ -148,27 +148,16 @@ async fn cli_client_talks_to_the_server() {
     assert!(!err.contains("\x1b["), "{err:?}");
 
     // A misspelled feature or join key is answered with the nearest known name.
-    let (code, _, err) = quiver_cli(common(&[
-        "get",
-        "--features",
-        "user_stats:clickz",
-        "--key",
-        "user_id=1",
-    ]))
-    .await;
-    assert_eq!(code, Some(2));
-    assert!(err.contains("did you mean \"user_stats:clicks\"?"), "{err}");
-    let (code, _, err) = quiver_cli(common(&[
-        "get",
-        "--features",
-        "user_stats:clicks",
-        "--key",
-        "user_ids=1",
-    ]))
-    .await;
-    assert_eq!(code, Some(2));
-    assert!(err.contains("did you mean \"user_id\"?"), "{err}");
-    assert!(!err.contains("\x1b["), "{err:?}");
+    for (features, key, hint) in [
+        ("user_stats:clickz", "user_id=1", "\"user_stats:clicks\""),
+        ("user_stats:clicks", "user_ids=1", "\"user_id\""),
+    ] {
+        let (code, _, err) =
+            quiver_cli(common(&["get", "--features", features, "--key", key])).await;
+        assert_eq!(code, Some(2));
+        assert!(err.contains(&format!("did you mean {hint}?")), "{err}");
+        assert!(!err.contains("\x1b["), "{err:?}");
+    }
 
     let (code, out, err) = quiver_cli(common(&["stats"])).await;
     assert_eq!(code, Some(0), "{err}");

@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use quiver_server::proto::quiver::v1 as pb;
-use quiver_tests::fixtures::new_server;
+use quiver_tests::fixtures::{clicks, new_server};
 use quiver_tests::req::*;
 use quiver_tests::server::{now_micros, Server, ServerSpec, TempDir};
 
@@ -29,14 +29,9 @@ async fn written(tag: &str, batches: i64, checkpoint: bool) -> (TempDir, ServerS
                 .unwrap();
         }
         let users: Vec<i64> = (b * 10..b * 10 + 10).collect();
-        c.write_features(write(
-            "user_stats",
-            vec![int_keys("user_id", &users)],
-            &[now_micros(); 10],
-            vec![feature("clicks", i64s(&users))],
-        ))
-        .await
-        .unwrap();
+        c.write_features(clicks(&users, &[now_micros(); 10], &users))
+            .await
+            .unwrap();
     }
     assert!(server.terminate().await.success());
     (dir, spec)

@@ -9,7 +9,7 @@ use std::time::Duration;
 use quiver_server::proto::feast::serving as fs;
 use quiver_server::proto::quiver::v1 as pb;
 use quiver_testkit::Proc;
-use quiver_tests::fixtures::{start_with, SEC};
+use quiver_tests::fixtures::{clicks, start_with, SEC};
 use quiver_tests::quiver_cli;
 use quiver_tests::req::*;
 use quiver_tests::server::{now_micros, Server, ServerSpec, TempDir};
@@ -237,13 +237,8 @@ async fn event_times_from_the_future_are_refused() {
     let mut c = server.native(None).await;
     let now = now_micros();
     refused(
-        c.write_features(write(
-            "user_stats",
-            vec![int_keys("user_id", &[1, 2])],
-            &[now, now * 1000],
-            vec![feature("clicks", i64s(&[1, 2]))],
-        ))
-        .await,
+        c.write_features(clicks(&[1, 2], &[now, now * 1000], &[1, 2]))
+            .await,
         Code::InvalidArgument,
         &[
             "event_timestamps[1]",
@@ -251,12 +246,7 @@ async fn event_times_from_the_future_are_refused() {
             "nanoseconds",
         ],
     );
-    let mut late = write(
-        "user_stats",
-        vec![int_keys("user_id", &[2])],
-        &[now],
-        vec![feature("clicks", i64s(&[2]))],
-    );
+    let mut late = clicks(&[2], &[now], &[2]);
     late.created_timestamps = vec![now + 7200 * SEC];
     refused(
         c.write_features(late).await,
@@ -264,22 +254,12 @@ async fn event_times_from_the_future_are_refused() {
         &["created_timestamps[0]"],
     );
     // Within the skew is fine; the correct write is what is served.
-    c.write_features(write(
-        "user_stats",
-        vec![int_keys("user_id", &[2])],
-        &[now + 60 * SEC],
-        vec![feature("clicks", i64s(&[20]))],
-    ))
-    .await
-    .unwrap();
-    c.write_features(write(
-        "user_stats",
-        vec![int_keys("user_id", &[2])],
-        &[now + 61 * SEC],
-        vec![feature("clicks", i64s(&[21]))],
-    ))
-    .await
-    .unwrap();
+    c.write_features(clicks(&[2], &[now + 60 * SEC], &[20]))
+        .await
+        .unwrap();
+    c.write_features(clicks(&[2], &[now + 61 * SEC], &[21]))
+        .await
+        .unwrap();
     let r = c
         .get_online_features(get(&["user_stats:clicks"], vec![int_keys("user_id", &[2])]))
         .await
@@ -296,14 +276,9 @@ async fn feast_timestamps_stay_in_protobuf_range() {
     let mut c = server.native(None).await;
     let mut f = server.feast(None).await;
     let ancient = -100_000 * 365 * 86_400 * SEC;
-    c.write_features(write(
-        "user_stats",
-        vec![int_keys("user_id", &[1])],
-        &[ancient],
-        vec![feature("clicks", i64s(&[1]))],
-    ))
-    .await
-    .unwrap();
+    c.write_features(clicks(&[1], &[ancient], &[1]))
+        .await
+        .unwrap();
     let r = f
         .get_online_features(feast_get(&["user_stats:clicks"], &[1]))
         .await
@@ -817,11 +792,10 @@ async fn a_checkpoint_on_a_full_disk_backs_off_and_recovers() {
     let server = Server::start(&spec).await;
     let mut c = server.native(None).await;
     let users: Vec<i64> = (1..=2000).collect();
-    c.write_features(write(
-        "user_stats",
-        vec![int_keys("user_id", &users)],
+    c.write_features(clicks(
+        &users,
         &vec![now_micros() - SEC; users.len()],
-        vec![feature("clicks", i64s(&users))],
+        &users,
     ))
     .await
     .unwrap();

@@ -124,12 +124,7 @@ async fn graceful_shutdown_keeps_every_acknowledged_write() {
             loop {
                 let ids: Vec<i64> = (next..next + 4).collect();
                 next += 4;
-                let req = write(
-                    "user_stats",
-                    vec![int_keys("user_id", &ids)],
-                    &[now_micros(); 4],
-                    vec![feature("clicks", i64s(&ids))],
-                );
+                let req = clicks(&ids, &[now_micros(); 4], &ids);
                 match c.write_features(req).await {
                     Ok(_) => acked.lock().unwrap().extend(&ids),
                     Err(e) => return e,
@@ -150,12 +145,7 @@ async fn graceful_shutdown_keeps_every_acknowledged_write() {
             while !stop.load(Ordering::Relaxed) {
                 let batch: Vec<i64> = (next..next + 8).collect();
                 next += 8;
-                let req = write(
-                    "user_stats",
-                    vec![int_keys("user_id", &batch)],
-                    &[now_micros(); 8],
-                    vec![feature("clicks", i64s(&batch))],
-                );
+                let req = clicks(&batch, &[now_micros(); 8], &batch);
                 if tx.send(req).await.is_err() {
                     break;
                 }
@@ -241,16 +231,7 @@ async fn health_says_not_serving_until_recovery_finishes() {
     let now = now_micros();
     for start in (0..ROWS).step_by(BATCH as usize) {
         let ids: Vec<i64> = (start..start + BATCH).collect();
-        write_ok(
-            &mut c,
-            write(
-                "user_stats",
-                vec![int_keys("user_id", &ids)],
-                &vec![now; ids.len()],
-                vec![feature("clicks", i64s(&ids))],
-            ),
-        )
-        .await;
+        write_ok(&mut c, clicks(&ids, &vec![now; ids.len()], &ids)).await;
     }
     server.assert_running();
     server.kill().await;
