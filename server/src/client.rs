@@ -421,29 +421,23 @@ mod tests {
         assert_eq!(out.unwrap(), 7);
         assert_eq!(calls.load(Ordering::Relaxed), 3);
 
-        calls.store(0, Ordering::Relaxed);
-        let out: Result<(), Status> = r
-            .run(|| async {
-                calls.fetch_add(1, Ordering::Relaxed);
-                Err(Status::invalid_argument("bad"))
-            })
-            .await;
-        assert_eq!(out.unwrap_err().code(), Code::InvalidArgument);
-        assert_eq!(calls.load(Ordering::Relaxed), 1, "not retried");
-
-        calls.store(0, Ordering::Relaxed);
-        let out: Result<(), Status> = r
-            .run(|| async {
-                calls.fetch_add(1, Ordering::Relaxed);
-                Err(Status::unavailable("down"))
-            })
-            .await;
-        assert_eq!(out.unwrap_err().code(), Code::Unavailable);
-        assert_eq!(
-            calls.load(Ordering::Relaxed),
-            3,
-            "gives up after the attempts"
-        );
+        // A failure that is not retryable is returned at once; a retryable one after the
+        // last attempt.
+        for (status, calls_made) in [
+            (Status::invalid_argument("bad"), 1),
+            (Status::unavailable("down"), 3),
+        ] {
+            calls.store(0, Ordering::Relaxed);
+            let code = status.code();
+            let out: Result<(), Status> = r
+                .run(|| async {
+                    calls.fetch_add(1, Ordering::Relaxed);
+                    Err(Status::new(code, status.message()))
+                })
+                .await;
+            assert_eq!(out.unwrap_err().code(), code);
+            assert_eq!(calls.load(Ordering::Relaxed), calls_made, "{code:?}");
+        }
     }
 
     #[tokio::test]

@@ -11,6 +11,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tonic::transport::server::TcpIncoming;
 use tonic::transport::Server;
+use tonic_health::ServingStatus;
 use tracing::{error, info, warn};
 
 use crate::admission::{AdmissionLayer, Deadlines};
@@ -110,12 +111,7 @@ pub async fn run(
     };
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    health_reporter
-        .set_not_serving::<FeatureStoreServer<FeatureStoreService>>()
-        .await;
-    health_reporter
-        .set_service_status("", tonic_health::ServingStatus::NotServing)
-        .await;
+    set_health(&health_reporter, ServingStatus::NotServing).await;
 
     // Recovery runs in the background so health checks answer NOT_SERVING meanwhile.
     let (failed_tx, failed_rx) = oneshot::channel::<String>();
@@ -160,12 +156,7 @@ pub async fn run(
                         hook(&db);
                     }
                     let _ = state.db.set(db);
-                    reporter
-                        .set_serving::<FeatureStoreServer<FeatureStoreService>>()
-                        .await;
-                    reporter
-                        .set_service_status("", tonic_health::ServingStatus::Serving)
-                        .await;
+                    set_health(&reporter, ServingStatus::Serving).await;
                     info!("serving");
                 }
                 Ok(Err(e)) => {
@@ -317,6 +308,18 @@ pub async fn shutdown_signal() {
         _ = term => {}
     }
     info!("shutdown requested: finishing in-flight requests");
+}
+
+/// Sets the health of the native service and of the whole server ("") together: clients
+/// probe either.
+async fn set_health(reporter: &tonic_health::server::HealthReporter, status: ServingStatus) {
+    reporter
+        .set_service_status(
+            <FeatureStoreServer<FeatureStoreService> as tonic::server::NamedService>::NAME,
+            status,
+        )
+        .await;
+    reporter.set_service_status("", status).await;
 }
 
 #[cfg(test)]

@@ -173,14 +173,7 @@ impl Proc {
                 return Ok(status);
             }
             if Instant::now() > deadline {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!(
-                        "{} did not exit within {timeout:?}; log tail:\n{}",
-                        self.name,
-                        self.log_tail(TAIL_LINES)
-                    ),
-                ));
+                return Err(self.timed_out(&format!("exit within {timeout:?}")));
             }
             std::thread::sleep(POLL);
         }
@@ -205,6 +198,18 @@ impl Proc {
         }
     }
 
+    /// `TimedOut`: the process did not do `what`, with the tail of its log.
+    fn timed_out(&self, what: &str) -> io::Error {
+        io::Error::new(
+            io::ErrorKind::TimedOut,
+            format!(
+                "{} did not {what}; log tail:\n{}",
+                self.name,
+                self.log_tail(TAIL_LINES)
+            ),
+        )
+    }
+
     /// Kills the process with SIGKILL and waits (bounded) for the exit.
     pub fn kill(&mut self, timeout: Duration) -> io::Result<ExitStatus> {
         self.stop(Signal::Kill, timeout)
@@ -220,14 +225,7 @@ impl Proc {
                 return Ok(start.elapsed());
             }
             if start.elapsed() > timeout {
-                return Err(io::Error::new(
-                    io::ErrorKind::TimedOut,
-                    format!(
-                        "{} did not listen on {addr} within {timeout:?}; log tail:\n{}",
-                        self.name,
-                        self.log_tail(TAIL_LINES)
-                    ),
-                ));
+                return Err(self.timed_out(&format!("listen on {addr} within {timeout:?}")));
             }
             std::thread::sleep(POLL);
         }
