@@ -201,9 +201,10 @@ impl PackedTarget {
             })
             .collect();
         let wanted: Vec<(usize, usize)> = (0..n).map(|i| (i, i)).collect();
-        let _ = record::decode_simple_decimal(
+        let _ = record::decode_simple(
             &self.layout,
             data,
+            true,
             &wanted,
             &vec![i64::MIN; n],
             &mut columns,

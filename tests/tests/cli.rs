@@ -170,10 +170,7 @@ async fn cli_client_talks_to_the_server() {
     // pay for compression, so `auto` (the default) keeps them plain and says what it tried.
     let (code, out, err) = quiver_cli(common(&["stats"])).await;
     assert_eq!(code, Some(0), "{err}");
-    let line = out
-        .lines()
-        .find(|l| l.starts_with("user_stats"))
-        .unwrap_or_default();
+    let line = line_of(&out, "user_stats");
     assert!(line.contains("none (auto: best saves"), "{out}");
     let (code, out, err) = quiver_cli(vec![
         "snapshot".into(),
@@ -182,10 +179,7 @@ async fn cli_client_talks_to_the_server() {
     ])
     .await;
     assert_eq!(code, Some(0), "{err}");
-    let line = out
-        .lines()
-        .find(|l| l.starts_with("user_stats"))
-        .unwrap_or_default();
+    let line = line_of(&out, "user_stats");
     let cols: Vec<&str> = line.split_whitespace().collect();
     assert_eq!(
         cols.get(1..6),
@@ -209,10 +203,7 @@ async fn cli_client_talks_to_the_server() {
     ])
     .await;
     assert_eq!(code, Some(0), "{err}");
-    let created = out
-        .lines()
-        .find(|l| l.starts_with("created at"))
-        .unwrap_or_default();
+    let created = line_of(&out, "created at");
     let time = created.split_whitespace().nth(2).unwrap_or_default();
     assert!(
         time.starts_with("20") && time.contains('T') && time.ends_with('Z'),
@@ -238,4 +229,11 @@ async fn cli_client_talks_to_the_server() {
     let (code, _, err) = quiver_cli(no_token).await;
     assert_eq!(code, Some(2));
     assert!(err.contains("Unauthenticated"), "{err}");
+}
+
+/// The first line of `out` that starts with `prefix` ("" if none).
+fn line_of<'a>(out: &'a str, prefix: &str) -> &'a str {
+    out.lines()
+        .find(|l| l.starts_with(prefix))
+        .unwrap_or_default()
 }

@@ -63,20 +63,16 @@ async fn registry_changes_are_previewed_applied_or_refused() {
     let dry = apply(&mut c, &v2, true).await;
     assert!(!dry.applied);
     assert_eq!(dry.version, before.version);
-    assert!(
-        dry.changes
-            .iter()
-            .any(|ch| ch == "add feature user_stats:premium (bool)"),
-        "{:?}",
-        dry.changes
-    );
-    assert!(
-        dry.changes
-            .iter()
-            .any(|ch| ch == "add feature service profile_v1"),
-        "{:?}",
-        dry.changes
-    );
+    for change in [
+        "add feature user_stats:premium (bool)",
+        "add feature service profile_v1",
+    ] {
+        assert!(
+            dry.changes.iter().any(|ch| ch == change),
+            "{:?}",
+            dry.changes
+        );
+    }
     assert!(dry.canonical_toml.contains("premium"));
     let still = ok(
         c.get_registry(pb::GetRegistryRequest {}).await,

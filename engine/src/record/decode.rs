@@ -39,40 +39,6 @@ fn skip_scalar(s: ScalarType, buf: &[u8], pos: &mut usize) -> Option<()> {
     }
 }
 
-/// Decodes the features a read wants straight from a record into its columns, in one pass
-/// and without parsing into cells, when the record has the common shape: every feature of
-/// the current schema written, no nulls, one timestamp, no created time. Returns `Ok(false)`
-/// without touching anything when the record has another shape (use the general path).
-///
-/// `wanted` is `(feature, column)` sorted by feature; `min_ts[column]` is the oldest event
-/// time still fresh for that column.
-#[inline]
-pub(crate) fn decode_simple(
-    layout: &Layout,
-    rec: &[u8],
-    wanted: &[(usize, usize)],
-    min_ts: &[i64],
-    columns: &mut [crate::value::FeatureColumn],
-    row: usize,
-) -> Result<bool, Malformed> {
-    decode_simple_as(layout, rec, false, wanted, min_ts, columns, row)
-}
-
-/// [`decode_simple`] for the body of a decimal-coded record (see `decimal`): the same walk,
-/// reading coded floats from their varints. Saves decoding the record back to plain bytes
-/// and parsing it again.
-#[inline]
-pub(crate) fn decode_simple_decimal(
-    layout: &Layout,
-    body: &[u8],
-    wanted: &[(usize, usize)],
-    min_ts: &[i64],
-    columns: &mut [crate::value::FeatureColumn],
-    row: usize,
-) -> Result<bool, Malformed> {
-    decode_simple_as(layout, body, true, wanted, min_ts, columns, row)
-}
-
 /// The head of a whole-row record: every feature of the current schema written, no nulls,
 /// one timestamp, no created time (the shape most records have).
 pub(crate) struct SimpleHead<'a> {
@@ -122,8 +88,19 @@ pub(crate) fn simple_head<'a>(
     }))
 }
 
+/// Decodes the features a read wants straight from a record into its columns, in one pass
+/// and without parsing into cells, when the record has the common shape: every feature of
+/// the current schema written, no nulls, one timestamp, no created time. Returns `Ok(false)`
+/// without touching anything when the record has another shape (use the general path).
+///
+/// With `decimal`, `rec` is the body of a decimal-coded record (see `decimal`): the same walk,
+/// reading coded floats from their varints, which saves decoding the record back to plain
+/// bytes and parsing it again.
+///
+/// `wanted` is `(feature, column)` sorted by feature; `min_ts[column]` is the oldest event
+/// time still fresh for that column.
 #[inline]
-fn decode_simple_as(
+pub(crate) fn decode_simple(
     layout: &Layout,
     rec: &[u8],
     decimal: bool,

@@ -38,9 +38,7 @@ mod encode;
 mod tests;
 
 pub(crate) use decimal::{decimal_pack, decimal_unpack};
-pub(crate) use decode::{
-    decode_bytes_into, decode_into, decode_simple, decode_simple_decimal, simple_head, skip_value,
-};
+pub(crate) use decode::{decode_bytes_into, decode_into, decode_simple, simple_head, skip_value};
 pub(crate) use encode::{apply, encode, encode_value};
 
 use crate::encoding::{get_varint, put_varint, skip_varint, take, unzigzag, zigzag};

@@ -148,31 +148,17 @@ fn last_write_wins_by_event_then_created_then_arrival() {
     let l = layout();
     let mut c = Cell::default();
     let mut fresh = Vec::new();
-    assert!(apply(
-        &l,
-        &mut c,
-        2,
-        &Value::Int64(1),
-        10,
-        NO_CREATED,
-        &mut fresh
-    ));
-    assert!(
-        !apply(&l, &mut c, 2, &Value::Int64(2), 9, 100, &mut fresh),
-        "older event loses"
-    );
-    assert!(
-        apply(&l, &mut c, 2, &Value::Int64(3), 10, 5, &mut fresh),
-        "created breaks tie"
-    );
-    assert!(
-        !apply(&l, &mut c, 2, &Value::Int64(4), 10, 4, &mut fresh),
-        "older created loses"
-    );
-    assert!(
-        apply(&l, &mut c, 2, &Value::Int64(5), 10, 5, &mut fresh),
-        "full tie: later arrival"
-    );
+    // (value, event time, created time, whether it wins, why)
+    for (v, ts, created, wins, why) in [
+        (1, 10, NO_CREATED, true, "first write"),
+        (2, 9, 100, false, "older event loses"),
+        (3, 10, 5, true, "created breaks tie"),
+        (4, 10, 4, false, "older created loses"),
+        (5, 10, 5, true, "full tie: later arrival"),
+    ] {
+        let won = apply(&l, &mut c, 2, &Value::Int64(v), ts, created, &mut fresh);
+        assert_eq!(won, wins, "{why}");
+    }
     let mut out = Vec::new();
     encode(&l, std::slice::from_ref(&c), &[], &fresh, &mut out);
     let mut cells = vec![Cell::default(); l.len()];

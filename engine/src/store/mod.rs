@@ -523,9 +523,10 @@ impl Store {
                 // decodes straight into the columns.
                 if nsrc == 1 {
                     if let Some(body) = pack::decimal_body(found[k][0]) {
-                        if record::decode_simple_decimal(
+                        if record::decode_simple(
                             &view.layout,
                             body,
+                            true,
                             &out.wanted,
                             &out.min_ts,
                             &mut out.columns,
@@ -550,6 +551,7 @@ impl Store {
                     && record::decode_simple(
                         &view.layout,
                         srcs[0],
+                        false,
                         &out.wanted,
                         &out.min_ts,
                         &mut out.columns,
