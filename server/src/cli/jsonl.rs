@@ -135,8 +135,7 @@ fn json_column(
     lines: &[usize],
 ) -> Result<pb::FeatureWrite, String> {
     use pb::column::Data;
-    let n = vals.len();
-    let mut nulls = vec![0u8; n.div_ceil(8)];
+    let mut nulls = vec![0u8; vals.len().div_ceil(8)];
     for (i, v) in vals.iter().enumerate() {
         if v.is_null() {
             nulls[i / 8] |= 1 << (i % 8);
@@ -156,62 +155,47 @@ fn json_column(
             ))
         }
     };
-    let present = |i: usize| Some(vals[i]).filter(|v| !v.is_null());
+    // Every row's value converted by `conv` (a null row holds the type's default, its bit
+    // set above); a value `conv` refuses is an error naming its line.
+    fn column<T: Default>(
+        vals: &[&serde_json::Value],
+        bad: impl Fn(usize) -> String,
+        conv: impl Fn(&serde_json::Value) -> Option<T>,
+    ) -> Result<Vec<T>, String> {
+        vals.iter()
+            .enumerate()
+            .map(|(i, v)| match v {
+                serde_json::Value::Null => Ok(T::default()),
+                v => conv(v).ok_or_else(|| bad(i)),
+            })
+            .collect()
+    }
     let data = match pb::ScalarType::try_from(scalar).unwrap_or(pb::ScalarType::Unspecified) {
         pb::ScalarType::Bool => Data::BoolValues(pb::BoolValues {
-            values: (0..n)
-                .map(|i| present(i).map_or(Ok(false), |v| v.as_bool().ok_or_else(|| bad(i))))
-                .collect::<Result<_, _>>()?,
+            values: column(vals, bad, serde_json::Value::as_bool)?,
         }),
         pb::ScalarType::Int32 => Data::Int32Values(pb::Int32Values {
-            values: (0..n)
-                .map(|i| {
-                    present(i).map_or(Ok(0), |v| {
-                        v.as_i64()
-                            .and_then(|x| i32::try_from(x).ok())
-                            .ok_or_else(|| bad(i))
-                    })
-                })
-                .collect::<Result<_, _>>()?,
+            values: column(vals, bad, |v| {
+                v.as_i64().and_then(|x| i32::try_from(x).ok())
+            })?,
         }),
         pb::ScalarType::Int64 => Data::Int64Values(pb::Int64Values {
-            values: (0..n)
-                .map(|i| present(i).map_or(Ok(0), |v| v.as_i64().ok_or_else(|| bad(i))))
-                .collect::<Result<_, _>>()?,
+            values: column(vals, bad, serde_json::Value::as_i64)?,
         }),
+        // JSON times are whole seconds; the protocol carries microseconds.
         pb::ScalarType::Timestamp => Data::TimestampValues(pb::TimestampValues {
-            micros: (0..n)
-                .map(|i| {
-                    present(i).map_or(Ok(0), |v| {
-                        v.as_i64()
-                            .map(|s| s.saturating_mul(1_000_000))
-                            .ok_or_else(|| bad(i))
-                    })
-                })
-                .collect::<Result<_, _>>()?,
+            micros: column(vals, bad, |v| {
+                v.as_i64().map(|s| s.saturating_mul(1_000_000))
+            })?,
         }),
         pb::ScalarType::Float32 => Data::Float32Values(pb::Float32Values {
-            values: (0..n)
-                .map(|i| {
-                    present(i).map_or(Ok(0.0), |v| {
-                        v.as_f64().map(|x| x as f32).ok_or_else(|| bad(i))
-                    })
-                })
-                .collect::<Result<_, _>>()?,
+            values: column(vals, bad, |v| v.as_f64().map(|x| x as f32))?,
         }),
         pb::ScalarType::Float64 => Data::Float64Values(pb::Float64Values {
-            values: (0..n)
-                .map(|i| present(i).map_or(Ok(0.0), |v| v.as_f64().ok_or_else(|| bad(i))))
-                .collect::<Result<_, _>>()?,
+            values: column(vals, bad, serde_json::Value::as_f64)?,
         }),
         pb::ScalarType::String => Data::StringValues(pb::StringValues {
-            values: (0..n)
-                .map(|i| {
-                    present(i).map_or(Ok(String::new()), |v| {
-                        v.as_str().map(str::to_string).ok_or_else(|| bad(i))
-                    })
-                })
-                .collect::<Result<_, _>>()?,
+            values: column(vals, bad, |v| v.as_str().map(str::to_string))?,
         }),
         pb::ScalarType::Bytes | pb::ScalarType::Unspecified => {
             return Err(format!(
