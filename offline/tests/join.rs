@@ -5,7 +5,7 @@ mod common;
 
 use std::sync::Arc;
 
-use arrow_array::{Array, Int64Array, RecordBatch, TimestampSecondArray};
+use arrow_array::{Array, ArrayRef, Int64Array, RecordBatch, TimestampSecondArray};
 use arrow_schema::{DataType, Field, Schema, TimeUnit};
 use common::*;
 use quiver_engine::{Registry, Value};
@@ -120,27 +120,27 @@ fn purchases(rows: &[(i64, i64, Option<i64>, Option<i64>)]) -> (Registry, Histor
     let batch = RecordBatch::try_new(
         schema,
         vec![
-            Arc::new(Int64Array::from(
-                rows.iter().map(|r| r.0).collect::<Vec<_>>(),
-            )),
-            Arc::new(TimestampSecondArray::from(
-                rows.iter().map(|r| Some(r.1)).collect::<Vec<_>>(),
-            )),
-            Arc::new(Int64Array::from(
-                rows.iter().map(|r| r.2).collect::<Vec<_>>(),
-            )),
-            Arc::new(Int64Array::from(
-                rows.iter().map(|r| r.3).collect::<Vec<_>>(),
-            )),
-            Arc::new(Int64Array::from(
-                rows.iter().map(|r| r.3.map(|v| v * 10)).collect::<Vec<_>>(),
-            )),
+            ints(rows.iter().map(|r| Some(r.0))),
+            seconds(rows.iter().map(|r| Some(r.1))),
+            ints(rows.iter().map(|r| r.2)),
+            ints(rows.iter().map(|r| r.3)),
+            ints(rows.iter().map(|r| r.3.map(|v| v * 10))),
         ],
     )
     .expect("batch");
     let h =
         History::from_batches(&reg, "purchases", vec![batch], EpochUnit::Seconds).expect("history");
     (reg, h)
+}
+
+/// An int64 column of `values`.
+fn ints(values: impl Iterator<Item = Option<i64>>) -> ArrayRef {
+    Arc::new(values.collect::<Int64Array>())
+}
+
+/// A timestamp column of `values`, seconds.
+fn seconds(values: impl Iterator<Item = Option<i64>>) -> ArrayRef {
+    Arc::new(values.collect::<TimestampSecondArray>())
 }
 
 fn ask(reg: &Registry, h: History, rows: &[(Option<i64>, i64)]) -> (RecordBatch, Vec<Vec<Value>>) {
@@ -156,13 +156,9 @@ fn ask(reg: &Registry, h: History, rows: &[(Option<i64>, i64)]) -> (RecordBatch,
     let batch = RecordBatch::try_new(
         schema,
         vec![
-            Arc::new(Int64Array::from(
-                rows.iter().map(|r| r.0).collect::<Vec<_>>(),
-            )),
-            Arc::new(TimestampSecondArray::from(
-                rows.iter().map(|r| r.1).collect::<Vec<_>>(),
-            )),
-            Arc::new(Int64Array::from((0..rows.len() as i64).collect::<Vec<_>>())),
+            ints(rows.iter().map(|r| r.0)),
+            seconds(rows.iter().map(|r| Some(r.1))),
+            ints((0..rows.len() as i64).map(Some)),
         ],
     )
     .expect("entities");
