@@ -99,8 +99,7 @@ pub(crate) fn check_feast_values(
     embedding: bool,
 ) -> Result<()> {
     for (k, &id) in ids.iter().enumerate() {
-        let want = expected(data, id, features, embedding)
-            .ok_or_else(|| BenchError::WrongAnswer(format!("user {id} is not in the dataset")))?;
+        let want = expected(data, id, features, embedding)?;
         let (_, items) = conn.reply(k);
         let bytes = |i: usize| items.get(i).map_or(&[][..], |&it| conn.bytes(it));
         // Fields: features, _ts:user_stats, then embedding and _ts:user_embedding.
@@ -136,8 +135,7 @@ pub(crate) fn check_blob_values(
 ) -> Result<()> {
     let (_, items) = conn.reply(0);
     for (k, &id) in ids.iter().enumerate() {
-        let want = expected(data, id, features, embedding)
-            .ok_or_else(|| BenchError::WrongAnswer(format!("user {id} is not in the dataset")))?;
+        let want = expected(data, id, features, embedding)?;
         let wrong =
             |what: String| BenchError::WrongAnswer(format!("redis-blob: user {id}: {what}"));
         let (ts, vals) = layout::decode_blob(conn.bytes(items[k]), features)

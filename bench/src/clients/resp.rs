@@ -68,15 +68,9 @@ fn parse(buf: &[u8], pos: usize, items: &mut Vec<Item>, depth: usize) -> Result<
             Ok(Some(after))
         }
         b'$' => {
-            let n = int()?;
-            if n < 0 {
-                items.push(Item::Nil);
+            let Some(n) = length(int()?, MAX_LEN, items)? else {
                 return Ok(Some(after));
-            }
-            let n = usize::try_from(n)
-                .ok()
-                .filter(|&n| n <= MAX_LEN)
-                .ok_or_else(|| redis_err("reply", format!("bulk length {n}")))?;
+            };
             if buf.len() < after + n + 2 {
                 return Ok(None);
             }
@@ -84,15 +78,10 @@ fn parse(buf: &[u8], pos: usize, items: &mut Vec<Item>, depth: usize) -> Result<
             Ok(Some(after + n + 2))
         }
         b'*' => {
-            let n = int()?;
-            if n < 0 {
-                items.push(Item::Nil);
+            let limit = if depth < MAX_DEPTH { MAX_LEN } else { 0 };
+            let Some(n) = length(int()?, limit, items)? else {
                 return Ok(Some(after));
-            }
-            let n = usize::try_from(n)
-                .ok()
-                .filter(|&n| n <= MAX_LEN && depth < MAX_DEPTH)
-                .ok_or_else(|| redis_err("reply", format!("array of {n} at depth {depth}")))?;
+            };
             items.push(Item::Array(n));
             let mut p = after;
             for _ in 0..n {
@@ -108,6 +97,20 @@ fn parse(buf: &[u8], pos: usize, items: &mut Vec<Item>, depth: usize) -> Result<
             format!("unexpected type byte {other:#04x} at offset {pos}"),
         )),
     }
+}
+
+/// The length of a bulk string or array header: None (and a `Nil` item) for the null reply
+/// (-1); an error past `limit` (bounded before anything is allocated for it).
+fn length(n: i64, limit: usize, items: &mut Vec<Item>) -> Result<Option<usize>> {
+    if n < 0 {
+        items.push(Item::Nil);
+        return Ok(None);
+    }
+    usize::try_from(n)
+        .ok()
+        .filter(|&n| n <= limit)
+        .map(Some)
+        .ok_or_else(|| redis_err("reply", format!("length {n} over the limit of {limit}")))
 }
 
 /// Reads what the server sent next into `buf`, `what` saying what it is; fails when the

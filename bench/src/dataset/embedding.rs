@@ -110,14 +110,17 @@ pub(crate) fn feature_refs(features: usize, embedding: bool) -> Vec<String> {
 }
 
 /// What a read of `features` `user_stats` features (plus the embedding) must return for one
-/// user: `(event time, value)` per column, in request order; `None` for an unknown user.
+/// user: `(event time, value)` per column, in request order; a wrong answer for a user the
+/// dataset does not have (the reply named a key nobody asked for).
 pub(crate) fn expected(
     data: &Data,
     user_id: i64,
     features: usize,
     embedding: bool,
-) -> Option<Vec<(Micros, Value)>> {
-    let stats = data.stats_of(user_id)?;
+) -> crate::Result<Vec<(Micros, Value)>> {
+    let unknown =
+        || crate::BenchError::WrongAnswer(format!("user {user_id} is not in the dataset"));
+    let stats = data.stats_of(user_id).ok_or_else(unknown)?;
     let mut out: Vec<(Micros, Value)> = stats
         .values
         .into_iter()
@@ -125,10 +128,10 @@ pub(crate) fn expected(
         .map(|v| (stats.event_ts, v))
         .collect();
     if embedding {
-        let e = data.embedding_of(user_id)?;
+        let e = data.embedding_of(user_id).ok_or_else(unknown)?;
         out.push((e.event_ts, Value::Vector(e.vector)));
     }
-    Some(out)
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -163,6 +166,6 @@ mod tests {
         assert!(matches!(&e[20].1, Value::Vector(v) if v.len() == EMBEDDING_DIM));
         assert_eq!(feature_refs(2, true).len(), 3);
         assert_eq!(feature_refs(2, false)[1], "user_stats:txn_count_24h");
-        assert!(expected(&d, 10, 20, false).is_none());
+        assert!(expected(&d, 10, 20, false).is_err());
     }
 }
