@@ -9,7 +9,7 @@ use quiver_server::client::NativeClient;
 use quiver_server::proto::quiver::v1 as pb;
 
 use crate::clients::layout::JOIN_KEY;
-use crate::dataset::{expected, feature_refs, Data, EMBEDDING_VIEW, USER_STATS, VIEW};
+use crate::dataset::{expected, feature_refs, Data, Expected, EMBEDDING_VIEW, USER_STATS, VIEW};
 use crate::error::io;
 use crate::harness::check::{embedding_to_row, to_row};
 use crate::harness::db::view_entity;
@@ -75,10 +75,9 @@ pub(crate) fn check_shape(
 pub(crate) fn check_values(
     r: &pb::GetOnlineFeaturesResponse,
     ids: &[i64],
-    data: &Data,
-    features: usize,
-    embedding: bool,
+    want: &Expected<'_>,
 ) -> Result<()> {
+    let (data, features, embedding) = (want.data, want.features, want.embedding);
     check_shape(r, ids.len(), features + usize::from(embedding))?;
     for (row, &id) in ids.iter().enumerate() {
         let want = expected(data, id, features, embedding)?;
@@ -272,7 +271,15 @@ pub(crate) async fn check_users(
             .await
             .map_err(|s| status_err("GetOnlineFeatures", &s))?
             .into_inner();
-        check_values(&r, chunk, data, features, embedding)?;
+        check_values(
+            &r,
+            chunk,
+            &Expected {
+                data,
+                features,
+                embedding,
+            },
+        )?;
     }
     Ok(ids.len() as u64)
 }
@@ -330,7 +337,15 @@ pub(crate) async fn scan(
             .map_err(|s| status_err("GetOnlineFeatures", &s))?
             .into_inner();
         if k.is_multiple_of(check_every) {
-            check_values(&r, &ids, data, features, embedding)?;
+            check_values(
+                &r,
+                &ids,
+                &Expected {
+                    data,
+                    features,
+                    embedding,
+                },
+            )?;
         } else {
             check_shape(&r, ids.len(), features + usize::from(embedding))?;
         }

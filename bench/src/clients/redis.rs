@@ -4,7 +4,7 @@ use prost::Message;
 
 use crate::clients::layout::{self, feast_value};
 use crate::clients::resp::{Item, RespConn};
-use crate::dataset::{expected, Data, EntityRow, USER_STATS, VIEW};
+use crate::dataset::{expected, Data, EntityRow, Expected, USER_STATS, VIEW};
 use crate::{BenchError, Result};
 
 /// Queues `HMGET <Feast key of id> <fields>`.
@@ -91,13 +91,8 @@ pub(crate) fn check_feast_shape(conn: &RespConn, rows: usize, fields: usize) -> 
 
 /// Decodes every field of a batch of Feast-layout HMGET replies and compares it with the
 /// dataset.
-pub(crate) fn check_feast_values(
-    conn: &RespConn,
-    ids: &[i64],
-    data: &Data,
-    features: usize,
-    embedding: bool,
-) -> Result<()> {
+pub(crate) fn check_feast_values(conn: &RespConn, ids: &[i64], want: &Expected<'_>) -> Result<()> {
+    let (data, features, embedding) = (want.data, want.features, want.embedding);
     for (k, &id) in ids.iter().enumerate() {
         let want = expected(data, id, features, embedding)?;
         let (_, items) = conn.reply(k);
@@ -126,13 +121,8 @@ pub(crate) fn check_feast_values(
 }
 
 /// Decodes every blob of an MGET reply and compares it with the dataset.
-pub(crate) fn check_blob_values(
-    conn: &RespConn,
-    ids: &[i64],
-    data: &Data,
-    features: usize,
-    embedding: bool,
-) -> Result<()> {
+pub(crate) fn check_blob_values(conn: &RespConn, ids: &[i64], want: &Expected<'_>) -> Result<()> {
+    let (data, features, embedding) = (want.data, want.features, want.embedding);
     let (_, items) = conn.reply(0);
     for (k, &id) in ids.iter().enumerate() {
         let want = expected(data, id, features, embedding)?;

@@ -16,7 +16,7 @@ use crate::clients::redis::{
     check_blob_values, check_feast_shape, check_feast_values, queue_feast_write, queue_hmget,
 };
 use crate::clients::resp::{Item, RespConn};
-use crate::dataset::{feature_refs, Data, USER_STATS};
+use crate::dataset::{feature_refs, Data, Expected, USER_STATS};
 use crate::harness::report::Latency;
 use crate::keys::{Dist, KeySpace};
 use crate::{BenchError, Result};
@@ -89,6 +89,17 @@ pub(crate) struct Workload {
     pub(crate) embedding: bool,
     /// Percentage of requests that write `batch` rows instead of reading.
     pub(crate) write_percent: u32,
+}
+
+impl Workload {
+    /// What this workload's reads must answer, from `data`.
+    fn expected<'a>(&self, data: &'a Data) -> Expected<'a> {
+        Expected {
+            data,
+            features: self.features,
+            embedding: self.embedding,
+        }
+    }
 }
 
 /// How long and how hard.
@@ -371,7 +382,7 @@ impl Worker {
                 let dt = t0.elapsed();
                 check_shape(&r, self.ids.len(), cols)?;
                 if check {
-                    check_values(&r, &self.ids, data, wl.features, wl.embedding)?;
+                    check_values(&r, &self.ids, &wl.expected(data))?;
                     self.checked += 1;
                 }
                 Ok(dt)
@@ -401,7 +412,7 @@ impl Worker {
                 let dt = t0.elapsed();
                 check_feast_shape(conn, self.ids.len(), self.fields.len())?;
                 if check {
-                    check_feast_values(conn, &self.ids, data, wl.features, wl.embedding)?;
+                    check_feast_values(conn, &self.ids, &wl.expected(data))?;
                     self.checked += 1;
                 }
                 Ok(dt)
@@ -449,7 +460,7 @@ impl Worker {
                     )));
                 }
                 if check {
-                    check_blob_values(conn, &self.ids, data, wl.features, wl.embedding)?;
+                    check_blob_values(conn, &self.ids, &wl.expected(data))?;
                     self.checked += 1;
                 }
                 Ok(dt)

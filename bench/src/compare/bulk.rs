@@ -10,7 +10,7 @@ use crate::clients::procs::RedisServer;
 use crate::clients::redis::{check_feast_shape, check_feast_values, queue_hmget};
 use crate::clients::resp::{encode_cmd, Item};
 use crate::clients::runner::Contender;
-use crate::dataset::{Data, EMBEDDING_FEATURE, EMBEDDING_VIEW, USER_STATS, VIEW};
+use crate::dataset::{Data, Expected, EMBEDDING_FEATURE, EMBEDDING_VIEW, USER_STATS, VIEW};
 use crate::{BenchError, Result};
 
 /// Entities per mass-insertion chunk: the protocol stream of a chunk is built (not timed),
@@ -153,7 +153,15 @@ pub(crate) async fn scan(
                 conn.exec().await?;
                 check_feast_shape(&conn, ids.len(), fields.len())?;
                 if k.is_multiple_of(check_every) {
-                    check_feast_values(&conn, &ids, data, USER_STATS.len(), embedding)?;
+                    check_feast_values(
+                        &conn,
+                        &ids,
+                        &Expected {
+                            data,
+                            features: USER_STATS.len(),
+                            embedding,
+                        },
+                    )?;
                 }
             }
             _ => {
@@ -205,7 +213,15 @@ pub(crate) async fn check_sample(server: &RedisServer, data: &Data, ids: &[i64])
         }
         conn.exec().await?;
         check_feast_shape(&conn, chunk.len(), fields.len())?;
-        check_feast_values(&conn, chunk, data, USER_STATS.len(), true)?;
+        check_feast_values(
+            &conn,
+            chunk,
+            &Expected {
+                data,
+                features: USER_STATS.len(),
+                embedding: true,
+            },
+        )?;
     }
     Ok(())
 }

@@ -109,6 +109,15 @@ pub(crate) fn feature_refs(features: usize, embedding: bool) -> Vec<String> {
     refs
 }
 
+/// What a read asked for, to check its answer against the dataset: the first `features`
+/// features of `user_stats`, and the embedding if `embedding`.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Expected<'a> {
+    pub(crate) data: &'a Data,
+    pub(crate) features: usize,
+    pub(crate) embedding: bool,
+}
+
 /// What a read of `features` `user_stats` features (plus the embedding) must return for one
 /// user: `(event time, value)` per column, in request order; a wrong answer for a user the
 /// dataset does not have (the reply named a key nobody asked for).

@@ -18,7 +18,8 @@ use crate::{BenchError, Result};
 
 mod embedding;
 pub(crate) use embedding::{
-    expected, feature_refs, Data, EmbeddingRow, EMBEDDING_DIM, EMBEDDING_FEATURE, EMBEDDING_VIEW,
+    expected, feature_refs, Data, EmbeddingRow, Expected, EMBEDDING_DIM, EMBEDDING_FEATURE,
+    EMBEDDING_VIEW,
 };
 
 /// The example registry, whose `user_stats` view is the schema of this dataset.
