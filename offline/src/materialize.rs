@@ -69,6 +69,23 @@ pub struct MaterializeSummary {
     pub seconds: f64,
 }
 
+impl MaterializeSummary {
+    /// The summary of writing the latest rows of `view` (`latest_rows`' rows read, entities
+    /// and newest event time), `bytes` of snapshot file (0 when the rows went elsewhere),
+    /// timed from `started`.
+    pub fn new(view: &str, latest: (u64, u64, Option<i64>), bytes: u64, started: Instant) -> Self {
+        let (rows_read, entities, max_event_ts) = latest;
+        Self {
+            view: view.to_owned(),
+            rows_read,
+            entities,
+            bytes,
+            max_event_ts,
+            seconds: started.elapsed().as_secs_f64(),
+        }
+    }
+}
+
 impl std::fmt::Display for MaterializeSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
@@ -313,17 +330,14 @@ pub fn materialize_snapshot(
         });
     }
     let mut builder = SnapshotBuilder::create(out, registry, history.view(), now_micros())?;
-    let (rows_read, entities, max_event_ts) =
-        latest_rows(registry, history, opts, |row| Ok(builder.add(&row)?))?;
+    let latest = latest_rows(registry, history, opts, |row| Ok(builder.add(&row)?))?;
     let info = builder.finish()?;
-    Ok(MaterializeSummary {
-        view: history.view().to_owned(),
-        rows_read,
-        entities,
-        bytes: info.file_size,
-        max_event_ts,
-        seconds: started.elapsed().as_secs_f64(),
-    })
+    Ok(MaterializeSummary::new(
+        history.view(),
+        latest,
+        info.file_size,
+        started,
+    ))
 }
 
 /// Materializes into the data directory `dir` (not in use by a server): builds the snapshot
@@ -382,7 +396,7 @@ pub fn materialize_rows_into_db(
     let db = open_or_create(dir, registry)?;
     let mut batch = Vec::with_capacity(WRITE_BATCH);
     let view = history.view();
-    let (rows_read, entities, max_event_ts) = latest_rows(registry, history, opts, |row| {
+    let latest = latest_rows(registry, history, opts, |row| {
         batch.push(row);
         if batch.len() == WRITE_BATCH {
             db.write(view, &batch)?;
@@ -394,12 +408,5 @@ pub fn materialize_rows_into_db(
         db.write(view, &batch)?;
     }
     db.close()?;
-    Ok(MaterializeSummary {
-        view: view.to_owned(),
-        rows_read,
-        entities,
-        bytes: 0,
-        max_event_ts,
-        seconds: started.elapsed().as_secs_f64(),
-    })
+    Ok(MaterializeSummary::new(view, latest, 0, started))
 }

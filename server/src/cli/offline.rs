@@ -200,15 +200,14 @@ fn stream_rows(
         }
         Ok(())
     };
-    let (rows_read, entities, max_event_ts) =
-        quiver_offline::latest_rows(registry, history, opts, |row| {
-            batch.push(row);
-            if batch.len() == quiver_offline::WRITE_BATCH {
-                flush(&mut batch)?;
-            }
-            Ok(())
-        })
-        .map_err(|e| e.to_string())?;
+    let latest = quiver_offline::latest_rows(registry, history, opts, |row| {
+        batch.push(row);
+        if batch.len() == quiver_offline::WRITE_BATCH {
+            flush(&mut batch)?;
+        }
+        Ok(())
+    })
+    .map_err(|e| e.to_string())?;
     flush(&mut batch).map_err(|e| e.to_string())?;
     if !requests.is_empty() {
         with_client(&args, None, |mut c| async move {
@@ -224,14 +223,9 @@ fn stream_rows(
             Ok(())
         })?;
     }
-    Ok(quiver_offline::MaterializeSummary {
-        view: view.name.clone(),
-        rows_read,
-        entities,
-        bytes: 0,
-        max_event_ts,
-        seconds: started.elapsed().as_secs_f64(),
-    })
+    Ok(quiver_offline::MaterializeSummary::new(
+        &view.name, latest, 0, started,
+    ))
 }
 
 /// Streams a snapshot file to a server, zstd-compressed (compressed to a temporary file first:
