@@ -63,6 +63,21 @@ pub enum OfflineError {
 /// The offline module's result type.
 pub type Result<T, E = OfflineError> = std::result::Result<T, E>;
 
+/// Refuses an output path that exists already (nothing is overwritten).
+pub(crate) fn output_exists(path: &std::path::Path) -> OfflineError {
+    OfflineError::OutputExists {
+        path: path.display().to_string(),
+    }
+}
+
+/// Refuses `path` if something is there already.
+pub(crate) fn refuse_existing(path: &std::path::Path) -> Result<()> {
+    if path.exists() {
+        return Err(output_exists(path));
+    }
+    Ok(())
+}
+
 pub(crate) fn io_err(path: &std::path::Path, source: std::io::Error) -> OfflineError {
     OfflineError::Io {
         path: path.display().to_string(),

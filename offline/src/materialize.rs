@@ -20,9 +20,9 @@ use quiver_engine::{
     encode_key, Db, DbConfig, Entity, KeyPart, KeyType, Registry, Row, SnapshotBuilder, SystemClock,
 };
 
-use crate::error::{OfflineError, Result};
-use crate::history::{History, KeyTime};
-use crate::parallel::{default_threads, for_each_item, Progress};
+use crate::error::{refuse_existing, OfflineError, Result};
+use crate::history::{created_at, History, KeyTime};
+use crate::parallel::{default_threads, Progress};
 use crate::types::value_at;
 
 /// Winners whose values are read back at a time.
@@ -207,57 +207,38 @@ pub fn latest_rows(
     };
     let progress = Progress::new(opts.progress);
     let entity = history.entity().clone();
-    let units = history.units();
-    let cols = history.key_time_columns();
-    progress.phase(
-        format!("{}: scanning history", history.view()),
-        units.len() as u64,
-    );
-    let states = for_each_item(
+    let states = history.scan_key_times(
         threads,
-        units.len(),
+        (opts.start, opts.end),
+        &progress,
         || (KeyMap::new(&entity), 0u64, Vec::new()),
-        |(map, read, buf): &mut (KeyMap, u64, Vec<u8>), u| {
-            let unit = &units[u];
-            if unit.rows == 0 || !unit.may_overlap(opts.start, opts.end) {
-                progress.step(1);
-                return Ok(());
-            }
-            let mut offset = unit.first_row;
-            history.scan(unit, &cols, None, |arrays| {
-                let KeyTime { keys, ts, created } = history.decode_key_time(unit, arrays)?;
-                let in_range =
-                    |r: usize| ts.is_valid(r) && (opts.start..=opts.end).contains(&ts.value(r));
-                let cand = |r: usize| Cand {
-                    ts: ts.value(r),
-                    created: match &created {
-                        Some(c) if c.is_valid(r) => c.value(r),
-                        _ => i64::MIN,
-                    },
-                    row: offset + r as u64,
-                };
-                match (&mut *map, keys.single_int()) {
-                    (KeyMap::Int(m), Some(a)) => {
-                        for r in 0..ts.len() {
-                            if a.is_valid(r) && in_range(r) {
-                                KeyMap::offer_int(m, a.value(r), cand(r));
-                            }
+        |(map, read, buf): &mut (KeyMap, u64, Vec<u8>), key_time, offset| {
+            let KeyTime { keys, ts, created } = key_time;
+            let in_range =
+                |r: usize| ts.is_valid(r) && (opts.start..=opts.end).contains(&ts.value(r));
+            let cand = |r: usize| Cand {
+                ts: ts.value(r),
+                created: created_at(created.as_ref(), r),
+                row: offset + r as u64,
+            };
+            match (&mut *map, keys.single_int()) {
+                (KeyMap::Int(m), Some(a)) => {
+                    for r in 0..ts.len() {
+                        if a.is_valid(r) && in_range(r) {
+                            KeyMap::offer_int(m, a.value(r), cand(r));
                         }
                     }
-                    (KeyMap::Bytes(m), _) => {
-                        for r in 0..ts.len() {
-                            if in_range(r) && keys.encode(&entity, r, buf) {
-                                KeyMap::offer_bytes(m, buf, cand(r));
-                            }
-                        }
-                    }
-                    (KeyMap::Int(_), None) => {}
                 }
-                *read += ts.len() as u64;
-                offset += ts.len() as u64;
-                Ok(())
-            })?;
-            progress.step(1);
+                (KeyMap::Bytes(m), _) => {
+                    for r in 0..ts.len() {
+                        if in_range(r) && keys.encode(&entity, r, buf) {
+                            KeyMap::offer_bytes(m, buf, cand(r));
+                        }
+                    }
+                }
+                (KeyMap::Int(_), None) => {}
+            }
+            *read += ts.len() as u64;
             Ok(())
         },
     )?;
@@ -324,11 +305,7 @@ pub fn materialize_snapshot(
     opts: &MaterializeOptions,
 ) -> Result<MaterializeSummary> {
     let started = Instant::now();
-    if out.exists() {
-        return Err(OfflineError::OutputExists {
-            path: out.display().to_string(),
-        });
-    }
+    refuse_existing(out)?;
     let mut builder = SnapshotBuilder::create(out, registry, history.view(), now_micros())?;
     let latest = latest_rows(registry, history, opts, |row| Ok(builder.add(&row)?))?;
     let info = builder.finish()?;

@@ -9,7 +9,7 @@
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use arrow_array::{ArrayRef, Int64Array, RecordBatch, UInt32Array};
+use arrow_array::{Array, ArrayRef, Int64Array, RecordBatch, UInt32Array};
 use arrow_schema::Schema;
 use parquet::arrow::arrow_reader::statistics::StatisticsConverter;
 use parquet::arrow::arrow_reader::{
@@ -20,6 +20,7 @@ use quiver_engine::{Entity, Registry, ValueType};
 
 use crate::error::{io_err, parquet_err, OfflineError, Result};
 use crate::keys::KeyColumns;
+use crate::parallel::{for_each_item, Progress};
 use crate::types::{accepts, accepts_key, accepts_timestamp, expected, timestamps, EpochUnit};
 
 /// Rows per decoded batch.
@@ -65,6 +66,14 @@ pub(crate) struct KeyTime {
     pub(crate) keys: KeyColumns,
     pub(crate) ts: Int64Array,
     pub(crate) created: Option<Int64Array>,
+}
+
+/// The created time of row `r` (`i64::MIN` when the view has none or the row's is null: any
+/// created time beats it).
+pub(crate) fn created_at(created: Option<&Int64Array>, r: usize) -> i64 {
+    created
+        .filter(|c| c.is_valid(r))
+        .map_or(i64::MIN, |c| c.value(r))
 }
 
 /// The validated history of one feature view.
@@ -317,6 +326,40 @@ impl History {
     }
 
     /// The readable units in dataset order.
+    /// Scans the keys and times of every unit that may hold event times in `range`, on
+    /// `threads` threads, each with its own state from `init`: `visit` gets a thread's state,
+    /// one batch's keys and times, and the dataset row of the batch's first row. One progress
+    /// step per unit.
+    pub(crate) fn scan_key_times<S: Send>(
+        &self,
+        threads: usize,
+        range: (i64, i64),
+        progress: &Progress,
+        init: impl Fn() -> S + Sync,
+        visit: impl Fn(&mut S, &KeyTime, u64) -> Result<()> + Sync,
+    ) -> Result<Vec<S>> {
+        let units = self.units();
+        let cols = self.key_time_columns();
+        progress.phase(
+            format!("{}: scanning history", self.view()),
+            units.len() as u64,
+        );
+        for_each_item(threads, units.len(), init, |state, u| {
+            let unit = &units[u];
+            if unit.rows > 0 && unit.may_overlap(range.0, range.1) {
+                let mut offset = unit.first_row;
+                self.scan(unit, &cols, None, |arrays| {
+                    let key_time = self.decode_key_time(unit, arrays)?;
+                    visit(state, &key_time, offset)?;
+                    offset += key_time.ts.len() as u64;
+                    Ok(())
+                })?;
+            }
+            progress.step(1);
+            Ok(())
+        })
+    }
+
     pub(crate) fn units(&self) -> &[Unit] {
         &self.units
     }

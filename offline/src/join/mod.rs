@@ -43,10 +43,10 @@ use parquet::basic::Compression;
 use parquet::file::properties::WriterProperties;
 use quiver_engine::{FeatureRef, Registry, ValueType, MICROS_PER_SEC};
 
-use crate::error::{io_err, parquet_err, OfflineError, Result};
+use crate::error::{io_err, output_exists, parquet_err, refuse_existing, OfflineError, Result};
 use crate::history::{History, KeyTime};
 use crate::keys::KeyColumns;
-use crate::parallel::{default_threads, for_each_item, Progress};
+use crate::parallel::{default_threads, Progress};
 use crate::types::{accepts_key, accepts_timestamp, arrow_type, as_stored, timestamps, EpochUnit};
 use slots::{Slot, Slots, NONE};
 
@@ -359,43 +359,23 @@ fn join_view(
     let range = (lo, t_max);
 
     // 2. Scan keys and times in parallel; best row per slot per thread.
-    let units = hist.units();
-    let cols = hist.key_time_columns();
-    progress.phase(
-        format!("{}: scanning history", hist.view()),
-        units.len() as u64,
-    );
-    let states = for_each_item(
+    let states = hist.scan_key_times(
         threads,
-        units.len(),
+        range,
+        progress,
         || (slots.template.clone(), Vec::new()),
-        |(best, buf): &mut (Vec<Slot>, Vec<u8>), u| {
-            let unit = &units[u];
-            if unit.rows == 0 || !unit.may_overlap(lo, t_max) {
-                progress.step(1);
-                return Ok(());
-            }
-            let mut offset = unit.first_row;
-            hist.scan(unit, &cols, None, |arrays| {
-                let KeyTime {
-                    keys: hk,
-                    ts,
-                    created,
-                } = hist.decode_key_time(unit, arrays)?;
-                slots.offer_batch(
-                    &entity,
-                    &hk,
-                    &ts,
-                    created.as_ref(),
-                    offset + 1,
-                    range,
-                    best,
-                    buf,
-                );
-                offset += ts.len() as u64;
-                Ok(())
-            })?;
-            progress.step(1);
+        |(best, buf): &mut (Vec<Slot>, Vec<u8>), key_time, offset| {
+            let KeyTime { keys, ts, created } = key_time;
+            slots.offer_batch(
+                &entity,
+                keys,
+                ts,
+                created.as_ref(),
+                offset + 1,
+                range,
+                best,
+                buf,
+            );
             Ok(())
         },
     )?;
@@ -513,11 +493,7 @@ pub fn write_training_set(
     opts: &JoinOptions,
 ) -> Result<TrainingSummary> {
     let started = Instant::now();
-    if out.exists() {
-        return Err(OfflineError::OutputExists {
-            path: out.display().to_string(),
-        });
-    }
+    refuse_existing(out)?;
     let files = crate::history::list_parquet_files(entities)?;
     let progress = Progress::new(opts.progress);
     let tmp = temp_path(out);
@@ -651,9 +627,7 @@ pub(crate) fn publish(tmp: &Path, out: &Path) -> Result<()> {
     let _ = std::fs::remove_file(tmp);
     linked.map_err(|e| {
         if e.kind() == std::io::ErrorKind::AlreadyExists {
-            OfflineError::OutputExists {
-                path: out.display().to_string(),
-            }
+            output_exists(out)
         } else {
             io_err(out, e)
         }
@@ -677,11 +651,7 @@ pub fn read_parquet(path: &Path) -> Result<RecordBatch> {
 
 /// Writes `batch` to a new Parquet file at `path` (snappy), atomically.
 pub fn write_parquet(path: &Path, batch: &RecordBatch) -> Result<()> {
-    if path.exists() {
-        return Err(OfflineError::OutputExists {
-            path: path.display().to_string(),
-        });
-    }
+    refuse_existing(path)?;
     let tmp = temp_path(path);
     let label = path.display().to_string();
     let res = (|| -> Result<()> {

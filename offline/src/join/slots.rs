@@ -12,6 +12,7 @@
 use arrow_array::{Array, Int64Array};
 use quiver_engine::Entity;
 
+use crate::history::created_at;
 use crate::keys::KeyColumns;
 
 /// The best history row seen for a slot, compared as (event, created, position).
@@ -210,10 +211,7 @@ impl Slots {
     ) {
         let cand = |r: usize| Cand {
             ts: ts.value(r),
-            created: match created {
-                Some(c) if c.is_valid(r) => c.value(r),
-                _ => i64::MIN,
-            },
+            created: created_at(created, r),
             seq: first_seq + r as u64,
         };
         let in_range = |r: usize| ts.is_valid(r) && (lo..=hi).contains(&ts.value(r));
