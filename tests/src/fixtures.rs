@@ -104,6 +104,19 @@ pub fn clicks(users: &[i64], event_ts: &[i64], clicks: &[i64]) -> pb::WriteFeatu
     )
 }
 
+/// `user_stats:clicks` of `users` as stored now (0 where there is none).
+pub async fn clicks_of(c: &mut Native, users: &[i64]) -> Vec<i64> {
+    let r = ok(
+        c.get_online_features(get(
+            &["user_stats:clicks"],
+            vec![int_keys("user_id", users)],
+        ))
+        .await,
+        "GetOnlineFeatures",
+    );
+    as_i64(&r.columns[0]).to_vec()
+}
+
 /// One click of user 1, now.
 pub fn one_click() -> pb::WriteFeaturesRequest {
     clicks(&[1], &[now_micros()], &[1])

@@ -9,7 +9,7 @@ use std::time::Duration;
 use quiver_server::proto::feast::serving as fs;
 use quiver_server::proto::quiver::v1 as pb;
 use quiver_testkit::Proc;
-use quiver_tests::fixtures::{clicks, start_with, SEC};
+use quiver_tests::fixtures::{clicks, clicks_of, start_with, SEC};
 use quiver_tests::quiver_cli;
 use quiver_tests::req::*;
 use quiver_tests::server::{now_micros, Server, ServerSpec, TempDir};
@@ -260,12 +260,7 @@ async fn event_times_from_the_future_are_refused() {
     c.write_features(clicks(&[2], &[now + 61 * SEC], &[21]))
         .await
         .unwrap();
-    let r = c
-        .get_online_features(get(&["user_stats:clicks"], vec![int_keys("user_id", &[2])]))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(as_i64(&r.columns[0]), [21]);
+    assert_eq!(clicks_of(&mut c, &[2]).await, [21]);
 }
 
 /// Feast's `Timestamp` is valid from year 1 to 9999: a stored time outside it is sent clamped
@@ -811,12 +806,7 @@ async fn a_checkpoint_on_a_full_disk_backs_off_and_recovers() {
     let later = failures(&server.log());
     // Every tick (200 ms) would be 25 attempts; backing off from 1 s doubling is at most 4.
     assert!(later - first <= 4, "{} failures in 5 s", later - first);
-    let r = c
-        .get_online_features(get(&["user_stats:clicks"], vec![int_keys("user_id", &[7])]))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(as_i64(&r.columns[0]), [7]);
+    assert_eq!(clicks_of(&mut c, &[7]).await, [7]);
 
     std::fs::remove_file(filler).unwrap();
     let cp = c
@@ -828,15 +818,7 @@ async fn a_checkpoint_on_a_full_disk_backs_off_and_recovers() {
     server.terminate().await;
     let server = Server::start(&spec).await;
     let mut c = server.native(None).await;
-    let r = c
-        .get_online_features(get(
-            &["user_stats:clicks"],
-            vec![int_keys("user_id", &[2000])],
-        ))
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(as_i64(&r.columns[0]), [2000]);
+    assert_eq!(clicks_of(&mut c, &[2000]).await, [2000]);
 }
 
 /// `quiver write` from JSON lines loses nothing silently: an unknown (misspelt) field or an
