@@ -5,7 +5,7 @@
 
 use tonic::Code;
 
-use crate::fixtures::{ok, read, write_ok, HOUR, MINUTE, SEC};
+use crate::fixtures::{apply_v2, ok, read, write_ok, HOUR, MINUTE, SEC};
 use crate::req::*;
 use crate::server::{now_micros, Native};
 
@@ -33,6 +33,16 @@ pub const USER_STATS: [&str; 10] = [
     "user_stats:recent",
     "user_stats:premium",
 ];
+
+/// Applies version 2 of the registry, writes the scenario and checks it reads back: what a
+/// test of the main path starts from. Returns v2's text, the version it became and the
+/// scenario's times.
+pub async fn apply_write_and_check(c: &mut Native) -> (String, u64, Times) {
+    let (v2, version) = apply_v2(c).await;
+    let t = write_scenario(c).await;
+    check_scenario(c, t).await;
+    (v2, version, t)
+}
 
 /// Users 1-4 of `user_stats` in one unary batch (with nulls), embeddings and lists for users
 /// 1-3 and composite-key rows in one client stream of three batches.

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use quiver_server::proto::quiver::v1 as pb;
 use quiver_tests::fixtures::*;
 use quiver_tests::req::*;
-use quiver_tests::scenario::{check_scenario, write_scenario};
+use quiver_tests::scenario::{apply_write_and_check, check_scenario};
 use quiver_tests::server::{now_micros, Server, ServerSpec};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -22,9 +22,7 @@ use tokio_stream::wrappers::ReceiverStream;
 async fn restarts_lose_nothing_acknowledged() {
     let (dir, spec, server) = start("e2e-restart", "").await;
     let mut c = server.native(None).await;
-    let (v2, version) = apply_v2(&mut c).await;
-    let t = write_scenario(&mut c).await;
-    check_scenario(&mut c, t).await;
+    let (v2, version, t) = apply_write_and_check(&mut c).await;
 
     // --- graceful restart: exit 0, everything back, registry version kept.
     let status = server.terminate().await;

@@ -15,7 +15,7 @@ use quiver_server::proto::feast::serving as fs;
 use quiver_server::proto::quiver::v1 as pb;
 use quiver_tests::fixtures::*;
 use quiver_tests::req::*;
-use quiver_tests::scenario::{check_scenario, write_scenario};
+use quiver_tests::scenario::apply_write_and_check;
 use quiver_tests::server::{now_micros, Native, Server};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -152,10 +152,7 @@ async fn registry_changes_are_previewed_applied_or_refused() {
 async fn every_status_and_shape_reads_back_as_written() {
     let (_dir, _spec, server) = start("e2e-main", "").await;
     let mut c = server.native(None).await;
-    let (_, version) = apply_v2(&mut c).await;
-
-    let t = write_scenario(&mut c).await;
-    check_scenario(&mut c, t).await;
+    let (_, version, t) = apply_write_and_check(&mut c).await;
 
     // A stream whose second batch is bad: the first stays applied, the third never runs.
     let batches = vec![
