@@ -34,6 +34,7 @@ use crate::dataset::{feature_refs, Data, USER_STATS, VIEW};
 use crate::error::io;
 use crate::harness::args::ServerArgs;
 use crate::harness::host::{loadavg, now_secs};
+use crate::harness::placement::{Placement, PlacementArg};
 use crate::harness::report::{num, ratio, Fields, Stat, Table};
 use crate::keys::{Dist, KeySpace};
 use crate::scratch::scratch_dir;
@@ -69,6 +70,10 @@ pub struct GrpcArgs {
     /// Zipf(0.99) instead of uniform key choice.
     #[arg(long)]
     pub zipf: bool,
+    /// The server on one CPU and the harness on the others (`pinned`, the default with two
+    /// or more CPUs), or no pinning (`shared`). The echo service runs inside the harness.
+    #[arg(long, value_enum)]
+    pub placement: Option<PlacementArg>,
     #[command(flatten)]
     /// Flags every server workload shares.
     pub common: ServerArgs,
@@ -112,6 +117,8 @@ struct Point {
 
 async fn grpc(args: GrpcArgs) -> Result<()> {
     let load_before = loadavg();
+    let placement = Placement::resolve(args.placement)?;
+    placement.pin_harness()?;
     let seed = args.common.seed;
     let bin = quiver_binary(args.common.quiver_bin.as_deref(), true)?;
     let work = scratch_dir(args.common.dir.as_deref(), "grpc")?;
@@ -155,6 +162,7 @@ async fn grpc(args: GrpcArgs) -> Result<()> {
             worker_threads: threads,
             start_timeout: Duration::from_secs(300),
             extra_config: String::new(),
+            cpus: placement.server_cpus().map(str::to_owned),
         };
         let server = QuiverServer::start(spec, args.common.dir.as_deref(), "grpc-quiver").await?;
         let staged = server.scratch("user_stats.snap");
@@ -188,7 +196,13 @@ async fn grpc(args: GrpcArgs) -> Result<()> {
         let mut peak: f64 = 0.0;
         for &c in &args.concurrency {
             eprintln!("  concurrency {c}: quiver");
-            let q = measure(&Target::Quiver(clients.clone()), wl, load(c, None), &shared).await?;
+            let q = measure(
+                &Target::Quiver(clients.clone(), server.proc().pid()),
+                wl,
+                load(c, None),
+                &shared,
+            )
+            .await?;
             eprintln!("  concurrency {c}: echo");
             let echo_target = Target::Echo(echo_clients.clone());
             let e = measure(&echo_target, wl, load(c, None), &shared).await?;
@@ -210,7 +224,7 @@ async fn grpc(args: GrpcArgs) -> Result<()> {
         let rate = peak / 2.0;
         eprintln!("  paced at half of peak: {rate:.0} req/s");
         let h = measure(
-            &Target::Quiver(clients.clone()),
+            &Target::Quiver(clients.clone(), server.proc().pid()),
             wl,
             load(max_c, Some(rate)),
             &shared,
@@ -273,6 +287,8 @@ async fn grpc(args: GrpcArgs) -> Result<()> {
                 "quiver_rps": num(p.quiver.rps()),
                 "echo_rps": num(p.echo.rps()),
                 "ratio": num(ratio(p.quiver.rps(), p.echo.rps())),
+                "server_cpu_s": p.quiver.server_cpu_seconds.map_or(Json::Null, num),
+                "values_per_server_cpu_s": p.quiver.values_per_server_cpu_sec().map_or(Json::Null, num),
                 "checked_responses": p.quiver.checked,
             }))
             .latency("", Some(&q), &TAILS[..3])
@@ -311,6 +327,9 @@ async fn grpc(args: GrpcArgs) -> Result<()> {
         "half_peak_rps": best_paced.map(|p| num(p.2.rps())),
         "loadavg_before": load_before,
         "loadavg_after": loadavg(),
+        "placement": placement.name(),
+        "server_cpus": placement.server_cpus(),
+        "client_cpus": placement.client_cpus(),
         "runs": runs,
         "paced": paced_json,
     }))

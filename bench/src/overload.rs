@@ -107,6 +107,8 @@ async fn overload(args: OverloadArgs) -> Result<()> {
             fsync: "never".into(),
             worker_threads: 2,
             start_timeout: Duration::from_secs(300),
+            // Overload measures memory under bursts, not speed per core.
+            cpus: None,
             extra_config: format!(
                 "max_concurrent_requests = {limit}\nmax_entities_per_request = {}\n\
                  request_timeout_ms = 60000",

@@ -15,6 +15,7 @@ use tonic_health::pb::HealthCheckRequest;
 
 use crate::clients::resp::RespConn;
 use crate::error::io;
+use crate::harness::placement::pinned_command;
 use crate::scratch::scratch_dir;
 use crate::{BenchError, Result};
 
@@ -48,6 +49,8 @@ pub(crate) trait ServerSpec {
     const READY: &'static str;
     /// How long starting (recovery, loading) may take before it counts as failed.
     fn start_timeout(&self) -> Duration;
+    /// The CPUs the server runs on (`taskset -c` list), or None for anywhere.
+    fn cpus(&self) -> Option<&str>;
     /// The command that runs the server on `addr` with its files in `dir`, and its log file.
     fn command(&self, dir: &TempDir, addr: SocketAddr) -> Result<(Command, PathBuf)>;
     /// Whether the server at `addr` answers as ready.
@@ -89,6 +92,7 @@ impl<S: ServerSpec> Server<S> {
 
     fn spawn(spec: &S, dir: &TempDir, addr: SocketAddr) -> Result<Proc> {
         let (cmd, log) = spec.command(dir, addr)?;
+        let cmd = pinned_command(cmd, spec.cpus());
         Proc::spawn(S::NAME, cmd, &log).map_err(io(format!("starting {}", S::NAME)))
     }
 
@@ -153,6 +157,8 @@ pub(crate) struct QuiverSpec {
     pub(crate) start_timeout: Duration,
     /// More lines of the server's config file (e.g. `max_concurrent_requests = 8`).
     pub(crate) extra_config: String,
+    /// The CPUs it runs on (see [`crate::harness::placement`]), or None for anywhere.
+    pub(crate) cpus: Option<String>,
 }
 
 impl ServerSpec for QuiverSpec {
@@ -161,6 +167,10 @@ impl ServerSpec for QuiverSpec {
 
     fn start_timeout(&self) -> Duration {
         self.start_timeout
+    }
+
+    fn cpus(&self) -> Option<&str> {
+        self.cpus.as_deref()
     }
 
     fn command(&self, dir: &TempDir, addr: SocketAddr) -> Result<(Command, PathBuf)> {
@@ -278,6 +288,8 @@ pub(crate) struct RedisSpec {
     pub(crate) start_timeout: Duration,
     /// `io-threads` (1 = Redis's default: the main thread does all socket I/O).
     pub(crate) io_threads: usize,
+    /// The CPUs it runs on (see [`crate::harness::placement`]), or None for anywhere.
+    pub(crate) cpus: Option<String>,
 }
 
 /// Fails with how to install redis-server if it is not on PATH.
@@ -299,6 +311,10 @@ impl ServerSpec for RedisSpec {
 
     fn start_timeout(&self) -> Duration {
         self.start_timeout
+    }
+
+    fn cpus(&self) -> Option<&str> {
+        self.cpus.as_deref()
     }
 
     fn command(&self, dir: &TempDir, addr: SocketAddr) -> Result<(Command, PathBuf)> {

@@ -17,6 +17,7 @@ use crate::clients::redis::{
 };
 use crate::clients::resp::{Item, RespConn};
 use crate::dataset::{feature_refs, Data, Expected, USER_STATS};
+use crate::harness::placement::cpu_seconds;
 use crate::harness::report::Latency;
 use crate::keys::{Dist, KeySpace};
 use crate::{BenchError, Result};
@@ -58,10 +59,10 @@ impl Contender {
 /// Where a system is reached.
 #[derive(Debug, Clone)]
 pub(crate) enum Target {
-    /// A Quiver server through these clients.
-    Quiver(QuiverClients),
-    /// A Redis server holding the layout of the system.
-    Redis(SocketAddr, Contender),
+    /// A Quiver server (process id) through these clients.
+    Quiver(QuiverClients, u32),
+    /// A Redis server (address, process id) holding the layout of the system.
+    Redis(SocketAddr, u32, Contender),
     /// The echo service through these clients (answers are not the dataset: only their shape
     /// is checked).
     Echo(QuiverClients),
@@ -71,9 +72,17 @@ impl Target {
     /// The system behind the target.
     pub(crate) fn contender(&self) -> Contender {
         match self {
-            Self::Quiver(_) => Contender::Quiver,
-            Self::Redis(_, s) => *s,
+            Self::Quiver(..) => Contender::Quiver,
+            Self::Redis(_, _, s) => *s,
             Self::Echo(_) => Contender::Echo,
+        }
+    }
+
+    /// The server process, when it is one (the echo service runs inside the harness).
+    fn server_pid(&self) -> Option<u32> {
+        match self {
+            Self::Quiver(_, pid) | Self::Redis(_, pid, _) => Some(*pid),
+            Self::Echo(_) => None,
         }
     }
 }
@@ -138,9 +147,19 @@ pub(crate) struct Outcome {
     pub(crate) latency: Latency,
     /// Responses compared value by value with the dataset.
     pub(crate) checked: u64,
+    /// CPU seconds the server process used over the timed part (None: not a process of its
+    /// own, or /proc unreadable).
+    pub(crate) server_cpu_seconds: Option<f64>,
 }
 
 impl Outcome {
+    /// Feature values per second of server CPU time: throughput per server core, whatever
+    /// the wall clock did.
+    pub(crate) fn values_per_server_cpu_sec(&self) -> Option<f64> {
+        self.server_cpu_seconds
+            .filter(|&s| s > 0.0)
+            .map(|s| self.values as f64 / s)
+    }
     /// Requests per second.
     pub(crate) fn rps(&self) -> f64 {
         per_sec(self.requests, self.seconds)
@@ -189,14 +208,21 @@ pub(crate) async fn measure(
     let mut clients = Vec::with_capacity(load.concurrency);
     for i in 0..load.concurrency {
         clients.push(match target {
-            Target::Quiver(c) | Target::Echo(c) => Client::Quiver(c.get(i)),
-            Target::Redis(addr, s) => Client::Redis(RespConn::connect(*addr).await?, *s),
+            Target::Quiver(c, _) | Target::Echo(c) => Client::Quiver(c.get(i)),
+            Target::Redis(addr, _, s) => Client::Redis(RespConn::connect(*addr).await?, *s),
         });
     }
     let start = Instant::now();
     let timed_from = start + load.warmup;
     let until = timed_from + load.duration;
     let verify = !matches!(target, Target::Echo(_));
+    // The server's CPU time over the timed part: read when it starts and after the last
+    // client is done.
+    let pid = target.server_pid();
+    let cpu_at_start = tokio::spawn(async move {
+        tokio::time::sleep_until(timed_from.into()).await;
+        pid.and_then(cpu_seconds)
+    });
     let mut tasks = Vec::with_capacity(clients.len());
     for (i, client) in clients.into_iter().enumerate() {
         let shared = shared.clone();
@@ -213,6 +239,7 @@ pub(crate) async fn measure(
         seconds: 0.0,
         latency: Latency::new()?,
         checked: 0,
+        server_cpu_seconds: None,
     };
     let mut last = timed_from;
     for t in tasks {
@@ -227,6 +254,10 @@ pub(crate) async fn measure(
         last = last.max(w.finished.unwrap_or(timed_from));
     }
     out.seconds = last.saturating_duration_since(timed_from).as_secs_f64();
+    let start_cpu = cpu_at_start
+        .await
+        .map_err(|e| BenchError::other("the CPU sampler", e.to_string()))?;
+    out.server_cpu_seconds = start_cpu.zip(pid.and_then(cpu_seconds)).map(|(a, b)| b - a);
     Ok(out)
 }
 

@@ -30,6 +30,7 @@ use crate::compare::output::{LoadFigures, Machine, Measured, MemFigures, Report,
 use crate::dataset::{Data, EMBEDDING_VIEW, USER_STATS, VIEW};
 use crate::harness::args::{DistArg, ServerArgs};
 use crate::harness::host::{loadavg, now_secs};
+use crate::harness::placement::{Placement, PlacementArg};
 use crate::keys::{Dist, KeySpace};
 use crate::mem::rss_of_proc;
 use crate::scratch::scratch_dir;
@@ -135,6 +136,10 @@ pub struct CompareArgs {
     #[command(flatten)]
     /// Flags every server workload shares.
     pub common: ServerArgs,
+    /// Servers on one CPU and the harness on the others (`pinned`, the default with two or
+    /// more CPUs), or no pinning (`shared`).
+    #[arg(long, value_enum)]
+    pub placement: Option<PlacementArg>,
     /// Where `<timestamp>/report.{md,json}` and the charts go (default: bench/results).
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -249,7 +254,10 @@ impl Progress {
 
 async fn compare(args: CompareArgs, s: Settings, redis_version: String) -> Result<()> {
     let started = Instant::now();
-    let machine = Machine::read(redis_version);
+    let placement = Placement::resolve(args.placement)?;
+    placement.pin_harness()?;
+    let cpus = placement.server_cpus().map(str::to_owned);
+    let machine = Machine::read(redis_version, placement);
     let closed: Vec<WorkloadId> = s
         .workloads
         .iter()
@@ -291,11 +299,13 @@ async fn compare(args: CompareArgs, s: Settings, redis_version: String) -> Resul
         worker_threads: s.server_threads,
         start_timeout: Duration::from_secs(600),
         extra_config: String::new(),
+        cpus: cpus.clone(),
     };
     let redis_spec = |aof_always| RedisSpec {
         aof_always,
         start_timeout: Duration::from_secs(600),
         io_threads: s.redis_io_threads,
+        cpus: cpus.clone(),
     };
     let parent = args.common.dir.as_deref();
     let mut report = Report::new(&s, machine);
@@ -412,9 +422,9 @@ async fn compare(args: CompareArgs, s: Settings, redis_version: String) -> Resul
                 continue;
             };
             let targets = [
-                Target::Quiver(clients.clone()),
-                Target::Redis(feast.addr, Contender::RedisFeast),
-                Target::Redis(blob.addr, Contender::RedisBlob),
+                Target::Quiver(clients.clone(), quiver.proc().pid()),
+                Target::Redis(feast.addr, feast.proc().pid(), Contender::RedisFeast),
+                Target::Redis(blob.addr, blob.proc().pid(), Contender::RedisBlob),
             ];
             run_point(&mut report, &mut progress, &s, w, wl, &targets, &shared).await?;
         }
@@ -440,9 +450,9 @@ async fn compare(args: CompareArgs, s: Settings, redis_version: String) -> Resul
         let aof = RedisServer::start(redis_spec(true), parent, "compare-redis-aof").await?;
         let clients = quiver.clients(s.quiver_connections).await?;
         let targets = [
-            Target::Quiver(clients.clone()),
-            Target::Redis(aof.addr, Contender::RedisFeast),
-            Target::Redis(aof.addr, Contender::RedisBlob),
+            Target::Quiver(clients.clone(), quiver.proc().pid()),
+            Target::Redis(aof.addr, aof.proc().pid(), Contender::RedisFeast),
+            Target::Redis(aof.addr, aof.proc().pid(), Contender::RedisBlob),
         ];
         let wl = WorkloadId::Write.workload(s.write_batch).ok_or_else(|| {
             BenchError::InvalidArgument("the write comparison has no workload".into())

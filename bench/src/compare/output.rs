@@ -13,6 +13,7 @@ use crate::compare::bulk::LoadTime;
 use crate::compare::{Settings, WorkloadId};
 use crate::error::io;
 use crate::harness::host::loadavg;
+use crate::harness::placement::Placement;
 use crate::harness::report::{num, ratio, Fields, Stat, Table};
 use crate::keys::Dist;
 use crate::{BenchError, Result};
@@ -28,11 +29,13 @@ pub(crate) struct Machine {
     /// `/proc/loadavg` at the start and at the end: other work on the machine skews figures.
     pub(crate) load_before: String,
     pub(crate) load_after: String,
+    /// Where the servers and the harness ran (see `harness::placement`).
+    pub(crate) placement: Placement,
 }
 
 impl Machine {
     /// Reads `/proc`.
-    pub(crate) fn read(redis: String) -> Self {
+    pub(crate) fn read(redis: String, placement: Placement) -> Self {
         let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
         let cpu = cpuinfo
             .lines()
@@ -57,6 +60,7 @@ impl Machine {
             redis,
             load_before: loadavg(),
             load_after: String::new(),
+            placement,
         }
     }
 }
@@ -431,6 +435,8 @@ impl Report {
                     "rps": num(o.rps()),
                     "rows_per_s": num(o.rows_per_sec()),
                     "values_per_s": num(o.values_per_sec()),
+                    "server_cpu_s": o.server_cpu_seconds.map_or(Json::Null, num),
+                    "values_per_server_cpu_s": o.values_per_server_cpu_sec().map_or(Json::Null, num),
                     "checked_responses": o.checked,
                 }))
                 .latency("", Some(&o.latency.summary()), &Stat::ALL)
@@ -457,6 +463,8 @@ impl Report {
                 "cpu": m.cpu, "cores": m.cores, "memory_bytes": m.memory_bytes,
                 "kernel": m.kernel, "redis": m.redis,
                 "loadavg_before": m.load_before, "loadavg_after": m.load_after,
+                "placement": m.placement.name(), "server_cpus": m.placement.server_cpus(),
+                "client_cpus": m.placement.client_cpus(),
             },
             "settings": {
                 "entities": s.entities, "duration_s": s.duration, "warmup_s": s.warmup,

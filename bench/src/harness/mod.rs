@@ -16,4 +16,5 @@ pub(crate) mod check;
 pub(crate) mod db;
 pub(crate) mod host;
 pub(crate) mod measure;
+pub(crate) mod placement;
 pub(crate) mod report;
