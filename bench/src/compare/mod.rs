@@ -255,9 +255,10 @@ impl Progress {
 async fn compare(args: CompareArgs, s: Settings, redis_version: String) -> Result<()> {
     let started = Instant::now();
     let placement = Placement::resolve(args.placement)?;
+    // The machine is read first: once pinned, this process sees only the harness's CPUs.
+    let machine = Machine::read(redis_version, placement.clone());
     placement.pin_harness()?;
     let cpus = placement.server_cpus().map(str::to_owned);
-    let machine = Machine::read(redis_version, placement);
     let closed: Vec<WorkloadId> = s
         .workloads
         .iter()
