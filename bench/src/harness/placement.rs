@@ -24,13 +24,15 @@ pub enum PlacementArg {
     Shared,
 }
 
-/// The CPU sets of one run.
+/// The CPU sets of one run: None when shared.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Placement {
-    /// `taskset -c` list of the servers under test; None when shared.
-    server: Option<String>,
-    /// `taskset -c` list of the harness; None when shared.
-    client: Option<String>,
+pub(crate) struct Placement(Option<CpuSets>);
+
+/// Pinned: `taskset -c` lists of the servers under test and of the harness.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct CpuSets {
+    server: String,
+    client: String,
 }
 
 impl Placement {
@@ -49,21 +51,18 @@ impl Placement {
             None => cpus.len() >= 2,
         };
         if !pinned {
-            return Ok(Self {
-                server: None,
-                client: None,
-            });
+            return Ok(Self(None));
         }
         let list = |c: &[usize]| c.iter().map(usize::to_string).collect::<Vec<_>>().join(",");
-        Ok(Self {
-            server: Some(list(&cpus[..1])),
-            client: Some(list(&cpus[1..])),
-        })
+        Ok(Self(Some(CpuSets {
+            server: list(&cpus[..1]),
+            client: list(&cpus[1..]),
+        })))
     }
 
     /// `pinned` or `shared`, as the JSON says it.
     pub(crate) fn name(&self) -> &'static str {
-        if self.server.is_some() {
+        if self.0.is_some() {
             "pinned"
         } else {
             "shared"
@@ -72,18 +71,18 @@ impl Placement {
 
     /// The servers' CPU list (`taskset -c` syntax), if pinned.
     pub(crate) fn server_cpus(&self) -> Option<&str> {
-        self.server.as_deref()
+        self.0.as_ref().map(|c| c.server.as_str())
     }
 
     /// The harness's CPU list, if pinned.
     pub(crate) fn client_cpus(&self) -> Option<&str> {
-        self.client.as_deref()
+        self.0.as_ref().map(|c| c.client.as_str())
     }
 
     /// Pins every thread of this process (and so every thread it starts later) to the
     /// harness's CPUs. A no-op when shared.
     pub(crate) fn pin_harness(&self) -> Result<()> {
-        let Some(cpus) = &self.client else {
+        let Some(cpus) = self.client_cpus() else {
             return Ok(());
         };
         let pid = std::process::id().to_string();
