@@ -216,10 +216,14 @@ impl Connect {
 
     /// A Feast-compatible client on a new connection.
     pub async fn feast(&self) -> Result<FeastClient, ClientError> {
-        let bearer = self.bearer()?;
+        self.feast_on(self.channel().await?)
+    }
+
+    /// A Feast-compatible client on a channel the caller opened, with this token.
+    pub fn feast_on(&self, channel: Channel) -> Result<FeastClient, ClientError> {
         // The server bounds what it answers (max_response_bytes); the client takes it whole.
         Ok(
-            ServingServiceClient::with_interceptor(self.channel().await?, bearer)
+            ServingServiceClient::with_interceptor(channel, self.bearer()?)
                 .max_decoding_message_size(usize::MAX),
         )
     }

@@ -247,6 +247,27 @@ impl Server {
             .expect("connect to the server")
     }
 
+    /// A new HTTP/2 connection on which one health check has round-tripped, so the client has
+    /// the server's SETTINGS (its stream limit) before it opens streams: a burst on a fresh
+    /// connection can otherwise open more streams than the limit and see them refused
+    /// (REFUSED_STREAM, reported as UNAVAILABLE) instead of shed.
+    pub async fn settled_channel(&self) -> Channel {
+        let channel = self.channel().await;
+        HealthClient::new(channel.clone())
+            .check(HealthCheckRequest::default())
+            .await
+            .expect("health check on a new connection");
+        channel
+    }
+
+    /// A native API client without a token on a [`Server::settled_channel`], for bursts.
+    pub async fn settled_native(&self) -> Native {
+        let channel = self.settled_channel().await;
+        self.connect(None)
+            .native_on(channel)
+            .expect("a client without a token")
+    }
+
     /// A native API client sending `token` as a bearer token, if given.
     pub async fn native(&self, token: Option<&str>) -> Native {
         self.connect(token)

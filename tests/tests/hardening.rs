@@ -322,7 +322,7 @@ async fn a_burst_of_large_reads_is_shed_and_memory_stays_bounded() {
 
     let mut clients = Vec::new();
     for _ in 0..8 {
-        clients.push(server.native(None).await);
+        clients.push(server.settled_native().await);
     }
     let tasks: Vec<_> = (0..200)
         .map(|i| {

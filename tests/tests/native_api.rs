@@ -221,9 +221,12 @@ async fn every_status_and_shape_reads_back_as_written() {
 async fn burst(server: &Server, n: usize) -> Vec<(Code, String)> {
     let mut clients = Vec::new();
     for _ in 0..4 {
-        clients.push(server.native(None).await);
+        clients.push(server.settled_native().await);
     }
-    let feast = server.feast(None).await;
+    let feast = server
+        .connect(None)
+        .feast_on(server.settled_channel().await)
+        .unwrap();
     let tasks: Vec<_> = (0..n)
         .map(|i| {
             let mut c = clients[i % clients.len()].clone();
