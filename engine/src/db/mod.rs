@@ -433,4 +433,8 @@ impl crate::store::BaseRecords for Snapshot {
     fn max_event_ts(&self) -> Option<crate::Micros> {
         self.info().max_event_ts
     }
+
+    fn prefetch(&self, keys: &crate::KeyBatch) {
+        Snapshot::prefetch(self, keys);
+    }
 }

@@ -102,6 +102,11 @@ pub(crate) trait BaseRecords: Send + Sync + std::fmt::Debug {
     fn max_event_ts(&self) -> Option<Micros> {
         None
     }
+    /// A hint that `record` is about to be called for each of `keys`: a base in slow memory
+    /// starts loading them all at once, so their misses overlap.
+    fn prefetch(&self, keys: &KeyBatch) {
+        let _ = keys;
+    }
 }
 
 /// One generation of in-memory records: N shards.
@@ -479,6 +484,9 @@ impl Store {
                     let frozen = layers.frozen.as_ref().map(|f| sync::read(&f.shards[s]));
                     guards.push((s, sync::read(&layers.active.shards[s]), frozen));
                 }
+            }
+            if let Some(base) = &layers.base {
+                base.prefetch(keys);
             }
             let empty: &[u8] = &[];
             let mut found: Vec<[&[u8]; 3]> = vec![[empty; 3]; n];
