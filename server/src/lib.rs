@@ -35,6 +35,7 @@ mod feast;
 pub mod fuzzing;
 mod limits;
 mod metrics;
+mod online;
 pub mod proto;
 mod server;
 mod service;

@@ -19,6 +19,7 @@ use crate::auth::BearerAuth;
 use crate::config::{ConfigError, ServerConfig};
 use crate::feast::FeastService;
 use crate::metrics::{serve_metrics, Metrics};
+use crate::online::NativeService;
 use crate::proto::feast::serving::serving_service_server::ServingServiceServer;
 use crate::proto::quiver::v1::feature_store_server::FeatureStoreServer;
 use crate::service::FeatureStoreService;
@@ -183,11 +184,12 @@ pub async fn run(
         .build_v1alpha()
         .map_err(|e| ServeError::Transport(e.to_string()))?;
     let auth = BearerAuth::new(config.auth_token.as_deref());
-    let native = FeatureStoreServer::new(FeatureStoreService {
-        state: state.clone(),
-    })
-    .max_decoding_message_size(config.max_write_message_bytes)
-    .max_encoding_message_size(usize::MAX);
+    let native = NativeService::new(
+        FeatureStoreService {
+            state: state.clone(),
+        },
+        config.max_write_message_bytes,
+    );
     let feast = ServingServiceServer::new(FeastService {
         state: state.clone(),
     })

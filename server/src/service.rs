@@ -13,6 +13,7 @@ use crate::convert::{column_to_proto, keys_from_columns, registry_to_proto, rows
 use crate::error::{status_of, Origin};
 use crate::limits::{quote, Api};
 use crate::metrics::Rpc;
+use crate::online::{pooled_result, OnlineAnswer};
 use crate::proto::quiver::v1 as pb;
 use crate::state::{blocking, AppState};
 
@@ -84,10 +85,11 @@ pub(crate) fn check_unique_names(names: &[String]) -> Result<(), Status> {
 }
 
 impl FeatureStoreService {
-    fn get_online(
+    /// One GetOnlineFeatures read, answered in the engine's columns (a pooled result buffer).
+    pub(crate) fn get_online(
         &self,
         req: pb::GetOnlineFeaturesRequest,
-    ) -> Result<pb::GetOnlineFeaturesResponse, Status> {
+    ) -> Result<OnlineAnswer, Status> {
         let db = self.state.db()?;
         let refs: Vec<String> = match req.features {
             Some(pb::get_online_features_request::Features::Refs(r)) => r.refs,
@@ -120,17 +122,18 @@ impl FeatureStoreService {
             now: None,
             max_variable_bytes: Some(budget),
         };
-        let mut out = GetResult::new();
-        db.get(&sel, &keys, &opts, &mut out)
+        let mut answer = OnlineAnswer {
+            names,
+            result: Some(pooled_result()),
+            rows: rows as u32,
+        };
+        let out = answer.result.get_or_insert_with(GetResult::new);
+        db.get(&sel, &keys, &opts, out)
             .map_err(|e| limits.gathered(e).unwrap_or_else(server_err))?;
         for c in &out.columns {
             self.state.metrics.count_statuses(&c.statuses);
         }
-        Ok(pb::GetOnlineFeaturesResponse {
-            feature_names: names,
-            columns: out.columns.into_iter().map(column_to_proto).collect(),
-            row_count: rows as u32,
-        })
+        Ok(answer)
     }
 
     async fn write_batch(&self, req: pb::WriteFeaturesRequest) -> Result<(u64, u64), Status> {
@@ -167,8 +170,16 @@ impl pb::feature_store_server::FeatureStore for FeatureStoreService {
         &self,
         request: Request<pb::GetOnlineFeaturesRequest>,
     ) -> Result<Response<pb::GetOnlineFeaturesResponse>, Status> {
+        // Served by `online::NativeService`, which encodes the answer without this message;
+        // kept for callers of the trait (and as the oracle of the encoding's tests).
         let call = self.state.begin(Rpc::GetOnlineFeatures);
-        call.finish(self.get_online(request.into_inner()).map(Response::new))
+        let answer = call.finish(self.get_online(request.into_inner()))?;
+        let columns = answer.result.as_ref().map_or(&[][..], |r| &r.columns);
+        Ok(Response::new(pb::GetOnlineFeaturesResponse {
+            feature_names: answer.names.clone(),
+            columns: columns.iter().cloned().map(column_to_proto).collect(),
+            row_count: answer.rows,
+        }))
     }
 
     async fn write_features(

@@ -6,10 +6,12 @@
 //! - `rows`: write batches ⇄ engine rows, both directions (the server decodes batches, the
 //!   materializer builds them).
 //! - `columns`: engine result columns → protobuf columns.
+//! - `wire`: engine result columns → the encoded GetOnlineFeaturesResponse, without messages.
 //! - here: key columns → encoded keys, value types and the registry → protobuf.
 
 mod columns;
 mod rows;
+mod wire;
 
 use quiver_engine::{Entity, KeyBatch, KeyPart, KeyType, Registry, ScalarType, ValueType};
 use tonic::Status;
@@ -22,6 +24,7 @@ pub(crate) use columns::column_to_proto;
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) use rows::value_bytes;
 pub(crate) use rows::{rows_from_write, write_from_rows};
+pub(crate) use wire::OnlineWire;
 
 /// Turns key columns into encoded keys of `entity`, checking names, types and lengths.
 /// Returns the row count.
