@@ -113,6 +113,13 @@ impl KeyBatch {
         }
     }
 
+    /// Makes room for `keys` more keys of about `bytes_per_key` bytes, so pushing them does
+    /// not grow the batch a step at a time.
+    pub fn reserve(&mut self, keys: usize, bytes_per_key: usize) {
+        self.data.reserve(keys.saturating_mul(bytes_per_key));
+        self.ends.reserve(keys);
+    }
+
     /// Removes every key, keeping the allocations.
     pub fn clear(&mut self) {
         self.data.clear();

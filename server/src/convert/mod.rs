@@ -116,6 +116,8 @@ pub(crate) fn keys_from_columns(
             "keys: {rows} entity rows exceed the server's limit of {max_rows} per request"
         )));
     }
+    // An int64 key part encodes to at most 10 bytes; strings grow the batch as they come.
+    out.reserve(rows, 10 * ordered.len());
     let mut parts: Vec<KeyPart<'_>> = Vec::with_capacity(ordered.len());
     for i in 0..rows {
         parts.clear();
