@@ -4,9 +4,9 @@
 //! the real release `quiver` binary (a child process on a free port, the dataset bulk-loaded
 //! from a snapshot), and an echo service: a tonic server implementing the same
 //! `quiver.v1.FeatureStore` whose GetOnlineFeatures returns a precomputed response (a real
-//! answer of the same batch size) without touching any store. The echo runs in this process on
-//! its own Tokio runtime (its own threads, as many as the Quiver server has), apart from the
-//! client's runtime. Both answer over loopback TCP/HTTP/2, so the difference is the engine
+//! answer of the same batch size) without touching any store. The echo is a process of its own
+//! (`quiver-bench echo-serve`, as many runtime threads as the Quiver server has), placed on
+//! the server CPU like Quiver, and its CPU time is read the same way. Both answer over loopback TCP/HTTP/2, so the difference is the engine
 //! read, the request decoding into keys and the response encoding from columns.
 //!
 //! Each server worker-thread count is measured (default 1 and 2, since on a 2-core machine
@@ -14,20 +14,23 @@
 //! thread count, an open-loop run at half of that count's peak throughput gives the latency
 //! a service sees when it is not saturated.
 
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::Args;
+use quiver_server::client::Connect;
 use quiver_server::proto::quiver::v1 as pb;
 use quiver_server::proto::quiver::v1::feature_store_server::{FeatureStore, FeatureStoreServer};
 use serde_json::{json, Value as Json};
-use tokio::sync::oneshot;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::clients::native::{
     check_users, load_snapshot, read_request, sample_ids, stage, status_err,
 };
-use crate::clients::procs::{quiver_binary, QuiverClients, QuiverServer, QuiverSpec};
+use crate::clients::procs::{
+    quiver_binary, QuiverClients, QuiverServer, QuiverSpec, Server, ServerSpec,
+};
 use crate::clients::runner::{measure, Load, Outcome, Shared, Target, Workload};
 use crate::clients::{block_on, build_snapshots, write_registry};
 use crate::dataset::{feature_refs, Data, USER_STATS, VIEW};
@@ -190,7 +193,15 @@ async fn grpc(args: GrpcArgs) -> Result<()> {
             .await
             .map_err(|s| status_err("GetOnlineFeatures", &s))?
             .into_inner();
-        let echo = EchoServer::start(canned, threads)?;
+        let answer = server.scratch("echo-answer.pb");
+        std::fs::write(&answer, prost::Message::encode_to_vec(&canned))
+            .map_err(io(format!("writing {}", answer.display())))?;
+        let echo_spec = EchoSpec {
+            answer,
+            threads,
+            cpus: placement.server_cpus().map(str::to_owned),
+        };
+        let echo = Server::start(echo_spec, args.common.dir.as_deref(), "grpc-echo").await?;
         let echo_clients = QuiverClients::connect(echo.addr, connections).await?;
 
         let mut peak: f64 = 0.0;
@@ -204,7 +215,7 @@ async fn grpc(args: GrpcArgs) -> Result<()> {
             )
             .await?;
             eprintln!("  concurrency {c}: echo");
-            let echo_target = Target::Echo(echo_clients.clone());
+            let echo_target = Target::Echo(echo_clients.clone(), echo.proc().pid());
             let e = measure(&echo_target, wl, load(c, None), &shared).await?;
             eprintln!(
                 "    quiver {:.0} req/s p99 {:.0} us | echo {:.0} req/s p99 {:.0} us",
@@ -232,7 +243,7 @@ async fn grpc(args: GrpcArgs) -> Result<()> {
         .await?;
         paced.push((threads, rate, h));
         drop(echo_clients);
-        echo.stop();
+        drop(echo);
         drop(server);
     }
 
@@ -289,6 +300,12 @@ async fn grpc(args: GrpcArgs) -> Result<()> {
                 "ratio": num(ratio(p.quiver.rps(), p.echo.rps())),
                 "server_cpu_s": p.quiver.server_cpu_seconds.map_or(Json::Null, num),
                 "values_per_server_cpu_s": p.quiver.values_per_server_cpu_sec().map_or(Json::Null, num),
+                "echo_server_cpu_s": p.echo.server_cpu_seconds.map_or(Json::Null, num),
+                "echo_values_per_server_cpu_s": p.echo.values_per_server_cpu_sec().map_or(Json::Null, num),
+                "cpu_ratio": match (p.quiver.values_per_server_cpu_sec(), p.echo.values_per_server_cpu_sec()) {
+                    (Some(q), Some(e)) => num(ratio(q, e)),
+                    _ => Json::Null,
+                },
                 "checked_responses": p.quiver.checked,
             }))
             .latency("", Some(&q), &TAILS[..3])
@@ -408,76 +425,101 @@ impl FeatureStore for Echo {
     }
 }
 
-/// The echo server on its own runtime thread; stopped on drop.
-#[derive(Debug)]
-struct EchoServer {
-    addr: std::net::SocketAddr,
-    stop: Option<oneshot::Sender<()>>,
-    thread: Option<std::thread::JoinHandle<()>>,
+/// Flags of the hidden `quiver-bench echo-serve`, which `grpc` starts: the echo service as a
+/// process of its own, so that with `--placement pinned` it runs on the server CPU as the
+/// Quiver server does, and its CPU time is measured the same way.
+#[derive(Debug, Clone, Args)]
+pub struct EchoArgs {
+    /// Address to listen on.
+    #[arg(long)]
+    pub listen: std::net::SocketAddr,
+    /// File holding the encoded `GetOnlineFeaturesResponse` to answer with.
+    #[arg(long)]
+    pub answer: PathBuf,
+    /// Runtime worker threads (as many as the Quiver server it stands beside).
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
 }
 
-impl EchoServer {
-    /// Serves `answer` on a free loopback port with `threads` runtime workers, with
-    /// TCP_NODELAY on accepted sockets and no size limit on answers.
-    fn start(answer: pb::GetOnlineFeaturesResponse, threads: usize) -> Result<Self> {
-        let listener =
-            std::net::TcpListener::bind("127.0.0.1:0").map_err(io("binding the echo port"))?;
-        let addr = listener.local_addr().map_err(io("reading the echo port"))?;
-        listener
-            .set_nonblocking(true)
-            .map_err(io("configuring the echo listener"))?;
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(threads)
-            .enable_all()
-            .build()
-            .map_err(io("starting the echo runtime"))?;
-        let (tx, rx) = oneshot::channel::<()>();
-        let thread = std::thread::Builder::new()
-            .name("echo-server".into())
-            .spawn(move || {
-                rt.block_on(async move {
-                    let Ok(listener) = tokio::net::TcpListener::from_std(listener) else {
-                        return;
-                    };
-                    let incoming = tonic::transport::server::TcpIncoming::from(listener)
-                        .with_nodelay(Some(true));
-                    let svc = FeatureStoreServer::new(Echo { answer })
-                        .max_decoding_message_size(64 << 20)
-                        .max_encoding_message_size(usize::MAX);
-                    let _ = tonic::transport::Server::builder()
-                        .tcp_nodelay(true)
-                        .add_service(svc)
-                        .serve_with_incoming_shutdown(incoming, async {
-                            let _ = rx.await;
-                        })
-                        .await;
-                });
-            })
-            .map_err(io("starting the echo thread"))?;
-        Ok(Self {
-            addr,
-            stop: Some(tx),
-            thread: Some(thread),
-        })
-    }
-
-    /// Stops the server and waits for its thread.
-    fn stop(mut self) {
-        self.shutdown();
-    }
-
-    fn shutdown(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
+/// Serves the echo service until the process is stopped.
+pub fn run_echo(args: &EchoArgs) -> Result<()> {
+    let bytes = std::fs::read(&args.answer).map_err(io(format!(
+        "reading the echo answer {}",
+        args.answer.display()
+    )))?;
+    let answer = <pb::GetOnlineFeaturesResponse as prost::Message>::decode(&bytes[..])
+        .map_err(|e| BenchError::InvalidArgument(format!("the echo answer: {e}")))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(args.threads.max(1))
+        .enable_all()
+        .build()
+        .map_err(io("starting the echo runtime"))?;
+    rt.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(args.listen)
+            .await
+            .map_err(io(format!("binding the echo port {}", args.listen)))?;
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        let svc = FeatureStoreServer::new(Echo { answer })
+            .max_decoding_message_size(64 << 20)
+            .max_encoding_message_size(usize::MAX);
+        tonic::transport::Server::builder()
+            .tcp_nodelay(true)
+            .add_service(svc)
+            .serve_with_incoming(incoming)
+            .await
+            .map_err(|e| BenchError::InvalidArgument(format!("the echo server stopped: {e}")))
+    })
 }
 
-impl Drop for EchoServer {
-    fn drop(&mut self) {
-        self.shutdown();
+/// How `grpc` runs the echo process.
+#[derive(Debug, Clone)]
+struct EchoSpec {
+    answer: PathBuf,
+    threads: usize,
+    cpus: Option<String>,
+}
+
+impl ServerSpec for EchoSpec {
+    const NAME: &'static str = "quiver-bench echo-serve";
+    const READY: &'static str = "answering";
+
+    fn start_timeout(&self) -> Duration {
+        Duration::from_secs(30)
+    }
+
+    fn cpus(&self) -> Option<&str> {
+        self.cpus.as_deref()
+    }
+
+    fn command(
+        &self,
+        dir: &quiver_testkit::TempDir,
+        addr: std::net::SocketAddr,
+    ) -> Result<(std::process::Command, PathBuf)> {
+        let exe = std::env::current_exe().map_err(io("finding quiver-bench itself"))?;
+        let mut cmd = std::process::Command::new(exe);
+        cmd.arg("echo-serve")
+            .arg("--listen")
+            .arg(addr.to_string())
+            .arg("--answer")
+            .arg(&self.answer)
+            .arg("--threads")
+            .arg(self.threads.to_string());
+        Ok((cmd, dir.join("echo.log")))
+    }
+
+    async fn ready(addr: std::net::SocketAddr) -> bool {
+        let Ok(mut c) = Connect::new(format!("http://{addr}"))
+            .connect_timeout(Duration::from_secs(1))
+            .request_timeout(Some(Duration::from_secs(2)))
+            .native()
+            .await
+        else {
+            return false;
+        };
+        c.get_online_features(pb::GetOnlineFeaturesRequest::default())
+            .await
+            .is_ok()
     }
 }

@@ -48,7 +48,7 @@ pub use dataset::{
 };
 pub use engine::{run_engine, CompressionArg, EngineArgs, ViewArg};
 pub use error::{BenchError, Result};
-pub use grpc::{run_grpc, GrpcArgs};
+pub use grpc::{run_echo, run_grpc, EchoArgs, GrpcArgs};
 pub use harness::args::{DbArgs, DistArg, ServerArgs};
 pub use harness::report::{median, Latency, Summary, Table};
 pub use keys::{Dist, KeyChooser, KeySpace, Zipf, ZIPF_THETA};

@@ -31,6 +31,9 @@ enum Command {
     Offline(quiver_bench::OfflineArgs),
     /// Overload: bursts of reads far past max_concurrent_requests; shed count and memory.
     Overload(quiver_bench::OverloadArgs),
+    /// The echo service `grpc` measures against, as a process of its own (started by `grpc`).
+    #[command(hide = true)]
+    EchoServe(quiver_bench::EchoArgs),
 }
 
 fn main() -> ExitCode {
@@ -44,6 +47,7 @@ fn main() -> ExitCode {
         Command::Compare(args) => quiver_bench::run_compare(&args),
         Command::Offline(args) => quiver_bench::run_offline(&args),
         Command::Overload(args) => quiver_bench::run_overload(&args),
+        Command::EchoServe(args) => quiver_bench::run_echo(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -63,9 +63,9 @@ pub(crate) enum Target {
     Quiver(QuiverClients, u32),
     /// A Redis server (address, process id) holding the layout of the system.
     Redis(SocketAddr, u32, Contender),
-    /// The echo service through these clients (answers are not the dataset: only their shape
-    /// is checked).
-    Echo(QuiverClients),
+    /// The echo service (process id) through these clients (answers are not the dataset:
+    /// only their shape is checked).
+    Echo(QuiverClients, u32),
 }
 
 impl Target {
@@ -74,15 +74,14 @@ impl Target {
         match self {
             Self::Quiver(..) => Contender::Quiver,
             Self::Redis(_, _, s) => *s,
-            Self::Echo(_) => Contender::Echo,
+            Self::Echo(..) => Contender::Echo,
         }
     }
 
-    /// The server process, when it is one (the echo service runs inside the harness).
+    /// The server process.
     fn server_pid(&self) -> Option<u32> {
         match self {
-            Self::Quiver(_, pid) | Self::Redis(_, pid, _) => Some(*pid),
-            Self::Echo(_) => None,
+            Self::Quiver(_, pid) | Self::Redis(_, pid, _) | Self::Echo(_, pid) => Some(*pid),
         }
     }
 }
@@ -208,14 +207,14 @@ pub(crate) async fn measure(
     let mut clients = Vec::with_capacity(load.concurrency);
     for i in 0..load.concurrency {
         clients.push(match target {
-            Target::Quiver(c, _) | Target::Echo(c) => Client::Quiver(c.get(i)),
+            Target::Quiver(c, _) | Target::Echo(c, _) => Client::Quiver(c.get(i)),
             Target::Redis(addr, _, s) => Client::Redis(RespConn::connect(*addr).await?, *s),
         });
     }
     let start = Instant::now();
     let timed_from = start + load.warmup;
     let until = timed_from + load.duration;
-    let verify = !matches!(target, Target::Echo(_));
+    let verify = !matches!(target, Target::Echo(..));
     // The server's CPU time over the timed part: read when it starts and after the last
     // client is done.
     let pid = target.server_pid();
