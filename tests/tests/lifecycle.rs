@@ -108,7 +108,9 @@ async fn restarts_lose_nothing_acknowledged() {
 /// after a restart every acknowledged row is there.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_shutdown_keeps_every_acknowledged_write() {
-    let (_dir, spec, server) = start("e2e-term", "fsync = \"1000ms\"").await;
+    // One worker thread: the server runs on Tokio's current-thread scheduler, and a graceful
+    // stop under concurrent writers must behave the same there.
+    let (_dir, spec, server) = start("e2e-term", "fsync = \"1000ms\"\nworker_threads = 1").await;
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(Mutex::new(Vec::<i64>::new()));
 

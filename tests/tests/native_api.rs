@@ -150,7 +150,8 @@ async fn registry_changes_are_previewed_applied_or_refused() {
 /// (what came before stays applied), and the stats that follow. Auth is off: no token needed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_status_and_shape_reads_back_as_written() {
-    let (_dir, _spec, server) = start("e2e-main", "").await;
+    // On one worker thread (the current-thread scheduler): every call works there too.
+    let (_dir, _spec, server) = start("e2e-main", "worker_threads = 1").await;
     let mut c = server.native(None).await;
     let (_, version, t) = apply_write_and_check(&mut c).await;
 

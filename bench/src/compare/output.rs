@@ -238,6 +238,10 @@ impl Report {
         let vps = |o: &Outcome| o.values_per_sec();
         let p99 = |o: &Outcome| o.latency.summary().p99_us;
         let rows = |o: &Outcome| o.rows_per_sec();
+        let rps = |o: &Outcome| o.rps();
+        // Each server's own CPU (pinned placement: one core each); NaN when not measured.
+        let per_cpu = |o: &Outcome| o.values_per_server_cpu_sec().unwrap_or(f64::NAN);
+        let values_cpu = "feature values per server CPU second, Quiver /";
         let w5 = self
             .load
             .as_ref()
@@ -253,6 +257,18 @@ impl Report {
                 "W1 p99, Quiver / Redis-Feast, concurrency 8".to_owned(),
             ),
             (
+                "w1_rps_ratio_feast",
+                self.ratio_of(W1, 8, Q, F, rps),
+                AtLeast(1.0),
+                "W1 requests/s, Quiver / Redis-Feast, concurrency 8".to_owned(),
+            ),
+            (
+                "w1_cpu_ratio_feast",
+                self.ratio_of(W1, 8, Q, F, per_cpu),
+                Unset,
+                format!("W1 {values_cpu} Redis-Feast, concurrency 8"),
+            ),
+            (
                 "w2_ratio_feast",
                 self.ratio_of(W2, 64, Q, F, vps),
                 AtLeast(3.0),
@@ -263,6 +279,12 @@ impl Report {
                 self.ratio_of(W2, 64, Q, B, vps),
                 AtLeast(2.0),
                 format!("W2 {values} Redis-blob, concurrency 64"),
+            ),
+            (
+                "w2_cpu_ratio_blob",
+                self.ratio_of(W2, 64, Q, B, per_cpu),
+                Unset,
+                format!("W2 {values_cpu} Redis-blob, concurrency 64"),
             ),
             (
                 "w3_ratio_feast",
@@ -282,6 +304,19 @@ impl Report {
                 Unset,
                 "W4 feature values/s (reads and writes), Quiver / Redis-Feast, concurrency 64"
                     .into(),
+            ),
+            (
+                "w4_ratio_blob",
+                self.ratio_of(W4, 64, Q, B, vps),
+                AtLeast(1.5),
+                "W4 feature values/s (reads and writes), Quiver / Redis-blob, concurrency 64"
+                    .into(),
+            ),
+            (
+                "w4_cpu_ratio_blob",
+                self.ratio_of(W4, 64, Q, B, per_cpu),
+                Unset,
+                format!("W4 {values_cpu} Redis-blob, concurrency 64"),
             ),
             (
                 "w5_load_ratio",
@@ -307,6 +342,14 @@ impl Report {
                 self.ratio_of(Write, 64, Q, F, rows),
                 Unset,
                 "rows/s with fsync per ack, Quiver fsync=always / Redis-Feast appendfsync always, \
+              64 writers"
+                    .into(),
+            ),
+            (
+                "write_ratio_blob",
+                self.ratio_of(Write, 64, Q, B, rows),
+                AtLeast(1.0),
+                "rows/s with fsync per ack, Quiver fsync=always / Redis-blob appendfsync always, \
               64 writers"
                     .into(),
             ),

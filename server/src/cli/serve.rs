@@ -76,8 +76,17 @@ pub(super) fn serve(args: ServeArgs) -> Result<(), String> {
     } else {
         None
     };
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(config.worker_threads)
+    // One worker thread means one thread does everything: accept, decode, read, encode, send.
+    // Tokio's current-thread scheduler does that without the work-stealing machinery (no
+    // cross-thread wakeups or queue atomics), which is what thread-per-core asks of a worker.
+    let mut builder = if config.worker_threads == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(config.worker_threads);
+        b
+    };
+    let runtime = builder
         .enable_all()
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
