@@ -121,9 +121,10 @@ pub struct CompareArgs {
     /// (CI runs it), not a measurement.
     #[arg(long)]
     pub smoke: bool,
-    /// Quiver server worker threads (see `quiver-bench grpc` for why 2).
-    #[arg(long, default_value_t = 2)]
-    pub server_threads: usize,
+    /// Quiver server worker threads (default: 1 when pinned, one thread on its one core, as
+    /// Redis; 2 when shared, see `quiver-bench grpc`).
+    #[arg(long)]
+    pub server_threads: Option<usize>,
     /// Redis `io-threads` (1 is Redis's default; more only helps with spare cores).
     #[arg(long, default_value_t = 1)]
     pub redis_io_threads: usize,
@@ -172,6 +173,11 @@ pub(crate) struct Settings {
 
 impl CompareArgs {
     fn settings(&self) -> Result<Settings> {
+        let server_threads = match self.server_threads {
+            Some(t) => t,
+            None if Placement::resolve(self.placement)?.server_cpus().is_some() => 1,
+            None => 2,
+        };
         let entities = self
             .entities
             .unwrap_or(if self.smoke { 10_000 } else { 1_000_000 });
@@ -189,7 +195,7 @@ impl CompareArgs {
             || concurrency.iter().any(|&c| c == 0 || c > 1024)
             || workloads.is_empty()
             || !(1..=10_000).contains(&self.write_batch)
-            || !(1..=64).contains(&self.server_threads)
+            || !(1..=64).contains(&server_threads)
             || !(1..=16).contains(&self.redis_io_threads)
             || !(1..=64).contains(&self.client_threads)
         {
@@ -207,7 +213,7 @@ impl CompareArgs {
             dists: self.dist.dists(),
             workloads,
             smoke: self.smoke,
-            server_threads: self.server_threads,
+            server_threads,
             redis_io_threads: self.redis_io_threads,
             client_threads: self.client_threads,
             write_batch: self.write_batch,
