@@ -1,22 +1,19 @@
 //! The native GetOnlineFeatures route, served outside the generated service so its answer can
 //! be encoded straight from the engine's result (see `convert::wire`) instead of through a
-//! protobuf message, and so the result buffers are reused: each worker thread keeps a few
-//! [`GetResult`]s, which an answer takes for its request and gives back once it is encoded.
+//! protobuf message, and so the result buffers are reused (the pool is `convert::wire`'s).
 //! Every other native call goes to the generated `FeatureStoreServer` unchanged.
 
-use std::cell::RefCell;
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use quiver_engine::GetResult;
 use tonic::codec::{Codec, EncodeBuf, Encoder};
 use tonic::server::{NamedService, UnaryService};
 use tonic::Status;
 
 use crate::codec::StrictCodec;
-use crate::convert::OnlineWire;
+use crate::convert::OnlineAnswer;
 use crate::metrics::Rpc;
 use crate::proto::quiver::v1 as pb;
 use crate::service::FeatureStoreService;
@@ -24,51 +21,6 @@ use pb::feature_store_server::FeatureStoreServer;
 
 /// The path of the call this module serves.
 const PATH: &str = "/quiver.v1.FeatureStore/GetOnlineFeatures";
-
-/// Results kept per worker thread for reuse.
-const POOLED: usize = 16;
-
-thread_local! {
-    static RESULTS: RefCell<Vec<GetResult>> = const { RefCell::new(Vec::new()) };
-}
-
-/// A result buffer from this thread's pool (or a new one).
-pub(crate) fn pooled_result() -> GetResult {
-    RESULTS.with(|p| p.borrow_mut().pop()).unwrap_or_default()
-}
-
-/// One answer: output names and the engine's columns, encoded when tonic sends it.
-#[derive(Debug)]
-pub(crate) struct OnlineAnswer {
-    pub(crate) names: Vec<String>,
-    /// Always `Some` until dropped (taken back into the pool then).
-    pub(crate) result: Option<GetResult>,
-    pub(crate) rows: u32,
-}
-
-impl OnlineAnswer {
-    fn wire(&self) -> OnlineWire<'_> {
-        OnlineWire {
-            names: &self.names,
-            columns: self.result.as_ref().map_or(&[], |r| &r.columns),
-            rows: self.rows,
-        }
-    }
-}
-
-impl Drop for OnlineAnswer {
-    fn drop(&mut self) {
-        if let Some(r) = self.result.take() {
-            // A thread that is shutting down has no pool left: then the buffer just goes.
-            let _ = RESULTS.try_with(|p| {
-                let mut pool = p.borrow_mut();
-                if pool.len() < POOLED {
-                    pool.push(r);
-                }
-            });
-        }
-    }
-}
 
 /// Requests decoded by prost (strictly, see `codec`), answers encoded by `convert::wire`.
 #[derive(Debug, Default)]

@@ -9,11 +9,13 @@ use quiver_engine::{Clock, GetResult, KeyBatch, ReadOptions, Registry, SystemClo
 use tokio_stream::StreamExt;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::convert::{column_to_proto, keys_from_columns, registry_to_proto, rows_from_write};
+use crate::convert::{
+    column_to_proto, keys_from_columns, pooled_result, registry_to_proto, rows_from_write,
+    OnlineAnswer,
+};
 use crate::error::{status_of, Origin};
 use crate::limits::{quote, Api};
 use crate::metrics::Rpc;
-use crate::online::{pooled_result, OnlineAnswer};
 use crate::proto::quiver::v1 as pb;
 use crate::state::{blocking, AppState};
 

@@ -24,7 +24,7 @@ pub(crate) use columns::column_to_proto;
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) use rows::value_bytes;
 pub(crate) use rows::{rows_from_write, write_from_rows};
-pub(crate) use wire::OnlineWire;
+pub(crate) use wire::{pooled_result, OnlineAnswer};
 
 /// Turns key columns into encoded keys of `entity`, checking names, types and lengths.
 /// Returns the row count.

@@ -8,8 +8,10 @@
 //! elements and a scalar 0 are left out; a present sub-message is written even when empty;
 //! repeated strings are one field per element.
 
+use std::cell::RefCell;
+
 use bytes::BufMut;
-use quiver_engine::{ColumnData, FeatureColumn, VarColumn};
+use quiver_engine::{ColumnData, FeatureColumn, GetResult, VarColumn};
 
 /// Wire type of a length-delimited field.
 const LEN: u32 = 2;
@@ -315,6 +317,51 @@ fn put_le<T: Copy, const W: usize>(buf: &mut impl BufMut, v: &[T], le: impl Fn(T
             d.copy_from_slice(&le(x));
         }
         buf.put_slice(&tmp[..chunk.len() * W]);
+    }
+}
+
+/// Results kept per worker thread for reuse.
+const POOLED: usize = 16;
+
+thread_local! {
+    static RESULTS: RefCell<Vec<GetResult>> = const { RefCell::new(Vec::new()) };
+}
+
+/// A result buffer from this thread's pool (or a new one).
+pub(crate) fn pooled_result() -> GetResult {
+    RESULTS.with(|p| p.borrow_mut().pop()).unwrap_or_default()
+}
+
+/// One answer: output names and the engine's columns, encoded when tonic sends it.
+#[derive(Debug)]
+pub(crate) struct OnlineAnswer {
+    pub(crate) names: Vec<String>,
+    /// Always `Some` until dropped (taken back into the pool then).
+    pub(crate) result: Option<GetResult>,
+    pub(crate) rows: u32,
+}
+
+impl OnlineAnswer {
+    pub(crate) fn wire(&self) -> OnlineWire<'_> {
+        OnlineWire {
+            names: &self.names,
+            columns: self.result.as_ref().map_or(&[], |r| &r.columns),
+            rows: self.rows,
+        }
+    }
+}
+
+impl Drop for OnlineAnswer {
+    fn drop(&mut self) {
+        if let Some(r) = self.result.take() {
+            // A thread that is shutting down has no pool left: then the buffer just goes.
+            let _ = RESULTS.try_with(|p| {
+                let mut pool = p.borrow_mut();
+                if pool.len() < POOLED {
+                    pool.push(r);
+                }
+            });
+        }
     }
 }
 
