@@ -64,6 +64,9 @@ pub struct GrpcArgs {
     /// Server worker-thread counts to try, comma-separated.
     #[arg(long, value_delimiter = ',', default_values_t = [1usize, 2])]
     pub worker_threads: Vec<usize>,
+    /// The server's `threading`: per-core or shared (default: the server's default).
+    #[arg(long, value_parser = ["per-core", "shared"])]
+    pub threading: Option<String>,
     /// Client runtime threads.
     #[arg(long, default_value_t = 2)]
     pub client_threads: usize,
@@ -164,7 +167,11 @@ async fn grpc(args: GrpcArgs) -> Result<()> {
             fsync: "never".into(),
             worker_threads: threads,
             start_timeout: Duration::from_secs(300),
-            extra_config: String::new(),
+            extra_config: args
+                .threading
+                .as_ref()
+                .map(|t| format!("threading = \"{t}\"\n"))
+                .unwrap_or_default(),
             cpus: placement.server_cpus().map(str::to_owned),
         };
         let server = QuiverServer::start(spec, args.common.dir.as_deref(), "grpc-quiver").await?;
@@ -337,6 +344,7 @@ async fn grpc(args: GrpcArgs) -> Result<()> {
         "connections": connections,
         "client_threads": args.client_threads,
         "worker_threads": best.threads,
+        "threading": args.threading.as_deref().unwrap_or("default"),
         "concurrency": best.concurrency,
         "quiver_rps": num(best.quiver.rps()),
         "echo_rps": num(best.echo.rps()),
@@ -449,8 +457,16 @@ pub fn run_echo(args: &EchoArgs) -> Result<()> {
     )))?;
     let answer = <pb::GetOnlineFeaturesResponse as prost::Message>::decode(&bytes[..])
         .map_err(|e| BenchError::InvalidArgument(format!("the echo answer: {e}")))?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(args.threads.max(1))
+    // One thread: the current-thread scheduler, as the Quiver server uses with one worker, so
+    // the floor and Quiver pay the same scheduling costs.
+    let mut rt = if args.threads <= 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(args.threads);
+        b
+    };
+    let rt = rt
         .enable_all()
         .build()
         .map_err(io("starting the echo runtime"))?;

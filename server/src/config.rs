@@ -63,8 +63,14 @@ pub struct ServerConfig {
     pub checkpoint_wal_bytes: u64,
     /// Checkpoint at least this often, seconds, when there were writes (0 = never).
     pub checkpoint_interval_secs: u64,
-    /// Tokio worker threads serving requests.
+    /// WAL records of at least this many bytes are zstd-compressed (0 = never): large bulk
+    /// writes take less disk, while ordinary ones skip zstd's CPU cost (docs/operations.md).
+    pub wal_compress_min_bytes: usize,
+    /// Threads serving requests.
     pub worker_threads: usize,
+    /// How they share the work: "per-core" (each owns the connections it is given) or
+    /// "shared" (Tokio's work-stealing scheduler moves tasks between them).
+    pub threading: String,
     /// Recover past mid-log WAL corruption by dropping the damaged part (loses data).
     pub salvage: bool,
 }
@@ -95,10 +101,22 @@ impl Default for ServerConfig {
             tls_key: None,
             checkpoint_wal_bytes: 256 << 20,
             checkpoint_interval_secs: 3_600,
+            wal_compress_min_bytes: 64 << 10,
             worker_threads: 2,
+            threading: "per-core".into(),
             salvage: false,
         }
     }
+}
+
+/// How the serving threads share the work (`threading` in the configuration).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Threading {
+    /// Each thread runs its own single-threaded runtime and serves the connections the
+    /// acceptor gives it, start to finish: a request never changes thread.
+    PerCore,
+    /// One work-stealing runtime: any thread may run any connection's next step.
+    Shared,
 }
 
 /// A configuration problem, named by field.
@@ -150,6 +168,17 @@ impl ServerConfig {
         }
     }
 
+    /// The threading model named by `threading`.
+    pub fn threading(&self) -> Result<Threading, ConfigError> {
+        match self.threading.as_str() {
+            "per-core" => Ok(Threading::PerCore),
+            "shared" => Ok(Threading::Shared),
+            other => Err(ConfigError(format!(
+                "threading = {other:?}: expected \"per-core\" or \"shared\""
+            ))),
+        }
+    }
+
     /// The gRPC socket address.
     pub fn listen_addr(&self) -> Result<SocketAddr, ConfigError> {
         self.listen
@@ -173,6 +202,7 @@ impl ServerConfig {
         self.listen_addr()?;
         self.metrics_addr()?;
         self.fsync_policy()?;
+        self.threading()?;
         let positive = [
             ("shards", self.shards),
             ("max_entities_per_request", self.max_entities_per_request),
@@ -246,6 +276,10 @@ impl ServerConfig {
         let mut c = DbConfig::new(&self.data_dir);
         c.store.shards = self.shards;
         c.wal.fsync = self.fsync_policy()?;
+        c.wal.compress_threshold = match self.wal_compress_min_bytes {
+            0 => usize::MAX,
+            n => n,
+        };
         c.salvage = self.salvage;
         c.checkpoint_wal_bytes = self.checkpoint_wal_bytes;
         c.checkpoint_interval = (self.checkpoint_interval_secs > 0)

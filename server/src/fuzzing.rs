@@ -18,7 +18,7 @@ use quiver_engine::{
 };
 
 use crate::config::ServerConfig;
-use crate::convert::{keys_from_columns, rows_from_write, value_bytes};
+use crate::convert::{check_decoders_agree, keys_from_columns, rows_from_write, value_bytes};
 use crate::feast::keys_from_feast;
 use crate::limits::{Api, ReadLimits, WriteLimits};
 use crate::proto::feast::serving as fs;
@@ -109,8 +109,13 @@ impl RequestTarget {
         };
         let mut src = Source::new(rest);
         match mode % 6 {
-            0 => pb::GetOnlineFeaturesRequest::decode(rest)
-                .map_or(Reached::Refused, |r| self.native_get(&r)),
+            0 => {
+                // The server decodes reads with its own request type: it must agree with the
+                // generated one on every input.
+                check_decoders_agree(rest);
+                pb::GetOnlineFeaturesRequest::decode(rest)
+                    .map_or(Reached::Refused, |r| self.native_get(&r))
+            }
             1 => pb::WriteFeaturesRequest::decode(rest)
                 .map_or(Reached::Refused, |r| self.write(&r, NOW)),
             2 => fs::GetOnlineFeaturesRequest::decode(rest)

@@ -2,6 +2,7 @@
 //!
 //! # Layout
 //! - `server`: start, recover in the background, serve, shut down gracefully.
+//! - `workers`: thread-per-core serving (an acceptor and a runtime per worker thread).
 //! - `service`: `quiver.v1.FeatureStore`, the native columnar API.
 //! - `feast`: `feast.serving.ServingService`, wire-compatible with Feast.
 //! - `codec`: the protobuf codec (bad request bytes are INVALID_ARGUMENT).
@@ -42,7 +43,8 @@ mod service;
 mod state;
 #[cfg(test)]
 mod testing;
+mod workers;
 
 pub use cli::{run_cli, Cli};
-pub use config::{ConfigError, ServerConfig};
+pub use config::{ConfigError, ServerConfig, Threading};
 pub use server::{run, shutdown_signal, OnReady, Ready, ServeError};

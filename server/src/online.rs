@@ -13,7 +13,7 @@ use tonic::server::{NamedService, UnaryService};
 use tonic::Status;
 
 use crate::codec::StrictCodec;
-use crate::convert::OnlineAnswer;
+use crate::convert::{OnlineAnswer, OnlineRequest};
 use crate::metrics::Rpc;
 use crate::proto::quiver::v1 as pb;
 use crate::service::FeatureStoreService;
@@ -22,17 +22,18 @@ use pb::feature_store_server::FeatureStoreServer;
 /// The path of the call this module serves.
 const PATH: &str = "/quiver.v1.FeatureStore/GetOnlineFeatures";
 
-/// Requests decoded by prost (strictly, see `codec`), answers encoded by `convert::wire`.
+/// Requests decoded by prost into `convert::OnlineRequest` (strictly, see `codec`), answers
+/// encoded by `convert::wire`.
 #[derive(Debug, Default)]
 struct OnlineCodec {
-    requests: StrictCodec<pb::GetOnlineFeaturesResponse, pb::GetOnlineFeaturesRequest>,
+    requests: StrictCodec<pb::GetOnlineFeaturesResponse, OnlineRequest>,
 }
 
 impl Codec for OnlineCodec {
     type Encode = OnlineAnswer;
-    type Decode = pb::GetOnlineFeaturesRequest;
+    type Decode = OnlineRequest;
     type Encoder = AnswerEncoder;
-    type Decoder = <StrictCodec<pb::GetOnlineFeaturesResponse, pb::GetOnlineFeaturesRequest> as Codec>::Decoder;
+    type Decoder = <StrictCodec<pb::GetOnlineFeaturesResponse, OnlineRequest> as Codec>::Decoder;
 
     fn encoder(&mut self) -> AnswerEncoder {
         AnswerEncoder
@@ -61,11 +62,11 @@ impl Encoder for AnswerEncoder {
 /// The read itself, as tonic's unary service.
 struct OnlineRead(FeatureStoreService);
 
-impl UnaryService<pb::GetOnlineFeaturesRequest> for OnlineRead {
+impl UnaryService<OnlineRequest> for OnlineRead {
     type Response = OnlineAnswer;
     type Future = std::future::Ready<Result<tonic::Response<OnlineAnswer>, Status>>;
 
-    fn call(&mut self, request: tonic::Request<pb::GetOnlineFeaturesRequest>) -> Self::Future {
+    fn call(&mut self, request: tonic::Request<OnlineRequest>) -> Self::Future {
         let call = self.0.state.begin(Rpc::GetOnlineFeatures);
         let r = self.0.get_online(request.into_inner());
         std::future::ready(call.finish(r).map(tonic::Response::new))
@@ -148,8 +149,19 @@ mod tests {
         allocation_counter::measure(f).count_total
     }
 
-    fn request(users: std::ops::Range<i64>) -> pb::GetOnlineFeaturesRequest {
-        pb::GetOnlineFeaturesRequest {
+    /// The encoded read of two features for `users`, with int64 keys or (`strings`) the same
+    /// users as string keys.
+    fn request(users: std::ops::Range<i64>, strings: bool) -> bytes::Bytes {
+        let values = if strings {
+            pb::key_column::Values::StringValues(pb::StringValues {
+                values: users.map(|u| format!("user-{u}")).collect(),
+            })
+        } else {
+            pb::key_column::Values::Int64Values(pb::Int64Values {
+                values: users.collect(),
+            })
+        };
+        let req = pb::GetOnlineFeaturesRequest {
             features: Some(pb::get_online_features_request::Features::Refs(
                 pb::FeatureRefs {
                     refs: vec![
@@ -160,75 +172,96 @@ mod tests {
             )),
             keys: vec![pb::KeyColumn {
                 name: "user_id".into(),
-                values: Some(pb::key_column::Values::Int64Values(pb::Int64Values {
-                    values: users.collect(),
-                })),
+                values: Some(values),
             }],
             ..Default::default()
-        }
+        };
+        prost::Message::encode_to_vec(&req).into()
     }
 
-    /// The read path from a decoded request to the encoded answer (keys, lookup in a
-    /// snapshot and in memory, decode, encode) makes the same number of allocations for 10
-    /// keys as for 1,000: none of them is per key.
+    /// The read path from the received request bytes to the encoded answer (decode, keys,
+    /// lookup in a snapshot and in memory, read, encode) makes the same number of allocations
+    /// for 10 keys as for 1,000: none of them is per key, for int64 keys and for string keys.
     #[test]
     fn a_batched_get_allocates_nothing_per_key() {
-        let dir = TempDir::new();
-        let mut db_config = DbConfig::new(dir.path().join("data"));
-        db_config.registry = Some(Registry::from_toml(REGISTRY).unwrap());
-        let (db, _) = Db::open(db_config, Arc::new(SystemClock)).unwrap();
-        let registry = db.registry();
-        let entity = &registry.entities()[0];
-        let rows = |users: std::ops::Range<i64>| -> Vec<Row> {
-            users
-                .map(|u| {
-                    let mut key = Vec::new();
-                    encode_key(entity, &[KeyPart::Int64(u)], &mut key).unwrap();
-                    Row {
-                        key,
-                        event_ts: SystemClock.now_micros(),
-                        created_ts: None,
-                        values: vec![(0, Value::Int64(u)), (1, Value::String(format!("c{u}")))],
-                    }
-                })
-                .collect()
-        };
-        // Half the users in a snapshot, the other half (and updates) in memory.
-        db.write("user_stats", &rows(0..2000)).unwrap();
-        db.checkpoint().unwrap();
-        db.write("user_stats", &rows(1500..4000)).unwrap();
-        let state = Arc::new(AppState::new(config(&dir), Arc::new(Metrics::default())));
-        state.db.set(Arc::new(db)).unwrap();
-        let service = FeatureStoreService { state };
+        for strings in [false, true] {
+            let registry = if strings {
+                REGISTRY.replace(r#"type = "int64" }]"#, r#"type = "string" }]"#)
+            } else {
+                REGISTRY.to_owned()
+            };
+            assert_ne!(strings, registry == REGISTRY, "the key type changed");
+            let dir = TempDir::new();
+            let mut db_config = DbConfig::new(dir.path().join("data"));
+            db_config.registry = Some(Registry::from_toml(&registry).unwrap());
+            let (db, _) = Db::open(db_config, Arc::new(SystemClock)).unwrap();
+            let registry = db.registry();
+            let entity = &registry.entities()[0];
+            let rows = |users: std::ops::Range<i64>| -> Vec<Row> {
+                users
+                    .map(|u| {
+                        let mut key = Vec::new();
+                        let name = format!("user-{u}");
+                        let part = if strings {
+                            KeyPart::String(&name)
+                        } else {
+                            KeyPart::Int64(u)
+                        };
+                        encode_key(entity, &[part], &mut key).unwrap();
+                        Row {
+                            key,
+                            event_ts: SystemClock.now_micros(),
+                            created_ts: None,
+                            values: vec![(0, Value::Int64(u)), (1, Value::String(format!("c{u}")))],
+                        }
+                    })
+                    .collect()
+            };
+            // Half the users in a snapshot, the other half (and updates) in memory.
+            db.write("user_stats", &rows(0..2000)).unwrap();
+            db.checkpoint().unwrap();
+            db.write("user_stats", &rows(1500..4000)).unwrap();
+            let state = Arc::new(AppState::new(config(&dir), Arc::new(Metrics::default())));
+            state.db.set(Arc::new(db)).unwrap();
+            let service = FeatureStoreService { state };
 
-        let mut buf = Vec::new();
-        let mut read = |users: std::ops::Range<i64>| {
-            let req = request(users.clone());
-            allocations(|| {
-                let answer = service.get_online(req).unwrap();
-                let wire = answer.wire();
-                buf.clear();
-                buf.reserve(wire.encoded_len());
-                wire.encode(&mut buf);
-                drop(answer);
-            })
-        };
-        // Warm up: the pooled result and the buffer grow to the largest batch once.
-        read(1000..2000);
-        read(1000..2000);
-        let few = read(1990..2000);
-        let many = read(1000..2000);
-        assert!(few > 0, "the counter counts");
-        assert_eq!(few, many, "10 keys: {few} allocations, 1,000 keys: {many}");
-        let answer = service.get_online(request(1999..2001)).unwrap();
-        let pb::GetOnlineFeaturesResponse { row_count, .. } = prost::Message::decode(
-            &{
-                let mut b = Vec::new();
-                answer.wire().encode(&mut b);
-                b
-            }[..],
-        )
-        .unwrap();
-        assert_eq!(row_count, 2);
+            let mut buf = Vec::new();
+            let mut read = |users: std::ops::Range<i64>| {
+                let bytes = request(users, strings);
+                allocations(|| {
+                    let req = <OnlineRequest as prost::Message>::decode(bytes).unwrap();
+                    let answer = service.get_online(req).unwrap();
+                    let wire = answer.wire();
+                    buf.clear();
+                    buf.reserve(wire.encoded_len());
+                    wire.encode(&mut buf);
+                    drop(wire);
+                    drop(answer);
+                })
+            };
+            // Warm up: the pooled result and the buffer grow to the largest batch once.
+            read(1000..2000);
+            read(1000..2000);
+            let few = read(1990..2000);
+            let many = read(1000..2000);
+            assert!(few > 0, "the counter counts");
+            assert_eq!(
+                few, many,
+                "string keys {strings}: 10 keys: {few} allocations, 1,000 keys: {many}"
+            );
+            let req = <OnlineRequest as prost::Message>::decode(request(1999..2001, strings));
+            let answer = service.get_online(req.unwrap()).unwrap();
+            let mut b = Vec::new();
+            answer.wire().encode(&mut b);
+            let back: pb::GetOnlineFeaturesResponse = prost::Message::decode(&b[..]).unwrap();
+            assert_eq!(back.row_count, 2);
+            assert_eq!(
+                back.columns[0].values.as_ref().unwrap().data,
+                Some(pb::column::Data::Int64Values(pb::Int64Values {
+                    values: vec![1999, 2000]
+                })),
+                "string keys {strings}"
+            );
+        }
     }
 }

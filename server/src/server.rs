@@ -16,7 +16,7 @@ use tracing::{error, info, warn};
 
 use crate::admission::{AdmissionLayer, Deadlines};
 use crate::auth::BearerAuth;
-use crate::config::{ConfigError, ServerConfig};
+use crate::config::{ConfigError, ServerConfig, Threading};
 use crate::feast::FeastService;
 use crate::metrics::{serve_metrics, Metrics};
 use crate::online::NativeService;
@@ -229,7 +229,7 @@ pub async fn run(
             .map_err(|e| ServeError::Transport(format!("TLS: {e}")))?;
         info!("TLS enabled");
     }
-    let served = builder
+    let front = builder
         .tcp_nodelay(true)
         // Request bytes a client can push before the server reads them: per stream, and per
         // connection across its streams; admission bounds how many streams are read at all.
@@ -255,17 +255,26 @@ pub async fn run(
         ))
         .add_service(tonic::service::interceptor::InterceptedService::new(
             feast, auth,
-        ))
+        ));
+    let served = match config.threading()? {
+        Threading::PerCore if config.worker_threads > 1 => {
+            crate::workers::serve(front, listener, config.worker_threads, stop_rx).await
+        }
+        // One thread, or the work-stealing scheduler: tonic accepts on this runtime.
+        //
         // `tcp_nodelay` above only applies to listeners tonic binds itself; with our own
         // listener it must be set on the incoming stream, or Nagle + delayed ACK add ~40 ms to
         // every small response on a quiet connection.
-        .serve_with_incoming_shutdown(
-            TcpIncoming::from(listener).with_nodelay(Some(true)),
-            async {
-                let _ = stop_rx.await;
-            },
-        )
-        .await;
+        _ => front
+            .serve_with_incoming_shutdown(
+                TcpIncoming::from(listener).with_nodelay(Some(true)),
+                async {
+                    let _ = stop_rx.await;
+                },
+            )
+            .await
+            .map_err(|e| ServeError::Transport(e.to_string())),
+    };
 
     // In-flight requests are done; make everything acknowledged durable and stop maintenance.
     drop(maintenance.lock().unwrap_or_else(|p| p.into_inner()).take());
@@ -281,7 +290,7 @@ pub async fn run(
     {
         return Err(ServeError::Recovery(m));
     }
-    served.map_err(|e| ServeError::Transport(e.to_string()))?;
+    served?;
     info!("stopped");
     Ok(())
 }

@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::convert::{
     column_to_proto, keys_from_columns, pooled_result, registry_to_proto, rows_from_write,
-    OnlineAnswer,
+    OnlineAnswer, OnlineRequest,
 };
 use crate::error::{status_of, Origin};
 use crate::limits::{quote, Api};
@@ -88,10 +88,7 @@ pub(crate) fn check_unique_names(names: &[String]) -> Result<(), Status> {
 
 impl FeatureStoreService {
     /// One GetOnlineFeatures read, answered in the engine's columns (a pooled result buffer).
-    pub(crate) fn get_online(
-        &self,
-        req: pb::GetOnlineFeaturesRequest,
-    ) -> Result<OnlineAnswer, Status> {
+    pub(crate) fn get_online(&self, req: OnlineRequest) -> Result<OnlineAnswer, Status> {
         let db = self.state.db()?;
         let refs: Vec<String> = match req.features {
             Some(pb::get_online_features_request::Features::Refs(r)) => r.refs,
@@ -175,7 +172,7 @@ impl pb::feature_store_server::FeatureStore for FeatureStoreService {
         // Served by `online::NativeService`, which encodes the answer without this message;
         // kept for callers of the trait (and as the oracle of the encoding's tests).
         let call = self.state.begin(Rpc::GetOnlineFeatures);
-        let answer = call.finish(self.get_online(request.into_inner()))?;
+        let answer = call.finish(self.get_online(request.into_inner().into()))?;
         let columns = answer.result.as_ref().map_or(&[][..], |r| &r.columns);
         Ok(Response::new(pb::GetOnlineFeaturesResponse {
             feature_names: answer.names.clone(),

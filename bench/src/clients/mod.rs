@@ -14,6 +14,7 @@
 pub(crate) mod layout;
 pub(crate) mod native;
 pub(crate) mod procs;
+pub(crate) mod raw;
 pub(crate) mod redis;
 pub(crate) mod resp;
 pub(crate) mod runner;

@@ -7,12 +7,14 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use quiver_server::client::{Connect, NativeClient};
+use quiver_server::client::{ClientError, Connect, NativeClient};
 use quiver_testkit::{find_or_build, free_port, Proc, Profile, Signal, TempDir};
+use tonic::transport::Channel;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 use tonic_health::pb::HealthCheckRequest;
 
+use crate::clients::raw::RawReader;
 use crate::clients::resp::RespConn;
 use crate::error::io;
 use crate::harness::placement::pinned_command;
@@ -246,26 +248,30 @@ async fn health(addr: SocketAddr) -> Option<ServingStatus> {
 
 /// Native API clients over several HTTP/2 connections.
 #[derive(Debug, Clone)]
-pub(crate) struct QuiverClients(Vec<NativeClient>);
+pub(crate) struct QuiverClients(Vec<(NativeClient, Channel)>);
 
 impl QuiverClients {
     /// Opens `connections` (at least one) connections to `addr`.
     pub(crate) async fn connect(addr: SocketAddr, connections: usize) -> Result<Self> {
         let connect = connect(addr);
+        let failed =
+            |e: ClientError| BenchError::other(format!("connecting to {addr}"), e.to_string());
         let mut v = Vec::new();
         for _ in 0..connections.max(1) {
-            v.push(
-                connect.native().await.map_err(|e| {
-                    BenchError::other(format!("connecting to {addr}"), e.to_string())
-                })?,
-            );
+            let channel = connect.channel().await.map_err(failed)?;
+            v.push((connect.native_on(channel.clone()).map_err(failed)?, channel));
         }
         Ok(Self(v))
     }
 
+    /// The lean reader of `refs` for worker `i`, on the same connection as [`Self::get`].
+    pub(crate) fn reader(&self, i: usize, refs: &[String]) -> RawReader {
+        RawReader::new(self.0[i % self.0.len()].1.clone(), refs)
+    }
+
     /// The client of worker `i`.
     pub(crate) fn get(&self, i: usize) -> NativeClient {
-        self.0[i % self.0.len()].clone()
+        self.0[i % self.0.len()].0.clone()
     }
 }
 

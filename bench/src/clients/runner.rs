@@ -9,9 +9,12 @@ use std::time::{Duration, Instant};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 
+use quiver_server::proto::quiver::v1 as pb;
+
 use crate::clients::layout;
-use crate::clients::native::{check_shape, check_values, read_request, status_err, write_request};
+use crate::clients::native::{check_shape, check_values, status_err, write_request};
 use crate::clients::procs::QuiverClients;
+use crate::clients::raw::{scan_shape, RawReader};
 use crate::clients::redis::{
     check_blob_values, check_feast_shape, check_feast_values, queue_feast_write, queue_hmget,
 };
@@ -192,7 +195,8 @@ pub(crate) struct Shared {
 
 /// A connected client of one system.
 enum Client {
-    Quiver(quiver_server::client::NativeClient),
+    /// Writes through the generated client, reads through the lean one (same connection).
+    Quiver(quiver_server::client::NativeClient, Box<RawReader>),
     Redis(RespConn, Contender),
 }
 
@@ -207,7 +211,10 @@ pub(crate) async fn measure(
     let mut clients = Vec::with_capacity(load.concurrency);
     for i in 0..load.concurrency {
         clients.push(match target {
-            Target::Quiver(c, _) | Target::Echo(c, _) => Client::Quiver(c.get(i)),
+            Target::Quiver(c, _) | Target::Echo(c, _) => Client::Quiver(
+                c.get(i),
+                Box::new(c.reader(i, &feature_refs(wl.features, wl.embedding))),
+            ),
             Target::Redis(addr, _, s) => Client::Redis(RespConn::connect(*addr).await?, *s),
         });
     }
@@ -267,7 +274,6 @@ struct Worker {
     verify: bool,
     wl: Workload,
     index: u64,
-    refs: Vec<String>,
     /// Hash fields of a Feast-layout read.
     fields: Vec<Vec<u8>>,
     ids: Vec<i64>,
@@ -289,7 +295,6 @@ impl Worker {
             verify,
             wl,
             index,
-            refs: feature_refs(wl.features, wl.embedding),
             fields: layout::read_fields(wl.features, wl.embedding),
             ids: Vec::with_capacity(wl.batch),
             idx: Vec::with_capacity(wl.batch),
@@ -388,7 +393,7 @@ impl Worker {
         let check = check && self.verify;
         let t0 = Instant::now();
         match &mut self.client {
-            Client::Quiver(c) => {
+            Client::Quiver(c, reader) => {
                 if write {
                     let req = write_request(data, &self.ids)?;
                     let r = c
@@ -403,15 +408,16 @@ impl Worker {
                     }
                     return Ok(dt);
                 }
-                let req = read_request(&self.refs, &self.ids);
-                let r = c
-                    .get_online_features(req)
+                let bytes = reader
+                    .get(&self.ids)
                     .await
-                    .map_err(|s| status_err("GetOnlineFeatures", &s))?
-                    .into_inner();
+                    .map_err(|s| status_err("GetOnlineFeatures", &s))?;
                 let dt = t0.elapsed();
-                check_shape(&r, self.ids.len(), cols)?;
+                scan_shape(&bytes, self.ids.len(), cols)?;
                 if check {
+                    let r = <pb::GetOnlineFeaturesResponse as prost::Message>::decode(bytes)
+                        .map_err(|e| BenchError::WrongAnswer(format!("quiver's answer: {e}")))?;
+                    check_shape(&r, self.ids.len(), cols)?;
                     check_values(&r, &self.ids, &wl.expected(data))?;
                     self.checked += 1;
                 }

@@ -134,6 +134,10 @@ pub struct CompareArgs {
     /// Rows per write request (W4 writes and the write comparison).
     #[arg(long, default_value_t = 100)]
     pub write_batch: usize,
+    /// HTTP/2 connections Quiver's clients share (default: min(concurrency, 8); Redis gets
+    /// one connection per request in flight, since RESP has no multiplexing).
+    #[arg(long)]
+    pub quiver_connections: Option<usize>,
     #[command(flatten)]
     /// Flags every server workload shares.
     pub common: ServerArgs,
@@ -200,7 +204,8 @@ impl CompareArgs {
             || !(1..=64).contains(&self.client_threads)
         {
             return Err(BenchError::InvalidArgument(
-                "entities 1000..2^32, duration (0, 3600] s, concurrency 1..1024,                  write batch 1..10000, threads 1..64, at least one workload"
+                "entities 1000..2^32, duration (0, 3600] s, concurrency 1..1024, \
+                 write batch 1..10000, threads 1..64, at least one workload"
                     .into(),
             ));
         }
@@ -218,7 +223,7 @@ impl CompareArgs {
             client_threads: self.client_threads,
             write_batch: self.write_batch,
             seed: self.common.seed,
-            quiver_connections: max_c.min(8),
+            quiver_connections: self.quiver_connections.unwrap_or(max_c.min(8)).max(1),
         })
     }
 }

@@ -162,9 +162,12 @@ struct ServeArgs {
     /// Require this bearer token on data RPCs (or set QUIVER_AUTH_TOKEN).
     #[arg(long)]
     auth_token: Option<String>,
-    /// Tokio worker threads.
+    /// Threads serving requests [default: 2].
     #[arg(long)]
     worker_threads: Option<usize>,
+    /// per-core | shared: how the serving threads share connections [default: per-core].
+    #[arg(long)]
+    threading: Option<String>,
     /// PEM certificate chain: serve TLS (needs --tls-key).
     #[arg(long)]
     tls_cert: Option<PathBuf>,

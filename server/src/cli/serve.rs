@@ -47,6 +47,9 @@ pub(super) fn serve(args: ServeArgs) -> Result<(), String> {
     if let Some(v) = args.worker_threads {
         config.worker_threads = v;
     }
+    if let Some(v) = args.threading {
+        config.threading = v;
+    }
     if args.tls_cert.is_some() {
         config.tls_cert = args.tls_cert;
     }
@@ -76,15 +79,18 @@ pub(super) fn serve(args: ServeArgs) -> Result<(), String> {
     } else {
         None
     };
-    // One worker thread means one thread does everything: accept, decode, read, encode, send.
-    // Tokio's current-thread scheduler does that without the work-stealing machinery (no
-    // cross-thread wakeups or queue atomics), which is what thread-per-core asks of a worker.
-    let mut builder = if config.worker_threads == 1 {
-        tokio::runtime::Builder::new_current_thread()
-    } else {
-        let mut b = tokio::runtime::Builder::new_multi_thread();
-        b.worker_threads(config.worker_threads);
-        b
+    // Per-core threading runs the acceptor, maintenance and (with one worker) the serving
+    // itself on a current-thread runtime; more workers get a current-thread runtime each
+    // (server/src/workers.rs). Either way no work-stealing machinery (cross-thread wake-ups,
+    // queue atomics) sits on the request path. "shared" is Tokio's multi-thread scheduler.
+    let threading = config.threading().map_err(|e| e.to_string())?;
+    let mut builder = match threading {
+        crate::Threading::PerCore => tokio::runtime::Builder::new_current_thread(),
+        crate::Threading::Shared => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(config.worker_threads);
+            b
+        }
     };
     let runtime = builder
         .enable_all()

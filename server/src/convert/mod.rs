@@ -6,10 +6,12 @@
 //! - `rows`: write batches ⇄ engine rows, both directions (the server decodes batches, the
 //!   materializer builds them).
 //! - `columns`: engine result columns → protobuf columns.
+//! - `request`: the GetOnlineFeatures request as decoded, string keys as received bytes.
 //! - `wire`: engine result columns → the encoded GetOnlineFeaturesResponse, without messages.
 //! - here: key columns → encoded keys, value types and the registry → protobuf.
 
 mod columns;
+mod request;
 mod rows;
 mod wire;
 
@@ -22,15 +24,83 @@ use pb::key_column::Values as KeyValues;
 
 pub(crate) use columns::column_to_proto;
 #[cfg(any(test, feature = "fuzzing"))]
+pub(crate) use request::check_decoders_agree;
+pub(crate) use request::OnlineRequest;
+#[cfg(any(test, feature = "fuzzing"))]
 pub(crate) use rows::value_bytes;
 pub(crate) use rows::{rows_from_write, write_from_rows};
 pub(crate) use wire::{pooled_result, OnlineAnswer};
 
+/// A request's key column, from whichever message carries it: the generated `KeyColumn`
+/// (writes, the Feast path's conversions) or the read path's [`request::KeyColumnIn`].
+pub(crate) trait KeyColumnSource {
+    /// How one string key arrives.
+    type Str: KeyString;
+    fn name(&self) -> &str;
+    /// The values, `None` when the column has none.
+    fn values(&self) -> Option<KeyValuesRef<'_, Self::Str>>;
+}
+
+/// A key column's values.
+pub(crate) enum KeyValuesRef<'a, S> {
+    Int64(&'a [i64]),
+    String(&'a [S]),
+}
+
+/// One string key as received.
+pub(crate) trait KeyString {
+    fn key_str(&self) -> Result<&str, std::str::Utf8Error>;
+}
+
+impl KeyString for String {
+    fn key_str(&self) -> Result<&str, std::str::Utf8Error> {
+        Ok(self)
+    }
+}
+
+impl KeyString for bytes::Bytes {
+    fn key_str(&self) -> Result<&str, std::str::Utf8Error> {
+        std::str::from_utf8(self)
+    }
+}
+
+impl KeyColumnSource for pb::KeyColumn {
+    type Str = String;
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn values(&self) -> Option<KeyValuesRef<'_, String>> {
+        match &self.values {
+            Some(KeyValues::Int64Values(v)) => Some(KeyValuesRef::Int64(&v.values)),
+            Some(KeyValues::StringValues(v)) => Some(KeyValuesRef::String(&v.values)),
+            None => None,
+        }
+    }
+}
+
+impl KeyColumnSource for request::KeyColumnIn {
+    type Str = bytes::Bytes;
+
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn values(&self) -> Option<KeyValuesRef<'_, bytes::Bytes>> {
+        match &self.values {
+            Some(request::KeyValuesIn::Int64Values(v)) => Some(KeyValuesRef::Int64(v)),
+            Some(request::KeyValuesIn::StringValues(v)) => Some(KeyValuesRef::String(v)),
+            None => None,
+        }
+    }
+}
+
 /// Turns key columns into encoded keys of `entity`, checking names, types and lengths.
 /// Returns the row count.
-pub(crate) fn keys_from_columns(
+pub(crate) fn keys_from_columns<C: KeyColumnSource>(
     entity: &Entity,
-    cols: &[pb::KeyColumn],
+    cols: &[C],
     max_rows: usize,
     out: &mut KeyBatch,
 ) -> Result<usize, Status> {
@@ -42,9 +112,9 @@ pub(crate) fn keys_from_columns(
             join_key_names(entity)
         )));
     }
-    let mut ordered: Vec<&pb::KeyColumn> = Vec::with_capacity(entity.join_keys.len());
+    let mut ordered: Vec<&C> = Vec::with_capacity(entity.join_keys.len());
     for jk in &entity.join_keys {
-        let mut found = cols.iter().filter(|c| c.name == jk.name);
+        let mut found = cols.iter().filter(|c| c.name() == jk.name);
         let col = found.next().ok_or_else(|| {
             Status::invalid_argument(format!(
                 "keys: missing join key column {:?} of entity {:?} (it needs {})",
@@ -63,20 +133,20 @@ pub(crate) fn keys_from_columns(
     }
     if let Some(extra) = cols
         .iter()
-        .find(|c| !entity.join_keys.iter().any(|jk| jk.name == c.name))
+        .find(|c| !entity.join_keys.iter().any(|jk| jk.name == c.name()))
     {
         return Err(Status::invalid_argument(format!(
             "keys: {} is not a join key of entity {:?} (it needs {})",
-            quote(&extra.name),
+            quote(extra.name()),
             entity.name,
             join_key_names(entity)
         )));
     }
     let mut rows = None;
     for (jk, col) in entity.join_keys.iter().zip(&ordered) {
-        let n = match (&col.values, jk.ty) {
-            (Some(KeyValues::Int64Values(v)), KeyType::Int64) => v.values.len(),
-            (Some(KeyValues::StringValues(v)), KeyType::String) => v.values.len(),
+        let n = match (col.values(), jk.ty) {
+            (Some(KeyValuesRef::Int64(v)), KeyType::Int64) => v.len(),
+            (Some(KeyValuesRef::String(v)), KeyType::String) => v.len(),
             (None, _) => {
                 return Err(Status::invalid_argument(format!(
                     "keys: join key column {:?} has no values",
@@ -119,13 +189,22 @@ pub(crate) fn keys_from_columns(
     // An int64 key part encodes to at most 10 bytes; strings grow the batch as they come.
     out.reserve(rows, 10 * ordered.len());
     let mut parts: Vec<KeyPart<'_>> = Vec::with_capacity(ordered.len());
+    let values: Vec<KeyValuesRef<'_, C::Str>> = ordered
+        .iter()
+        .map(|c| c.values())
+        .collect::<Option<_>>()
+        .ok_or_else(|| Status::invalid_argument("keys: empty key column"))?;
     for i in 0..rows {
         parts.clear();
-        for col in &ordered {
-            parts.push(match &col.values {
-                Some(KeyValues::Int64Values(v)) => KeyPart::Int64(v.values[i]),
-                Some(KeyValues::StringValues(v)) => KeyPart::String(&v.values[i]),
-                None => return Err(Status::invalid_argument("keys: empty key column")),
+        for (col, v) in entity.join_keys.iter().zip(&values) {
+            parts.push(match v {
+                KeyValuesRef::Int64(v) => KeyPart::Int64(v[i]),
+                KeyValuesRef::String(v) => KeyPart::String(v[i].key_str().map_err(|_| {
+                    Status::invalid_argument(format!(
+                        "keys: row {i}: join key {:?} is not valid UTF-8",
+                        col.name
+                    ))
+                })?),
             });
         }
         out.push(entity, &parts)

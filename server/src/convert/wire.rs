@@ -90,24 +90,40 @@ fn put_len_header(buf: &mut impl BufMut, field: u32, body: usize) {
     put_varint(buf, body as u64);
 }
 
-/// One GetOnlineFeatures answer, borrowed from the engine's result.
+/// One GetOnlineFeatures answer, borrowed from the engine's result, with each column's body
+/// length worked out once (string and list columns take a pass over their rows for it).
 pub(crate) struct OnlineWire<'a> {
     /// Output column names.
-    pub(crate) names: &'a [String],
+    names: &'a [String],
     /// Result columns, index for index with `names`.
-    pub(crate) columns: &'a [FeatureColumn],
+    columns: &'a [FeatureColumn],
     /// Rows in every column.
-    pub(crate) rows: u32,
+    rows: u32,
+    /// Per column: bytes of its `*Values` message body.
+    values_lens: Vec<usize>,
 }
 
-impl OnlineWire<'_> {
+impl<'a> OnlineWire<'a> {
+    pub(crate) fn new(names: &'a [String], columns: &'a [FeatureColumn], rows: u32) -> Self {
+        Self {
+            names,
+            columns,
+            rows,
+            values_lens: columns
+                .iter()
+                .map(|c| values_len(&c.values, None))
+                .collect(),
+        }
+    }
+
     /// Encoded size, bytes.
     pub(crate) fn encoded_len(&self) -> usize {
         let names: usize = self.names.iter().map(|n| len_field(n.len())).sum();
         let columns: usize = self
             .columns
             .iter()
-            .map(|c| len_field(feature_column_len(c)))
+            .zip(&self.values_lens)
+            .map(|(c, &v)| len_field(feature_column_len(c, v)))
             .sum();
         let rows = if self.rows == 0 {
             0
@@ -123,9 +139,9 @@ impl OnlineWire<'_> {
             put_len_header(buf, field::NAMES, n.len());
             buf.put_slice(n.as_bytes());
         }
-        for c in self.columns {
-            put_len_header(buf, field::COLUMNS, feature_column_len(c));
-            encode_feature_column(c, buf);
+        for (c, &values) in self.columns.iter().zip(&self.values_lens) {
+            put_len_header(buf, field::COLUMNS, feature_column_len(c, values));
+            encode_feature_column(c, values, buf);
         }
         if self.rows != 0 {
             put_tag(buf, field::ROW_COUNT, VARINT);
@@ -134,29 +150,25 @@ impl OnlineWire<'_> {
     }
 }
 
-fn feature_column_len(c: &FeatureColumn) -> usize {
+/// Body bytes of a `FeatureColumn` whose `*Values` body is `values` bytes.
+fn feature_column_len(c: &FeatureColumn, values: usize) -> usize {
     // Every status number is below 128: one byte each.
-    len_field(column_len(&c.values))
+    len_field(len_field(values))
         + packed_field(c.statuses.len())
         + packed_field(c.event_ts.len() * 8)
 }
 
-fn encode_feature_column(c: &FeatureColumn, buf: &mut impl BufMut) {
-    put_len_header(buf, field::VALUES, column_len(&c.values));
-    encode_column(&c.values, None, buf);
+fn encode_feature_column(c: &FeatureColumn, values: usize, buf: &mut impl BufMut) {
+    put_len_header(buf, field::VALUES, len_field(values));
+    encode_column(&c.values, None, values, buf);
     if !c.statuses.is_empty() {
         put_len_header(buf, field::STATUSES, c.statuses.len());
         put_le(buf, &c.statuses, |s| [s as u8]);
     }
     if !c.event_ts.is_empty() {
         put_len_header(buf, field::EVENT_TIMESTAMPS, c.event_ts.len() * 8);
-        put_i64s(buf, &c.event_ts);
+        put_le(buf, &c.event_ts, i64::to_le_bytes);
     }
-}
-
-/// Body bytes of a `Column` (its one oneof field).
-fn column_len(data: &ColumnData) -> usize {
-    len_field(values_len(data, None))
 }
 
 /// Body bytes of the `*Values` message of `data`. `spans` orders a list's items by row (list
@@ -195,68 +207,23 @@ fn values_len(data: &ColumnData, spans: Option<&[(u32, u32)]>) -> usize {
     }
 }
 
-fn encode_column(data: &ColumnData, spans: Option<&[(u32, u32)]>, buf: &mut impl BufMut) {
-    put_len_header(buf, oneof_field(data), values_len(data, spans));
-    let body = |len: usize| match spans {
-        Some(s) => s.iter().map(|&(_, l)| l as usize).sum(),
-        None => len,
-    };
-    // The packed element slices in row order.
-    fn rows<'v, T>(v: &'v [T], spans: Option<&'v [(u32, u32)]>) -> impl Iterator<Item = &'v [T]> {
-        let whole = spans.is_none().then_some(v);
-        whole.into_iter().chain(
-            spans
-                .into_iter()
-                .flatten()
-                .map(move |&(s, l)| &v[s as usize..(s + l) as usize]),
-        )
-    }
+/// Writes the `Column` oneof field of `data`, whose `*Values` body is `body` bytes (from
+/// [`values_len`] with the same `spans`).
+fn encode_column(
+    data: &ColumnData,
+    spans: Option<&[(u32, u32)]>,
+    body: usize,
+    buf: &mut impl BufMut,
+) {
+    put_len_header(buf, oneof_field(data), body);
     match data {
-        ColumnData::Bool(v) => {
-            let n = body(v.len());
-            if n > 0 {
-                put_len_header(buf, field::ITEMS, n);
-                for part in rows(v, spans) {
-                    put_le(buf, part, |b| [u8::from(b)]);
-                }
-            }
-        }
-        ColumnData::Int32(v) => {
-            let n = body(v.len());
-            if n > 0 {
-                put_len_header(buf, field::ITEMS, n * 4);
-                for part in rows(v, spans) {
-                    put_le(buf, part, i32::to_le_bytes);
-                }
-            }
-        }
-        ColumnData::Float32(v) => {
-            let n = body(v.len());
-            if n > 0 {
-                put_len_header(buf, field::ITEMS, n * 4);
-                for part in rows(v, spans) {
-                    put_f32s(buf, part);
-                }
-            }
-        }
+        ColumnData::Bool(v) => put_packed(buf, field::ITEMS, v, spans, |b| [u8::from(b)]),
+        ColumnData::Int32(v) => put_packed(buf, field::ITEMS, v, spans, i32::to_le_bytes),
+        ColumnData::Float32(v) => put_packed(buf, field::ITEMS, v, spans, f32::to_le_bytes),
         ColumnData::Int64(v) | ColumnData::Timestamp(v) => {
-            let n = body(v.len());
-            if n > 0 {
-                put_len_header(buf, field::ITEMS, n * 8);
-                for part in rows(v, spans) {
-                    put_i64s(buf, part);
-                }
-            }
+            put_packed(buf, field::ITEMS, v, spans, i64::to_le_bytes);
         }
-        ColumnData::Float64(v) => {
-            let n = body(v.len());
-            if n > 0 {
-                put_len_header(buf, field::ITEMS, n * 8);
-                for part in rows(v, spans) {
-                    put_le(buf, part, f64::to_le_bytes);
-                }
-            }
-        }
+        ColumnData::Float64(v) => put_packed(buf, field::ITEMS, v, spans, f64::to_le_bytes),
         ColumnData::String(v) | ColumnData::Bytes(v) => match spans {
             None => (0..v.spans.len()).for_each(|j| put_var(buf, v, j)),
             Some(s) => s
@@ -269,10 +236,7 @@ fn encode_column(data: &ColumnData, spans: Option<&[(u32, u32)]>, buf: &mut impl
                 put_tag(buf, field::DIM, VARINT);
                 put_varint(buf, u64::from(*dim));
             }
-            if !data.is_empty() {
-                put_len_header(buf, field::VECTOR_ITEMS, data.len() * 4);
-                put_f32s(buf, data);
-            }
+            put_packed(buf, field::VECTOR_ITEMS, data, None, f32::to_le_bytes);
         }
         ColumnData::List { spans: rows, items } => {
             let lengths: usize = rows.iter().map(|&(_, l)| varint_len(u64::from(l))).sum();
@@ -282,12 +246,37 @@ fn encode_column(data: &ColumnData, spans: Option<&[(u32, u32)]>, buf: &mut impl
                     put_varint(buf, u64::from(l));
                 }
             }
-            put_len_header(
-                buf,
-                field::LIST_ITEMS,
-                len_field(values_len(items, Some(rows))),
-            );
-            encode_column(items, Some(rows), buf);
+            let items_body = values_len(items, Some(rows));
+            put_len_header(buf, field::LIST_ITEMS, len_field(items_body));
+            encode_column(items, Some(rows), items_body, buf);
+        }
+    }
+}
+
+/// Packed repeated field `number` of fixed-width elements: the whole of `v`, or with `spans`
+/// the listed runs of it in order; nothing when that is empty (prost's rule).
+fn put_packed<T: Copy, const W: usize>(
+    buf: &mut impl BufMut,
+    number: u32,
+    v: &[T],
+    spans: Option<&[(u32, u32)]>,
+    le: impl Fn(T) -> [u8; W] + Copy,
+) {
+    match spans {
+        None => {
+            if !v.is_empty() {
+                put_len_header(buf, number, v.len() * W);
+                put_le(buf, v, le);
+            }
+        }
+        Some(spans) => {
+            let n: usize = spans.iter().map(|&(_, l)| l as usize).sum();
+            if n > 0 {
+                put_len_header(buf, number, n * W);
+                for &(s, l) in spans {
+                    put_le(buf, &v[s as usize..(s + l) as usize], le);
+                }
+            }
         }
     }
 }
@@ -297,14 +286,6 @@ fn put_var(buf: &mut impl BufMut, v: &VarColumn, j: usize) {
     let bytes = v.get(j);
     put_len_header(buf, field::ITEMS, bytes.len());
     buf.put_slice(bytes);
-}
-
-fn put_i64s(buf: &mut impl BufMut, v: &[i64]) {
-    put_le(buf, v, |x| x.to_le_bytes());
-}
-
-fn put_f32s(buf: &mut impl BufMut, v: &[f32]) {
-    put_le(buf, v, |x| x.to_le_bytes());
 }
 
 /// Fixed-width values, little-endian, in stack-buffered runs: one `put_slice` per 4 KiB
@@ -343,11 +324,11 @@ pub(crate) struct OnlineAnswer {
 
 impl OnlineAnswer {
     pub(crate) fn wire(&self) -> OnlineWire<'_> {
-        OnlineWire {
-            names: &self.names,
-            columns: self.result.as_ref().map_or(&[], |r| &r.columns),
-            rows: self.rows,
-        }
+        OnlineWire::new(
+            &self.names,
+            self.result.as_ref().map_or(&[], |r| &r.columns),
+            self.rows,
+        )
     }
 }
 
@@ -481,11 +462,7 @@ mod tests {
         for rows in [0, 1, 2, 7, 200, 3000] {
             let columns = every_type(rows);
             let names: Vec<String> = (0..columns.len()).map(|i| format!("f{i}")).collect();
-            let wire = OnlineWire {
-                names: &names,
-                columns: &columns,
-                rows: rows as u32,
-            };
+            let wire = OnlineWire::new(&names, &columns, rows as u32);
             let mut mine = Vec::new();
             wire.encode(&mut mine);
             assert_eq!(mine.len(), wire.encoded_len(), "{rows} rows");
@@ -514,11 +491,7 @@ mod tests {
             column(ColumnData::String(VarColumn::default()), 0),
         ];
         let names = vec![String::new(), "x".repeat(300)];
-        let wire = OnlineWire {
-            names: &names,
-            columns: &columns,
-            rows: 0,
-        };
+        let wire = OnlineWire::new(&names, &columns, 0);
         let mut mine = Vec::new();
         wire.encode(&mut mine);
         assert_eq!(mine.len(), wire.encoded_len());
