@@ -63,6 +63,9 @@ pub struct ServerConfig {
     pub checkpoint_wal_bytes: u64,
     /// Checkpoint at least this often, seconds, when there were writes (0 = never).
     pub checkpoint_interval_secs: u64,
+    /// On shutdown, how long to wait for clients to finish and acknowledge before closing
+    /// their connections anyway, ms.
+    pub shutdown_grace_ms: u64,
     /// WAL records of at least this many bytes are zstd-compressed (0 = never): large bulk
     /// writes take less disk, while ordinary ones skip zstd's CPU cost (docs/operations.md).
     pub wal_compress_min_bytes: usize,
@@ -101,6 +104,7 @@ impl Default for ServerConfig {
             tls_key: None,
             checkpoint_wal_bytes: 256 << 20,
             checkpoint_interval_secs: 3_600,
+            shutdown_grace_ms: 30_000,
             wal_compress_min_bytes: 64 << 10,
             worker_threads: 2,
             threading: "per-core".into(),

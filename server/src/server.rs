@@ -204,7 +204,13 @@ pub async fn run(
     }
     info!(%grpc, "gRPC listening");
 
-    let (stop_tx, stop_rx) = oneshot::channel::<()>();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopping = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
     let recovery_failed = Arc::new(std::sync::Mutex::new(None::<String>));
     {
         let recovery_failed = recovery_failed.clone();
@@ -218,7 +224,7 @@ pub async fn run(
                     Err(_) => shutdown.await,
                 },
             }
-            let _ = stop_tx.send(());
+            let _ = stop_tx.send(true);
         });
     }
 
@@ -256,24 +262,39 @@ pub async fn run(
         .add_service(tonic::service::interceptor::InterceptedService::new(
             feast, auth,
         ));
-    let served = match config.threading()? {
-        Threading::PerCore if config.worker_threads > 1 => {
-            crate::workers::serve(front, listener, config.worker_threads, stop_rx).await
+    let threading = config.threading()?;
+    let serving = async {
+        match threading {
+            Threading::PerCore if config.worker_threads > 1 => {
+                crate::workers::serve(front, listener, config.worker_threads, stopping()).await
+            }
+            // One thread, or the work-stealing scheduler: tonic accepts on this runtime.
+            //
+            // `tcp_nodelay` above only applies to listeners tonic binds itself; with our own
+            // listener it must be set on the incoming stream, or Nagle + delayed ACK add ~40 ms
+            // to every small response on a quiet connection.
+            _ => front
+                .serve_with_incoming_shutdown(
+                    TcpIncoming::from(listener).with_nodelay(Some(true)),
+                    stopping(),
+                )
+                .await
+                .map_err(|e| ServeError::Transport(e.to_string())),
         }
-        // One thread, or the work-stealing scheduler: tonic accepts on this runtime.
-        //
-        // `tcp_nodelay` above only applies to listeners tonic binds itself; with our own
-        // listener it must be set on the incoming stream, or Nagle + delayed ACK add ~40 ms to
-        // every small response on a quiet connection.
-        _ => front
-            .serve_with_incoming_shutdown(
-                TcpIncoming::from(listener).with_nodelay(Some(true)),
-                async {
-                    let _ = stop_rx.await;
-                },
-            )
-            .await
-            .map_err(|e| ServeError::Transport(e.to_string())),
+    };
+    // A graceful HTTP/2 shutdown waits for every client to acknowledge it; a client that has
+    // gone quiet (its process stopped, its network gone) would hold the server up forever.
+    let grace = Duration::from_millis(config.shutdown_grace_ms);
+    let served = tokio::select! {
+        r = serving => r,
+        () = async { stopping().await; tokio::time::sleep(grace).await } => {
+            warn!(
+                "connections still open {} ms after shutdown began: closing them \
+                 (shutdown_grace_ms)",
+                config.shutdown_grace_ms
+            );
+            Ok(())
+        }
     };
 
     // In-flight requests are done; make everything acknowledged durable and stop maintenance.
@@ -375,5 +396,34 @@ mod tests {
             ),
             "{e:?}"
         );
+    }
+
+    /// A client that opened an HTTP/2 connection and then went silent never acknowledges the
+    /// shutdown's GOAWAY; the server closes its connection after `shutdown_grace_ms` instead
+    /// of waiting for it forever. Both threading models.
+    #[tokio::test]
+    async fn shutdown_does_not_wait_forever_for_a_silent_client() {
+        use tokio::io::AsyncWriteExt;
+        for threading in ["per-core", "shared"] {
+            let server = crate::testing::TestServer::start(|c| {
+                c.shutdown_grace_ms = 300;
+                c.threading = threading.into();
+            })
+            .await;
+            server.ready_client().await;
+            let mut silent = tokio::net::TcpStream::connect(server.ready.grpc)
+                .await
+                .unwrap();
+            // The client preface and an empty SETTINGS frame; then nothing is ever read.
+            silent
+                .write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\0\0\0\x04\0\0\0\0\0")
+                .await
+                .unwrap();
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            tokio::time::timeout(Duration::from_secs(20), server.stop())
+                .await
+                .unwrap_or_else(|_| panic!("{threading}: the server waited for a silent client"));
+            drop(silent);
+        }
     }
 }

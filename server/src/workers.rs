@@ -32,7 +32,7 @@ pub(crate) async fn serve(
     front: Front,
     listener: TcpListener,
     workers: usize,
-    stop: oneshot::Receiver<()>,
+    stop: impl std::future::Future<Output = ()>,
 ) -> Result<(), ServeError> {
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut pool = Vec::with_capacity(workers);
