@@ -8,17 +8,19 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use arrow_array::builder::{BinaryBuilder, StringBuilder};
+use arrow_array::ffi_stream::RecordBatchStreamReader;
 use arrow_array::{
     Array, ArrayRef, BooleanArray, FixedSizeListArray, Float32Array, Float64Array, Int32Array,
     Int64Array, ListArray, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
 use arrow_buffer::{NullBuffer, OffsetBuffer};
-use arrow_pyarrow::ToPyArrow;
+use arrow_pyarrow::{FromPyArrow, ToPyArrow};
 use arrow_schema::{ArrowError, DataType, Field, Schema};
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
-use pyo3::types::PyDict;
-use quiver_server::client::{Connect, NativeClient};
+use pyo3::types::{PyDict, PyList};
+use quiver_offline::{EpochUnit, FeaturePlan, History, JoinOptions, OfflineError, Registry};
+use quiver_server::client::{upload_snapshot_file, write_requests, Connect, NativeClient};
 use quiver_server::proto::quiver::v1 as pb;
 
 pyo3::create_exception!(
@@ -219,6 +221,321 @@ impl Client {
             .into_inner();
         Ok(OnlineResponse { keys, answer })
     }
+
+    /// Writes Arrow data (anything with `__arrow_c_stream__`: a pyarrow Table or
+    /// RecordBatchReader, a Polars DataFrame) to `view`; the columns are those of the view's
+    /// history: join keys, event timestamp, every feature. Returns
+    /// `{"rows", "batches", "wal_sequence"}`.
+    fn write<'py>(
+        &self,
+        py: Python<'py>,
+        view: &str,
+        data: &Bound<'py, PyAny>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let batches = read_stream(py, data)?;
+        let mut native = self.native.clone();
+        let view = view.to_owned();
+        let r = py.detach(|| {
+            self.runtime.block_on(async move {
+                let registry = fetch_registry(&mut native).await?;
+                let requests = write_requests(&registry, &view, batches)
+                    .map_err(|m| ("INVALID_ARGUMENT".to_owned(), m))?;
+                native
+                    .stream_write_features(tokio_stream::iter(requests))
+                    .await
+                    .map(tonic::Response::into_inner)
+                    .map_err(|s| (code_name(s.code()), s.message().to_owned()))
+            })
+        });
+        let r = r.map_err(|(code, m)| error(py, &code, &m))?;
+        let d = PyDict::new(py);
+        d.set_item("rows", r.rows)?;
+        d.set_item("batches", r.batches)?;
+        d.set_item("wal_sequence", r.wal_sequence)?;
+        Ok(d)
+    }
+
+    /// Loads a snapshot file already on the server's filesystem into `view`.
+    fn load_snapshot<'py>(
+        &self,
+        py: Python<'py>,
+        view: String,
+        path: String,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let mut native = self.native.clone();
+        let r = py
+            .detach(|| {
+                self.runtime
+                    .block_on(native.load_snapshot(pb::LoadSnapshotRequest { view, path }))
+            })
+            .map_err(|s| status_error(py, &s))?
+            .into_inner();
+        let d = PyDict::new(py);
+        d.set_item("view", r.view)?;
+        d.set_item("entities", r.entities)?;
+        d.set_item("bytes", r.bytes)?;
+        Ok(d)
+    }
+
+    /// Uploads a local snapshot file (zstd-compressed on the way) and loads it into `view`.
+    fn upload_snapshot<'py>(
+        &self,
+        py: Python<'py>,
+        view: &str,
+        path: std::path::PathBuf,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let mut native = self.native.clone();
+        let r = py
+            .detach(|| {
+                self.runtime
+                    .block_on(upload_snapshot_file(&mut native, view, &path))
+            })
+            .map_err(|e| match e {
+                quiver_server::client::UploadError::Rpc(s) => status_error(py, &s),
+                other => error(py, "INVALID_ARGUMENT", &other.to_string()),
+            })?;
+        let d = PyDict::new(py);
+        d.set_item("view", r.view)?;
+        d.set_item("entities", r.entities)?;
+        d.set_item("received_bytes", r.received_bytes)?;
+        d.set_item("stored_bytes", r.stored_bytes)?;
+        Ok(d)
+    }
+
+    /// Applies a registry given as TOML text. Returns `{"version", "applied", "changes",
+    /// "canonical_toml"}`.
+    #[pyo3(signature = (toml, dry_run=false, allow_removals=false))]
+    fn apply<'py>(
+        &self,
+        py: Python<'py>,
+        toml: String,
+        dry_run: bool,
+        allow_removals: bool,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let mut native = self.native.clone();
+        let r = py
+            .detach(|| {
+                self.runtime
+                    .block_on(native.apply_registry(pb::ApplyRegistryRequest {
+                        toml,
+                        dry_run,
+                        allow_removals,
+                    }))
+            })
+            .map_err(|s| status_error(py, &s))?
+            .into_inner();
+        let d = PyDict::new(py);
+        d.set_item("version", r.version)?;
+        d.set_item("applied", r.applied)?;
+        d.set_item("changes", r.changes)?;
+        d.set_item("canonical_toml", r.canonical_toml)?;
+        Ok(d)
+    }
+
+    /// The server's registry: `(version, canonical TOML)`.
+    fn registry(&self, py: Python<'_>) -> PyResult<(u64, String)> {
+        let mut native = self.native.clone();
+        let r = py
+            .detach(|| {
+                self.runtime
+                    .block_on(native.get_registry(pb::GetRegistryRequest {}))
+            })
+            .map_err(|s| status_error(py, &s))?
+            .into_inner();
+        Ok((r.version, r.toml))
+    }
+
+    /// Per-view sizes and freshness, the WAL and the last checkpoint, as a dict.
+    #[pyo3(signature = (views=None))]
+    fn stats<'py>(
+        &self,
+        py: Python<'py>,
+        views: Option<Vec<String>>,
+    ) -> PyResult<Bound<'py, PyDict>> {
+        let mut native = self.native.clone();
+        let views = views.unwrap_or_default();
+        let r = py
+            .detach(|| {
+                self.runtime
+                    .block_on(native.get_stats(pb::GetStatsRequest { views }))
+            })
+            .map_err(|s| status_error(py, &s))?
+            .into_inner();
+        let d = PyDict::new(py);
+        let list = PyList::empty(py);
+        for v in &r.views {
+            let e = PyDict::new(py);
+            e.set_item("view", &v.view)?;
+            e.set_item("memory_entities", v.memory_entities)?;
+            e.set_item("memory_bytes", v.memory_bytes)?;
+            e.set_item("snapshot_entities", v.snapshot_entities)?;
+            e.set_item("snapshot_bytes", v.snapshot_bytes)?;
+            e.set_item("newest_event_time_micros", v.newest_event_time_micros)?;
+            e.set_item("newest_event_age_micros", v.newest_event_age_micros)?;
+            list.append(e)?;
+        }
+        d.set_item("views", list)?;
+        if let Some(w) = &r.wal {
+            let e = PyDict::new(py);
+            e.set_item("bytes", w.bytes)?;
+            e.set_item("segments", w.segments)?;
+            e.set_item("last_sequence", w.last_sequence)?;
+            e.set_item("synced_sequence", w.synced_sequence)?;
+            e.set_item("poisoned", &w.poisoned)?;
+            d.set_item("wal", e)?;
+        }
+        d.set_item("checkpoint_sequence", r.checkpoint_sequence)?;
+        d.set_item("checkpoint_time_micros", r.checkpoint_time_micros)?;
+        d.set_item("registry_version", r.registry_version)?;
+        d.set_item("server_time_micros", r.server_time_micros)?;
+        Ok(d)
+    }
+
+    /// Folds the WAL into new snapshots. Returns `{"checkpoint_sequence",
+    /// "checkpoint_time_micros", "wal_bytes_freed", "snapshots": [{"view", "file", "entities",
+    /// "bytes"}]}`.
+    fn checkpoint<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let mut native = self.native.clone();
+        let r = py
+            .detach(|| {
+                self.runtime
+                    .block_on(native.checkpoint(pb::CheckpointRequest {}))
+            })
+            .map_err(|s| status_error(py, &s))?
+            .into_inner();
+        let d = PyDict::new(py);
+        d.set_item("checkpoint_sequence", r.checkpoint_sequence)?;
+        d.set_item("checkpoint_time_micros", r.checkpoint_time_micros)?;
+        d.set_item("wal_bytes_freed", r.wal_bytes_freed)?;
+        let list = PyList::empty(py);
+        for f in &r.snapshots {
+            let e = PyDict::new(py);
+            e.set_item("view", &f.view)?;
+            e.set_item("file", &f.file)?;
+            e.set_item("entities", f.entities)?;
+            e.set_item("bytes", f.bytes)?;
+            list.append(e)?;
+        }
+        d.set_item("snapshots", list)?;
+        Ok(d)
+    }
+}
+
+/// The server's registry, parsed (the write path needs each view's types and columns).
+async fn fetch_registry(native: &mut NativeClient) -> Result<Registry, (String, String)> {
+    let r = native
+        .get_registry(pb::GetRegistryRequest {})
+        .await
+        .map_err(|s| (code_name(s.code()), s.message().to_owned()))?
+        .into_inner();
+    Registry::from_toml(&r.toml).map_err(|e| {
+        (
+            "INTERNAL".to_owned(),
+            format!("the server's registry does not parse: {e}"),
+        )
+    })
+}
+
+/// Every batch of an Arrow stream (`__arrow_c_stream__`, the PyCapsule protocol).
+fn read_stream(py: Python<'_>, data: &Bound<'_, PyAny>) -> PyResult<Vec<RecordBatch>> {
+    let reader = RecordBatchStreamReader::from_pyarrow_bound(data).map_err(|e| {
+        error(
+            py,
+            "INVALID_ARGUMENT",
+            &format!("expected Arrow data (a pyarrow Table or RecordBatchReader): {e}"),
+        )
+    })?;
+    reader.collect::<Result<Vec<_>, _>>().map_err(|e| {
+        error(
+            py,
+            "INVALID_ARGUMENT",
+            &format!("reading the Arrow data: {e}"),
+        )
+    })
+}
+
+/// An offline error as a `QuiverError`: bad input is INVALID_ARGUMENT, unreadable files
+/// DATA_LOSS, the rest INTERNAL.
+fn offline_error(py: Python<'_>, e: &OfflineError) -> PyErr {
+    let code = match e {
+        OfflineError::Io { .. } => "UNAVAILABLE",
+        OfflineError::Parquet { .. } => "DATA_LOSS",
+        OfflineError::OutputExists { .. } => "ALREADY_EXISTS",
+        _ => "INVALID_ARGUMENT",
+    };
+    error(py, code, &e.to_string())
+}
+
+/// A point-in-time-correct training set for the entity rows in `entities` (Arrow data with
+/// the join keys and `timestamp_column`), from the registry's Parquet histories: the join
+/// `quiver historical` runs, on data already in memory. `history` maps a view to another
+/// history path. Returns the entity columns followed by one column per feature, as a list of
+/// record batches.
+#[pyfunction]
+#[pyo3(signature = (registry, entities, features=None, feature_service=None, full_feature_names=false, timestamp_column="event_timestamp".to_owned(), history=None, epoch_unit="s".to_owned(), threads=0))]
+#[allow(clippy::too_many_arguments)]
+fn get_historical_features<'py>(
+    py: Python<'py>,
+    registry: std::path::PathBuf,
+    entities: &Bound<'py, PyAny>,
+    features: Option<Vec<String>>,
+    feature_service: Option<String>,
+    full_feature_names: bool,
+    timestamp_column: String,
+    history: Option<Vec<(String, std::path::PathBuf)>>,
+    epoch_unit: String,
+    threads: usize,
+) -> PyResult<Bound<'py, PyAny>> {
+    let batches = read_stream(py, entities)?;
+    let joined = py.detach(|| -> Result<Vec<RecordBatch>, OfflineError> {
+        let reg = Registry::load(&registry)?;
+        let refs = match (features, feature_service) {
+            (Some(f), None) => f,
+            (None, Some(s)) => reg
+                .service(&s)
+                .ok_or_else(|| {
+                    OfflineError::InvalidArgument(format!("no feature service named {s:?}"))
+                })?
+                .features
+                .clone(),
+            _ => {
+                return Err(OfflineError::InvalidArgument(
+                    "give either features (\"view:feature\" references) or feature_service".into(),
+                ))
+            }
+        };
+        let plan = FeaturePlan::new(&reg, &refs, full_feature_names)?;
+        let epoch = EpochUnit::parse(&epoch_unit).map_err(OfflineError::InvalidArgument)?;
+        let base = registry.parent().unwrap_or(std::path::Path::new("."));
+        let histories = History::open_all(
+            &reg,
+            &plan.views(&reg),
+            base,
+            &history.unwrap_or_default(),
+            epoch,
+        )?;
+        let opts = JoinOptions {
+            full_feature_names,
+            timestamp_column,
+            epoch_unit: epoch,
+            threads,
+            ..JoinOptions::default()
+        };
+        batches
+            .iter()
+            .map(|b| quiver_offline::join_batch(&reg, &plan, &histories, b, &opts))
+            .collect()
+    });
+    let joined = joined.map_err(|e| offline_error(py, &e))?;
+    joined.to_pyarrow(py)
+}
+
+/// Runs `quiver materialize` with these words (e.g. `["--registry", "r.toml", "--view", "v",
+/// "--server", "127.0.0.1:6566"]`): exactly the command line's code, with the GIL released.
+#[pyfunction]
+fn materialize(py: Python<'_>, words: Vec<String>) -> PyResult<()> {
+    py.detach(|| quiver_server::run_words(std::iter::once("materialize".to_owned()).chain(words)))
+        .map_err(|m| error(py, "INVALID_ARGUMENT", &m))
 }
 
 fn prost_duration(seconds: f64) -> prost_types::Duration {
@@ -421,6 +738,8 @@ fn column(
 fn _quiver(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<Client>()?;
     m.add_class::<OnlineResponse>()?;
+    m.add_function(wrap_pyfunction!(get_historical_features, m)?)?;
+    m.add_function(wrap_pyfunction!(materialize, m)?)?;
     m.add("QuiverError", m.py().get_type::<QuiverError>())?;
     Ok(())
 }

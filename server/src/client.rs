@@ -33,7 +33,13 @@ use tonic::service::Interceptor;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use tonic::{Code, Request, Status};
 
+use arrow_array::{Array, RecordBatch};
+use quiver_engine::Registry;
+use quiver_offline::{EpochUnit, History, MaterializeOptions};
+
+use crate::convert::writes_from_history;
 use crate::proto::feast::serving::serving_service_client::ServingServiceClient;
+use crate::proto::quiver::v1 as pb;
 use crate::proto::quiver::v1::feature_store_client::FeatureStoreClient;
 
 /// A native API (`quiver.v1.FeatureStore`) client that sends the bearer token, if any.
@@ -349,6 +355,189 @@ impl Retry {
         let half = full / 2;
         half + half.mul_f64((random % 1024) as f64 / 1024.0)
     }
+}
+
+/// Why a snapshot upload failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum UploadError {
+    /// The file could not be read or compressed.
+    #[error("{}: {source}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The server refused the upload (or the call failed).
+    #[error("{:?}: {}", .0.code(), .0.message())]
+    Rpc(Status),
+}
+
+/// Uploads the snapshot file at `path` for `view` (UploadSnapshot), zstd-compressed: the file
+/// is compressed to a temporary file next to it first, since the header states the exact byte
+/// count. Sent once (an upload replaces the view's data, so a retry is the caller's choice).
+pub async fn upload_snapshot_file(
+    client: &mut NativeClient,
+    view: &str,
+    path: &Path,
+) -> Result<pb::UploadSnapshotResponse, UploadError> {
+    use std::io::Read;
+
+    use pb::upload_snapshot_request::Part;
+    let zpath = path.with_extension("qsnap.zst");
+    let file_err = |p: &Path| {
+        let p = p.to_path_buf();
+        move |source| UploadError::File { path: p, source }
+    };
+    let compress = || -> std::io::Result<(u64, u64)> {
+        let input = std::fs::File::open(path)?;
+        let raw = input.metadata()?.len();
+        zstd::stream::copy_encode(input, std::fs::File::create(&zpath)?, 3)?;
+        Ok((raw, std::fs::metadata(&zpath)?.len()))
+    };
+    let result = async {
+        let (raw, total) = compress().map_err(file_err(path))?;
+        let mut file = std::fs::File::open(&zpath).map_err(file_err(&zpath))?;
+        let header = pb::UploadSnapshotRequest {
+            part: Some(Part::Header(pb::UploadSnapshotHeader {
+                view: view.to_owned(),
+                total_bytes: total,
+                zstd: true,
+                uncompressed_bytes: raw,
+            })),
+        };
+        // A read error ends the stream early; the server then refuses the short upload.
+        let chunks = std::iter::from_fn(move || {
+            let mut buf = vec![0u8; 1 << 20];
+            match file.read(&mut buf) {
+                Ok(0) | Err(_) => None,
+                Ok(n) => {
+                    buf.truncate(n);
+                    Some(pb::UploadSnapshotRequest {
+                        part: Some(Part::Chunk(buf)),
+                    })
+                }
+            }
+        });
+        client
+            .upload_snapshot(tokio_stream::iter(std::iter::once(header).chain(chunks)))
+            .await
+            .map(tonic::Response::into_inner)
+            .map_err(UploadError::Rpc)
+    }
+    .await;
+    let _ = std::fs::remove_file(&zpath);
+    result
+}
+
+/// Write batches for `view` from Arrow record batches laid out like the view's Parquet history
+/// (docs/offline.md): the entity's join key columns, the event timestamp column (and the
+/// created one when the view's source names it), and every feature's column. Rows for the same
+/// entity are merged by the store's own rule (newest event time, then created time) before
+/// sending, so the outcome is that of writing every row. A null key or event time is refused,
+/// naming the column and row, rather than skipped.
+pub fn write_requests(
+    registry: &Registry,
+    view: &str,
+    batches: Vec<RecordBatch>,
+) -> Result<Vec<pb::WriteFeaturesRequest>, String> {
+    let v = registry
+        .view(view)
+        .ok_or_else(|| format!("no feature view named {view:?}"))?;
+    let entity = registry
+        .view_entity(v)
+        .ok_or_else(|| format!("feature view {view:?} has no entity"))?;
+    let ts_col = v
+        .source
+        .as_ref()
+        .map_or("event_timestamp", |s| s.timestamp_field.as_str());
+    let required = entity
+        .join_keys
+        .iter()
+        .map(|k| k.name.as_str())
+        .chain(std::iter::once(ts_col));
+    for col in required {
+        for b in &batches {
+            if let Some(a) = b.column_by_name(col) {
+                if let Some(row) = (0..a.len()).find(|&r| a.is_null(r)) {
+                    return Err(format!("column {col:?}: row {row} is null"));
+                }
+            }
+        }
+    }
+    let batches = batches
+        .into_iter()
+        .map(|b| narrow(v, b))
+        .collect::<Result<Vec<_>, _>>()?;
+    let history = History::from_batches(registry, view, batches, EpochUnit::Seconds)
+        .map_err(|e| e.to_string())?;
+    let opts = MaterializeOptions {
+        start: i64::MIN,
+        end: i64::MAX,
+        threads: 1,
+        progress: false,
+    };
+    Ok(writes_from_history(registry, &history, &opts)?.0)
+}
+
+/// Narrows Int64 columns of int32 features and Float64 columns of float32 features to the
+/// declared width: data built in Python, pandas or JSON arrives 64-bit. An integer out of the
+/// int32 range is refused, naming the column and row; a float64 is rounded to nearest.
+fn narrow(view: &quiver_engine::FeatureView, batch: RecordBatch) -> Result<RecordBatch, String> {
+    use arrow_array::cast::AsArray;
+    use arrow_array::types::{Float64Type, Int64Type};
+    use arrow_array::{ArrayRef, Float32Array, Int32Array};
+    use arrow_schema::{DataType, Field, Schema};
+    use quiver_engine::{ScalarType, ValueType};
+
+    let schema = batch.schema();
+    let mut fields: Vec<Field> = schema.fields().iter().map(|f| f.as_ref().clone()).collect();
+    let mut columns: Vec<ArrayRef> = batch.columns().to_vec();
+    let mut changed = false;
+    for f in &view.features {
+        let name = f.column.as_deref().unwrap_or(&f.name);
+        let Some((i, field)) = schema.column_with_name(name) else {
+            continue;
+        };
+        let col = &columns[i];
+        let narrowed: ArrayRef = match (f.ty, field.data_type()) {
+            (ValueType::Scalar(ScalarType::Int32), DataType::Int64) => {
+                let a = col.as_primitive::<Int64Type>();
+                let mut out = Vec::with_capacity(a.len());
+                for (r, v) in a.values().iter().enumerate() {
+                    match i32::try_from(*v) {
+                        Ok(v) => out.push(v),
+                        Err(_) if a.is_null(r) => out.push(0),
+                        Err(_) => {
+                            return Err(format!(
+                                "column {name:?} (feature {:?}, int32): row {r} holds {v}, \
+                                 outside the int32 range",
+                                f.name
+                            ))
+                        }
+                    }
+                }
+                std::sync::Arc::new(Int32Array::new(out.into(), a.nulls().cloned()))
+            }
+            (ValueType::Scalar(ScalarType::Float32), DataType::Float64) => {
+                let a = col.as_primitive::<Float64Type>();
+                std::sync::Arc::new(Float32Array::new(
+                    a.values().iter().map(|v| *v as f32).collect(),
+                    a.nulls().cloned(),
+                ))
+            }
+            _ => continue,
+        };
+        fields[i] = Field::new(name, narrowed.data_type().clone(), field.is_nullable());
+        columns[i] = narrowed;
+        changed = true;
+    }
+    if !changed {
+        return Ok(batch);
+    }
+    RecordBatch::try_new(std::sync::Arc::new(Schema::new(fields)), columns)
+        .map_err(|e| e.to_string())
 }
 
 #[cfg(test)]

@@ -45,6 +45,6 @@ mod state;
 mod testing;
 mod workers;
 
-pub use cli::{run_cli, Cli};
+pub use cli::{run_cli, run_words, Cli};
 pub use config::{ConfigError, ServerConfig, Threading};
 pub use server::{run, shutdown_signal, OnReady, Ready, ServeError};

@@ -123,6 +123,25 @@ impl History {
         Self::open(registry, view, &path, epoch)
     }
 
+    /// Opens the histories of `views`, in order: each from `overrides` when it names the view
+    /// (`(view, path)` pairs, as `--history VIEW=PATH` gives them), else from the view's declared
+    /// source relative to `base_dir`.
+    pub fn open_all(
+        registry: &Registry,
+        views: &[&str],
+        base_dir: &Path,
+        overrides: &[(String, PathBuf)],
+        epoch: EpochUnit,
+    ) -> Result<Vec<Self>> {
+        views
+            .iter()
+            .map(|v| match overrides.iter().find(|(o, _)| o == v) {
+                Some((_, p)) => Self::open(registry, v, p, epoch),
+                None => Self::for_view(registry, v, base_dir, epoch),
+            })
+            .collect()
+    }
+
     /// Opens `path` (a Parquet file or a directory of them) as the history of `view`, with the
     /// column names the registry declares for it. Every file's schema is checked.
     pub fn open(registry: &Registry, view: &str, path: &Path, epoch: EpochUnit) -> Result<Self> {

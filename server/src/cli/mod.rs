@@ -197,7 +197,33 @@ struct ClientArgs {
 
 /// Runs a parsed command line; returns the process exit code.
 pub fn run_cli(cli: Cli) -> ExitCode {
-    let result = match cli.command {
+    match execute(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Runs one command line given as words (without the program name) and returns what went
+/// wrong instead of printing it: how embedders (the Python package's `quiver.materialize`)
+/// run a command through exactly the code the `quiver` binary runs. Output goes to stdout and
+/// stderr as it would from the binary.
+pub fn run_words<I, T>(words: I) -> Result<(), String>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = Cli::try_parse_from(
+        std::iter::once("quiver".into()).chain(words.into_iter().map(Into::into)),
+    )
+    .map_err(|e| e.to_string())?;
+    execute(cli)
+}
+
+fn execute(cli: Cli) -> Result<(), String> {
+    match cli.command {
         Command::Serve(args) => serve::serve(args),
         Command::Check { registry } => inspect::check(&registry),
         Command::Historical(args) => offline::historical(args),
@@ -222,13 +248,6 @@ pub fn run_cli(cli: Cli) -> ExitCode {
         Command::Write { view, file, client } => admin::write(&client, view, &file),
         Command::Stats { client } => admin::stats(&client),
         Command::Checkpoint { client } => admin::checkpoint(&client),
-    };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::from(2)
-        }
     }
 }
 

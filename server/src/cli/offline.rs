@@ -9,8 +9,8 @@ use quiver_engine::Registry;
 
 use super::suggest::Names;
 use super::{status_text, with_client, ClientArgs, HistoricalArgs, MaterializeArgs, OfflineArgs};
-use crate::convert::write_from_rows;
-use crate::proto::quiver::v1 as pb;
+use crate::client::upload_snapshot_file;
+use crate::convert::writes_from_history;
 
 fn open_histories(
     registry: &Registry,
@@ -20,20 +20,16 @@ fn open_histories(
 ) -> Result<Vec<quiver_offline::History>, String> {
     let epoch = quiver_offline::EpochUnit::parse(&args.epoch_unit)?;
     let base = registry_path.parent().unwrap_or(Path::new("."));
-    let mut overrides = std::collections::HashMap::new();
-    for h in &args.history {
-        let (v, p) = h
-            .split_once('=')
-            .ok_or_else(|| format!("--history {h:?}: expected VIEW=PATH"))?;
-        overrides.insert(v.to_owned(), PathBuf::from(p));
-    }
-    views
+    let overrides = args
+        .history
         .iter()
-        .map(|v| match overrides.get(*v) {
-            Some(p) => quiver_offline::History::open(registry, v, p, epoch),
-            None => quiver_offline::History::for_view(registry, v, base, epoch),
+        .map(|h| {
+            h.split_once('=')
+                .map(|(v, p)| (v.to_owned(), PathBuf::from(p)))
+                .ok_or_else(|| format!("--history {h:?}: expected VIEW=PATH"))
         })
-        .collect::<Result<_, _>>()
+        .collect::<Result<Vec<_>, _>>()?;
+    quiver_offline::History::open_all(registry, views, base, &overrides, epoch)
         .map_err(|e| e.to_string())
 }
 
@@ -186,29 +182,7 @@ fn stream_rows(
     opts: &quiver_offline::MaterializeOptions,
 ) -> Result<quiver_offline::MaterializeSummary, String> {
     let started = std::time::Instant::now();
-    let view = registry.view(history.view()).ok_or("view vanished")?;
-    let entity = registry.view_entity(view).ok_or("entity vanished")?;
-    let mut requests = Vec::new();
-    let mut batch = Vec::new();
-    let mut flush = |batch: &mut Vec<quiver_engine::Row>| -> quiver_offline::Result<()> {
-        if !batch.is_empty() {
-            requests.push(
-                write_from_rows(view, entity, batch)
-                    .map_err(quiver_offline::OfflineError::InvalidArgument)?,
-            );
-            batch.clear();
-        }
-        Ok(())
-    };
-    let latest = quiver_offline::latest_rows(registry, history, opts, |row| {
-        batch.push(row);
-        if batch.len() == quiver_offline::WRITE_BATCH {
-            flush(&mut batch)?;
-        }
-        Ok(())
-    })
-    .map_err(|e| e.to_string())?;
-    flush(&mut batch).map_err(|e| e.to_string())?;
+    let (requests, latest) = writes_from_history(registry, history, opts)?;
     if !requests.is_empty() {
         with_client(&args, None, |mut c| async move {
             let r = c
@@ -224,61 +198,24 @@ fn stream_rows(
         })?;
     }
     Ok(quiver_offline::MaterializeSummary::new(
-        &view.name, latest, 0, started,
+        history.view(),
+        latest,
+        0,
+        started,
     ))
 }
 
-/// Streams a snapshot file to a server, zstd-compressed (compressed to a temporary file first:
-/// the header states the exact byte count).
+/// Streams a snapshot file to a server (zstd-compressed, see [`upload_snapshot_file`]).
 fn upload_snapshot(args: ClientArgs, view: &str, path: &Path) -> Result<(), String> {
-    use std::io::Read;
-    let zpath = path.with_extension("qsnap.zst");
-    let compress = || -> std::io::Result<(u64, u64)> {
-        let input = std::fs::File::open(path)?;
-        let raw = input.metadata()?.len();
-        zstd::stream::copy_encode(input, std::fs::File::create(&zpath)?, 3)?;
-        Ok((raw, std::fs::metadata(&zpath)?.len()))
-    };
-    let sizes = compress().map_err(|e| format!("cannot compress {}: {e}", path.display()));
-    let result = sizes.and_then(|(raw, total)| {
-        let mut file = std::fs::File::open(&zpath)
-            .map_err(|e| format!("cannot read {}: {e}", zpath.display()))?;
-        let view = view.to_owned();
-        with_client(&args, None, |mut c| async move {
-            use pb::upload_snapshot_request::Part;
-            let header = pb::UploadSnapshotRequest {
-                part: Some(Part::Header(pb::UploadSnapshotHeader {
-                    view,
-                    total_bytes: total,
-                    zstd: true,
-                    uncompressed_bytes: raw,
-                })),
-            };
-            // A read error ends the stream early; the server then refuses the short upload.
-            let chunks = std::iter::from_fn(move || {
-                let mut buf = vec![0u8; 1 << 20];
-                match file.read(&mut buf) {
-                    Ok(0) | Err(_) => None,
-                    Ok(n) => {
-                        buf.truncate(n);
-                        Some(pb::UploadSnapshotRequest {
-                            part: Some(Part::Chunk(buf)),
-                        })
-                    }
-                }
-            });
-            let r = c
-                .upload_snapshot(tokio_stream::iter(std::iter::once(header).chain(chunks)))
-                .await
-                .map_err(status_text)?
-                .into_inner();
-            eprintln!(
-                "uploaded {} bytes; the server loaded {} entities into {:?}",
-                r.received_bytes, r.entities, r.view
-            );
-            Ok(())
-        })
-    });
-    let _ = std::fs::remove_file(&zpath);
-    result
+    let view = view.to_owned();
+    with_client(&args, None, |mut c| async move {
+        let r = upload_snapshot_file(&mut c, &view, path)
+            .await
+            .map_err(|e| e.to_string())?;
+        eprintln!(
+            "uploaded {} bytes; the server loaded {} entities into {:?}",
+            r.received_bytes, r.entities, r.view
+        );
+        Ok(())
+    })
 }

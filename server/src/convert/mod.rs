@@ -28,7 +28,7 @@ pub(crate) use request::check_decoders_agree;
 pub(crate) use request::OnlineRequest;
 #[cfg(any(test, feature = "fuzzing"))]
 pub(crate) use rows::value_bytes;
-pub(crate) use rows::{rows_from_write, write_from_rows};
+pub(crate) use rows::{rows_from_write, writes_from_history};
 pub(crate) use wire::{pooled_result, OnlineAnswer};
 
 /// A request's key column, from whichever message carries it: the generated `KeyColumn`

@@ -3,9 +3,10 @@
 //! StreamWriteFeatures. A row that makes the round trip comes back equal.
 
 use quiver_engine::{
-    decode_key, Entity, FeatureView, KeyBatch, KeyType, OwnedKeyPart, Row, ScalarType, Value,
-    ValueType,
+    decode_key, Entity, FeatureView, KeyBatch, KeyType, OwnedKeyPart, Registry, Row, ScalarType,
+    Value, ValueType,
 };
+use quiver_offline::{History, MaterializeOptions};
 use tonic::Status;
 
 use super::keys_from_columns;
@@ -350,6 +351,47 @@ pub(crate) fn write_from_rows(
         },
         features,
     })
+}
+
+/// `(rows read, entities, newest event time)`, as [`quiver_offline::latest_rows`] counts them.
+pub(crate) type LatestCounts = (u64, u64, Option<i64>);
+
+/// The latest row of every entity in `history` within `opts`' window, as write batches of at
+/// most [`quiver_offline::WRITE_BATCH`] rows: what an incremental materialization streams to a
+/// server and what a client's Arrow write sends, with the counts.
+pub(crate) fn writes_from_history(
+    registry: &Registry,
+    history: &History,
+    opts: &MaterializeOptions,
+) -> Result<(Vec<pb::WriteFeaturesRequest>, LatestCounts), String> {
+    let view = registry
+        .view(history.view())
+        .ok_or_else(|| format!("no feature view named {:?}", history.view()))?;
+    let entity = registry
+        .view_entity(view)
+        .ok_or_else(|| format!("feature view {:?} has no entity", view.name))?;
+    let mut requests = Vec::new();
+    let mut batch = Vec::new();
+    let mut flush = |batch: &mut Vec<Row>| -> quiver_offline::Result<()> {
+        if !batch.is_empty() {
+            requests.push(
+                write_from_rows(view, entity, batch)
+                    .map_err(quiver_offline::OfflineError::InvalidArgument)?,
+            );
+            batch.clear();
+        }
+        Ok(())
+    };
+    let latest = quiver_offline::latest_rows(registry, history, opts, |row| {
+        batch.push(row);
+        if batch.len() == quiver_offline::WRITE_BATCH {
+            flush(&mut batch)?;
+        }
+        Ok(())
+    })
+    .map_err(|e| e.to_string())?;
+    flush(&mut batch).map_err(|e| e.to_string())?;
+    Ok((requests, latest))
 }
 
 /// One feature's values as a native column; nulls hold placeholders (the bitmap marks them).
