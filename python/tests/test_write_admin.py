@@ -133,7 +133,7 @@ def test_checkpoint_then_snapshot_upload_and_load(client, server, tmp_path):
     up = client.upload_snapshot("user_stats", snap)
     assert up["entities"] == 2 and up["stored_bytes"] > 0
     r = client.get_online_features(["user_stats:clicks"], entities={"user_id": [1300, 1301, 1000]})
-    assert r.to_dict()["clicks"] == [1301, 1302, None]  # a snapshot replaces the view's data
+    assert r.to_dict()["clicks"] == [1301, 1302, None]  # the loaded snapshot replaces the checkpointed one
     with pytest.raises(quiver.QuiverError) as e:
         client.upload_snapshot("user_profile", snap)
     assert "user_profile" in e.value.message or "user_stats" in e.value.message
