@@ -24,12 +24,16 @@
 //! - `grpc`: GetOnlineFeatures against the gRPC floor (an echo service).
 //! - `overload`: bursts far past `max_concurrent_requests`: answers by code and server memory.
 //! - `compare`: Quiver against Redis (Feast layout and packed blobs), W1-W7 and durable writes.
+//! - `feast`: what a Feast user runs (feast serve, FeatureStore, training sets) on Redis and on
+//!   the Quiver plugin, and the Python client against the Rust one (a Python script does the
+//!   Feast side).
 
 mod clients;
 mod compare;
 mod dataset;
 mod engine;
 mod error;
+mod feast;
 mod grpc;
 mod harness;
 mod keys;
@@ -48,6 +52,7 @@ pub use dataset::{
 };
 pub use engine::{run_engine, CompressionArg, EngineArgs, ViewArg};
 pub use error::{BenchError, Result};
+pub use feast::{run_feast, FeastArgs};
 pub use grpc::{run_echo, run_grpc, EchoArgs, GrpcArgs};
 pub use harness::args::{DbArgs, DistArg, ServerArgs};
 pub use harness::report::{median, Latency, Summary, Table};

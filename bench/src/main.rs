@@ -29,6 +29,9 @@ enum Command {
     Compare(CompareArgs),
     /// Offline (W8): point-in-time join against DuckDB's ASOF join, and materialize.
     Offline(quiver_bench::OfflineArgs),
+    /// Feast: feast serve and FeatureStore on Redis against the Quiver plugin, the Python client
+    /// against the Rust one, training sets against Feast's file offline store.
+    Feast(quiver_bench::FeastArgs),
     /// Overload: bursts of reads far past max_concurrent_requests; shed count and memory.
     Overload(quiver_bench::OverloadArgs),
     /// The echo service `grpc` measures against, as a process of its own (started by `grpc`).
@@ -47,6 +50,7 @@ fn main() -> ExitCode {
         Command::Compare(args) => quiver_bench::run_compare(&args),
         Command::Offline(args) => quiver_bench::run_offline(&args),
         Command::Overload(args) => quiver_bench::run_overload(&args),
+        Command::Feast(args) => quiver_bench::run_feast(&args),
         Command::EchoServe(args) => quiver_bench::run_echo(&args),
     };
     match result {
