@@ -24,10 +24,16 @@ import pyarrow as pa
 from feast import Entity, utils
 from feast.feature_view import FeatureView
 from feast.infra.online_stores.online_store import OnlineStore
+from feast.protos.feast.serving.ServingService_pb2 import (
+    FeatureList,
+    FieldStatus,
+    GetOnlineFeaturesRequest,
+    GetOnlineFeaturesResponse,
+)
 from feast.protos.feast.types.EntityKey_pb2 import EntityKey as EntityKeyProto
 from feast.protos.feast.types.Value_pb2 import Value as ValueProto
 from feast.repo_config import FeastConfigBaseModel, RepoConfig
-from feast.type_map import feast_value_type_to_python_type, python_values_to_proto_values
+from feast.type_map import feast_value_type_to_python_type
 from feast.value_type import ValueType
 from pydantic import StrictStr
 
@@ -275,49 +281,25 @@ class QuiverOnlineStore(OnlineStore):
             progress(len(data))
 
     # ---- reads -------------------------------------------------------------------------
+    #
+    # Reads go to the server's Feast serving API (docs/api.md): the request is built and the
+    # answer parsed with Feast's own protobuf classes, so values arrive as Feast `Value`s with
+    # no conversion in Python, and one call answers every view of the same entity.
 
-    def _read(self, config: RepoConfig, tables: List[Tuple[FeatureView, List[str]]],
-              keys: Dict[str, list]) -> List[pa.Table]:
-        """One Quiver call for `tables` (all keyed by the join keys in `keys`); the answer
-        split per table."""
-        refs = [f"{t.name}:{f}" for t, feats in tables for f in feats]
-        r = self._client(config).get_online_features(
-            refs, entities=keys, full_feature_names=True)
-        return r.to_arrow(include_status=True, include_event_timestamps=True)
-
-    def _read_rows(self, answer: pa.Table, table: FeatureView,
-                   features: List[str]) -> List[Tuple[Optional[_dt.datetime], Optional[Dict[str, ValueProto]]]]:
-        """Feast's `online_read` shape for one view: `(event time, {feature: value})` per
-        entity, `(None, None)` when no feature of the view was ever written for it."""
-        n = answer.num_rows
-        rows: List[Dict[str, ValueProto]] = [{} for _ in range(n)]
-        times: List[Optional[_dt.datetime]] = [None] * n
-        types = {f.name: f.dtype.to_value_type() for f in table.features}
-        for f in features:
-            col = f"{table.name}__{f}"
-            statuses = answer.column(f"{col}__status").to_pylist()
-            stamps = answer.column(f"{col}__event_timestamp").to_pylist()
-            protos = python_values_to_proto_values(answer.column(col).to_pylist(), types[f])
-            for i, s in enumerate(statuses):
-                if s == "PRESENT":
-                    rows[i][f] = protos[i]
-                elif s == "NULL_VALUE":
-                    rows[i][f] = ValueProto()
-                else:
-                    continue
-                if times[i] is None or stamps[i] > times[i]:
-                    times[i] = stamps[i]
-        return [(times[i], rows[i]) if rows[i] else (None, None) for i in range(n)]
-
-    @staticmethod
-    def _key_columns(table: FeatureView, entity_keys: List[EntityKeyProto]) -> Dict[str, list]:
-        _, keys = _entity_of(table)
-        cols: Dict[str, list] = {k: [] for k, _ in keys}
-        for ek in entity_keys:
-            key = dict(zip(ek.join_keys, ek.entity_values))
-            for k, _ in keys:
-                cols[k].append(feast_value_type_to_python_type(key[k]))
-        return cols
+    def _call(self, config: RepoConfig, refs: List[str],
+              keys: Dict[str, Sequence[ValueProto]]) -> List[GetOnlineFeaturesResponse.FeatureVector]:
+        """One Feast GetOnlineFeatures for `refs` on the rows of `keys`: a FeatureVector per
+        ref, in order, with Feast's own statuses (see `_feast_statuses`)."""
+        req = GetOnlineFeaturesRequest(features=FeatureList(val=refs))
+        for k, values in keys.items():
+            req.entities[k].val.extend(values)
+        raw = self._client(config)._native.feast_get_online_features(req.SerializeToString())
+        answer = GetOnlineFeaturesResponse.FromString(raw)
+        # The server sends the join key columns first.
+        results = list(answer.results)[len(keys):]
+        for fv in results:
+            _feast_statuses(fv)
+        return results
 
     def online_read(
         self,
@@ -329,8 +311,21 @@ class QuiverOnlineStore(OnlineStore):
         features = requested_features or [f.name for f in table.features]
         if not entity_keys:
             return []
-        answer = self._read(config, [(table, features)], self._key_columns(table, entity_keys))
-        return self._read_rows(answer, table, features)
+        _, join_keys = _entity_of(table)
+        keys: Dict[str, List[ValueProto]] = {k: [] for k, _ in join_keys}
+        for ek in entity_keys:
+            key = dict(zip(ek.join_keys, ek.entity_values))
+            for k, _ in join_keys:
+                keys[k].append(key[k])
+        results = self._call(config, [f"{table.name}:{f}" for f in features], keys)
+        rows: List[Tuple[Optional[_dt.datetime], Optional[Dict[str, ValueProto]]]] = []
+        for i in range(len(entity_keys)):
+            found = {f: fv.values[i] for f, fv in zip(features, results)
+                     if fv.statuses[i] == FieldStatus.PRESENT}
+            ts = max((fv.event_timestamps[i].ToDatetime(tzinfo=_dt.timezone.utc)
+                      for fv in results if fv.statuses[i] == FieldStatus.PRESENT), default=None)
+            rows.append((ts, found) if found else (None, None))
+        return rows
 
     def _read_features_per_fv(
         self,
@@ -342,33 +337,43 @@ class QuiverOnlineStore(OnlineStore):
         full_feature_names: bool,
         include_feature_view_version_metadata: bool,
     ) -> None:
-        """Feast's per-view read loop, with one Quiver call for all the views of a request
-        that share join keys (Feast's own loop calls `online_read` once per view)."""
+        """Feast's per-view read loop, as one Quiver call per entity for all the views of the
+        request keyed by it (Feast's own loop calls `online_read` once per view)."""
         groups: Dict[str, List[int]] = {}
-        unique = []
         for i, (table, _) in enumerate(grouped_refs):
-            values, idxs, output_len = utils._get_unique_entities(
-                table, join_key_values, entity_name_to_join_key_map)
-            unique.append((values, idxs, output_len))
-            # One call per Quiver entity: a call reads views keyed by the same entity.
             groups.setdefault(_entity_of(table)[0], []).append(i)
-        read_rows: Dict[int, list] = {}
+        answers: Dict[int, list] = {}
         for members in groups.values():
-            # Views of one entity share their unique entities (Feast dedupes on join keys).
-            values = unique[members[0]][0]
-            if not values:
-                for i in members:
-                    read_rows[i] = []
-                continue
-            protos = utils._get_entity_key_protos(values)
-            keys = self._key_columns(grouped_refs[members[0]][0], protos)
-            tables = [grouped_refs[i] for i in members]
-            answer = self._read(config, tables, keys)
+            table = grouped_refs[members[0]][0]
+            keys = utils._get_table_entity_values(table, entity_name_to_join_key_map,
+                                                  join_key_values)
+            refs = [f"{grouped_refs[i][0].name}:{f}" for i in members for f in grouped_refs[i][1]]
+            results = iter(self._call(config, refs, keys))
             for i in members:
-                table, features = grouped_refs[i]
-                read_rows[i] = self._read_rows(answer, table, features)
+                answers[i] = [next(results) for _ in grouped_refs[i][1]]
         for i, (table, features) in enumerate(grouped_refs):
-            _, idxs, output_len = unique[i]
-            utils._populate_response_from_feature_data(
-                features, read_rows[i], idxs, online_features_response, full_feature_names,
-                table, output_len, include_feature_view_version_metadata)
+            name = table.projection.name_to_use()
+            online_features_response.metadata.feature_names.val.extend(
+                f"{name}__{f}" if full_feature_names else f for f in features)
+            if include_feature_view_version_metadata:
+                clean = table.projection.name_alias or table.projection.name
+                meta = online_features_response.metadata.feature_view_metadata
+                if clean not in [m.name for m in meta]:
+                    m = meta.add()
+                    m.name = clean
+                    m.version = getattr(table, "current_version_number", 0) or 0
+            online_features_response.results.extend(answers[i])
+
+
+def _feast_statuses(fv: GetOnlineFeaturesResponse.FeatureVector) -> None:
+    """Statuses as Feast's own stores give them: a value written as null is PRESENT with an
+    empty value (Feast stores an empty Value for it), and a value withheld for its age
+    (`enforce_ttl`) is NOT_FOUND with no event time, as if never materialized."""
+    statuses = fv.statuses
+    if FieldStatus.NULL_VALUE in statuses or FieldStatus.OUTSIDE_MAX_AGE in statuses:
+        for i, st in enumerate(statuses):
+            if st == FieldStatus.NULL_VALUE:
+                statuses[i] = FieldStatus.PRESENT
+            elif st == FieldStatus.OUTSIDE_MAX_AGE:
+                statuses[i] = FieldStatus.NOT_FOUND
+                fv.event_timestamps[i].Clear()

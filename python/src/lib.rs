@@ -16,11 +16,15 @@ use arrow_array::{
 use arrow_buffer::{NullBuffer, OffsetBuffer};
 use arrow_pyarrow::{FromPyArrow, ToPyArrow};
 use arrow_schema::{ArrowError, DataType, Field, Schema};
+use prost::Message;
 use pyo3::exceptions::PyException;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyList};
 use quiver_offline::{EpochUnit, FeaturePlan, History, JoinOptions, OfflineError, Registry};
-use quiver_server::client::{upload_snapshot_file, write_requests, Connect, NativeClient};
+use quiver_server::client::{
+    upload_snapshot_file, write_requests, ClientError, Connect, FeastClient, NativeClient,
+};
+use quiver_server::proto::feast::serving as feast_pb;
 use quiver_server::proto::quiver::v1 as pb;
 
 pyo3::create_exception!(
@@ -77,6 +81,8 @@ fn status_error(py: Python<'_>, s: &tonic::Status) -> PyErr {
 struct Client {
     runtime: tokio::runtime::Runtime,
     native: NativeClient,
+    /// Feast's serving API on the same connection (the Feast plugin's reads).
+    feast: FeastClient,
 }
 
 /// One join key's values as sent.
@@ -128,10 +134,22 @@ impl Client {
         let connect = Connect::new(url)
             .token(token.as_deref())
             .request_timeout(timeout);
-        let native = py
-            .detach(|| runtime.block_on(connect.native()))
+        let (native, feast) = py
+            .detach(|| {
+                runtime.block_on(async {
+                    let channel = connect.channel().await?;
+                    Ok::<_, ClientError>((
+                        connect.native_on(channel.clone())?,
+                        connect.feast_on(channel)?,
+                    ))
+                })
+            })
             .map_err(|e| error(py, "UNAVAILABLE", &e.to_string()))?;
-        Ok(Self { runtime, native })
+        Ok(Self {
+            runtime,
+            native,
+            feast,
+        })
     }
 
     /// Reads `features` (or the feature service) for the entities given as columns:
@@ -253,6 +271,33 @@ impl Client {
         d.set_item("batches", r.batches)?;
         d.set_item("wal_sequence", r.wal_sequence)?;
         Ok(d)
+    }
+
+    /// Feast's `GetOnlineFeatures` (the server's `feast.serving.ServingService`), request and
+    /// answer as serialized protobuf: the Feast plugin builds and parses them with Feast's own
+    /// message classes, so every value arrives as Feast's `Value` without a conversion in
+    /// Python.
+    fn feast_get_online_features<'py>(
+        &self,
+        py: Python<'py>,
+        request: &[u8],
+    ) -> PyResult<Bound<'py, pyo3::types::PyBytes>> {
+        let request = feast_pb::GetOnlineFeaturesRequest::decode(request).map_err(|e| {
+            error(
+                py,
+                "INVALID_ARGUMENT",
+                &format!("not a feast.serving.GetOnlineFeaturesRequest: {e}"),
+            )
+        })?;
+        let mut feast = self.feast.clone();
+        let answer = py
+            .detach(|| {
+                self.runtime
+                    .block_on(feast.get_online_features(request))
+                    .map(|r| r.into_inner().encode_to_vec())
+            })
+            .map_err(|s| status_error(py, &s))?;
+        Ok(pyo3::types::PyBytes::new(py, &answer))
     }
 
     /// Loads a snapshot file already on the server's filesystem into `view`.
