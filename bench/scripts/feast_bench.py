@@ -10,9 +10,8 @@ with the Quiver plugin; every measured loop is bounded in count and time, one re
 import argparse
 import datetime as dt
 import json
-import os
 import random
-import shutil
+import socket
 import subprocess
 import sys
 import time
@@ -87,6 +86,12 @@ def feast_cli(repo: Path, *args: str) -> float:
     if r.returncode != 0:
         raise SystemExit(f"feast {' '.join(args)} in {repo} failed:\n{r.stdout}\n{r.stderr}")
     return time.perf_counter() - t
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def percentile(sorted_us, q):
@@ -237,7 +242,7 @@ def main():
 
     # Feast's HTTP feature server (`feast serve`) on each store, on the server CPUs.
     for name, repo in repos.items():
-        port = 20000 + random.randrange(20000)
+        port = free_port()
         log = root / f"serve-{name}.log"
         proc = serve(repo, port, a.server_cpus, log)
         try:

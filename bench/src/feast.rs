@@ -133,8 +133,7 @@ pub fn run_feast(args: &FeastArgs) -> Result<()> {
             .args(["--runs", &runs.to_string()])
             .args(["--training-rows", &training.to_string()])
             .args(["--server-cpus", placement.server_cpus().unwrap_or("")])
-            .stdin(Stdio::null())
-            .stderr(Stdio::inherit());
+            .stdin(Stdio::null());
         let cmd = pinned_command(cmd, placement.client_cpus());
         let py = run_script(cmd)?;
         let rust = [
@@ -185,13 +184,21 @@ fn script_path() -> Result<PathBuf> {
 fn run_script(mut cmd: Command) -> Result<Json> {
     let out = cmd
         .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
         .output()
         .map_err(io("running bench/scripts/feast_bench.py"))?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     if !out.status.success() {
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let tail: Vec<&str> = stderr.lines().rev().take(30).collect();
+        let tail: Vec<&str> = tail.into_iter().rev().collect();
         return Err(BenchError::other(
             "bench/scripts/feast_bench.py",
-            format!("exited with {}; stdout:\n{stdout}", out.status),
+            format!(
+                "exited with {}; stdout:\n{stdout}\nstderr (end):\n{}",
+                out.status,
+                tail.join("\n")
+            ),
         ));
     }
     let last = stdout.lines().last().unwrap_or("");

@@ -2,8 +2,6 @@
 
 import subprocess
 
-import pandas as pd
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 

@@ -2,7 +2,6 @@
 (registry, apply, stats, checkpoint, snapshots) against a real server."""
 
 import datetime as dt
-import subprocess
 
 import pandas as pd
 import pyarrow as pa
