@@ -131,12 +131,14 @@ class Client:
     """A connection to one Quiver server.
 
     `address` is `host:port` (or an `http://` / `https://` URL), `token` the bearer token
-    the server requires, `timeout` a deadline in seconds for every call.
+    the server requires, `timeout` a deadline in seconds for every call, `ca_cert` the PEM
+    file of the certificate authority to trust for an `https://` server (else the system's).
     """
 
     def __init__(self, address: str = "127.0.0.1:6566", token: Optional[str] = None,
-                 timeout: Optional[float] = None):
-        self._native = _NativeClient(address, token, timeout)
+                 timeout: Optional[float] = None, ca_cert: Optional[str] = None):
+        self._native = _NativeClient(address, token, timeout,
+                                     _os.fspath(ca_cert) if ca_cert is not None else None)
 
     def get_online_features(
         self,

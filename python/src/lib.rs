@@ -95,12 +95,13 @@ enum KeyValues {
 #[pymethods]
 impl Client {
     #[new]
-    #[pyo3(signature = (address, token=None, timeout=None))]
+    #[pyo3(signature = (address, token=None, timeout=None, ca_cert=None))]
     fn new(
         py: Python<'_>,
         address: &str,
         token: Option<String>,
         timeout: Option<f64>,
+        ca_cert: Option<std::path::PathBuf>,
     ) -> PyResult<Self> {
         let url = if address.contains("://") {
             address.to_owned()
@@ -131,9 +132,14 @@ impl Client {
                     &format!("cannot start the client runtime: {e}"),
                 )
             })?;
-        let connect = Connect::new(url)
+        let mut connect = Connect::new(url)
             .token(token.as_deref())
             .request_timeout(timeout);
+        if let Some(ca) = &ca_cert {
+            connect = connect
+                .ca_file(ca)
+                .map_err(|e| error(py, "INVALID_ARGUMENT", &format!("ca_cert: {e}")))?;
+        }
         let (native, feast) = py
             .detach(|| {
                 runtime.block_on(async {

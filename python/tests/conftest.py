@@ -33,21 +33,21 @@ def free_port() -> int:
 
 
 class Server:
-    def __init__(self, tmp: Path, registry: Path = REGISTRY):
+    def __init__(self, tmp: Path, registry: Path = REGISTRY, extra: tuple = (), client=None):
         self.bin = _binary()
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.log = open(tmp / "server.log", "wb")
         self.proc = subprocess.Popen(
             [self.bin, "serve", "--listen", self.address, "--metrics-listen", "",
-             "--data-dir", str(tmp / "data"), "--registry", str(registry), "--fsync", "never"],
+             "--data-dir", str(tmp / "data"), "--registry", str(registry), "--fsync", "never", *extra],
             stdout=self.log, stderr=subprocess.STDOUT,
         )
         self.tmp = tmp
         deadline = time.monotonic() + 60
         while True:
             try:
-                quiver.Client(self.address, timeout=5).stats()
+                (client or (lambda a: quiver.Client(a, timeout=5)))(self.address).stats()
                 break
             except quiver.QuiverError as e:
                 if time.monotonic() > deadline or self.proc.poll() is not None:

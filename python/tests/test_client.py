@@ -131,3 +131,31 @@ def test_an_unreachable_server_is_unavailable():
     with pytest.raises(quiver.QuiverError) as e:
         quiver.Client(f"127.0.0.1:{free_port()}", timeout=2)
     assert e.value.code == "UNAVAILABLE"
+
+
+def test_tls_and_a_bearer_token(tmp_path):
+    """A server speaking only TLS and requiring a token: the client trusts the test CA
+    (tests/fixtures/tls) and sends the token; without either it is refused, and says why."""
+    from conftest import REPO, Server
+
+    tls = REPO / "tests" / "fixtures" / "tls"
+    token = "s3cret-token-123456"
+    ca = str(tls / "ca.pem")
+    server = Server(tmp_path, extra=("--tls-cert", str(tls / "server.pem"), "--tls-key",
+                                     str(tls / "server.key"), "--auth-token", token),
+                    client=lambda a: quiver.Client(f"https://{a}", token=token, ca_cert=ca, timeout=5))
+    try:
+        c = quiver.Client(f"https://{server.address}", token=token, ca_cert=ca, timeout=5)
+        assert c.get_online_features(["user_stats:clicks"], entities={"user_id": [1]}).statuses == {
+            "clicks": ["NOT_FOUND"]}
+        with pytest.raises(quiver.QuiverError) as e:
+            quiver.Client(f"https://{server.address}", ca_cert=ca, timeout=5).stats()
+        assert e.value.code == "UNAUTHENTICATED"
+        with pytest.raises(quiver.QuiverError) as e:
+            quiver.Client(f"https://{server.address}", token=token, timeout=5)
+        assert e.value.code == "UNAVAILABLE"  # the test CA is not trusted by default
+        with pytest.raises(quiver.QuiverError) as e:
+            quiver.Client(server.address, token=token, ca_cert=str(tmp_path / "none.pem"))
+        assert "none.pem" in e.value.message
+    finally:
+        server.stop()
