@@ -144,3 +144,55 @@ def test_checkpoint_then_snapshot_upload_and_load(client, server, tmp_path):
     with pytest.raises(quiver.QuiverError) as e:
         client.load_snapshot("user_stats", str(tmp_path / "missing.qsnap"))
     assert "missing.qsnap" in e.value.message
+
+
+def test_vectors_and_lists_write_and_read_back(client):
+    ts = dt.datetime.fromtimestamp(NOW - 30, dt.timezone.utc)
+    table = pa.table({
+        "user_id": pa.array([1400, 1401], pa.int64()),
+        "event_timestamp": pa.array([ts, ts], pa.timestamp("us", tz="UTC")),
+        "embedding": pa.array([[0.5, -1.0, 2.0, 0.0], None], pa.list_(pa.float32(), 4)),
+        "tags": pa.array([["a", "b"], []], pa.list_(pa.string())),
+        "scores": pa.array([[1.5], [2.5, 3.5]], pa.list_(pa.float64())),
+        "tokens": pa.array([[b"\x00\xff"], None], pa.list_(pa.binary())),
+    })
+    client.write("user_embedding", table)
+    refs = ["user_embedding:embedding", "user_embedding:tags", "user_embedding:scores",
+            "user_embedding:tokens"]
+    r = client.get_online_features(refs, entities={"user_id": [1400, 1401]})
+    d = r.to_dict()
+    assert d["embedding"] == [[0.5, -1.0, 2.0, 0.0], None]
+    assert d["tags"] == [["a", "b"], []]
+    assert d["scores"] == [[1.5], [2.5, 3.5]]
+    assert d["tokens"] == [[b"\x00\xff"], None]
+    assert r.statuses["embedding"] == ["PRESENT", "NULL_VALUE"]
+    t = r.to_arrow()
+    vector = t.schema.field("embedding").type
+    assert (vector.list_size, vector.value_type) == (4, pa.float32())
+    # A vector of the wrong dimension is refused naming the feature.
+    bad = table.set_column(2, "embedding", pa.array([[1.0, 2.0]] * 2, pa.list_(pa.float32(), 2)))
+    with pytest.raises(quiver.QuiverError) as e:
+        client.write("user_embedding", bad)
+    assert "embedding" in e.value.message
+
+
+def test_polars_frames_are_accepted(client):
+    import polars as pl
+    import pyarrow.parquet as pq
+    from conftest import REPO
+
+    ts = dt.datetime.fromtimestamp(NOW - 30, dt.timezone.utc)
+    client.write("user_profile", pl.DataFrame({
+        "user_id": [1500, 1501], "event_timestamp": [ts, ts], "country": ["pl", None],
+        "age": [33, 44]}))
+    d = client.get_online_features(["user_profile:country", "user_profile:age"],
+                                   entities={"user_id": [1500, 1501]}).to_dict()
+    assert d == {"user_id": [1500, 1501], "country": ["pl", None], "age": [33, 44]}
+    entities = REPO / "examples" / "data" / "entities.parquet"
+    registry = REPO / "examples" / "registry.toml"
+    got = quiver.get_historical_features(registry, pl.read_parquet(entities),
+                                         ["user_stats:txn_count_7d"])
+    want = quiver.get_historical_features(registry, pq.read_table(entities),
+                                          ["user_stats:txn_count_7d"])
+    assert got.to_pylist() == want.to_pylist()
+    assert pl.from_arrow(got).height == want.num_rows
