@@ -143,7 +143,10 @@ def expect(latest):
 
 def serve(repo: Path, port: int, cpus, log: Path):
     cmd = [sys.executable, "-m", "feast.cli.cli", "-c", str(repo), "serve", "-h", "127.0.0.1",
-           "-p", str(port), "--workers", "1", "--no-access-log"]
+           "-p", str(port), "--workers", "1", "--no-access-log",
+           # gunicorn restarts a worker after --max-requests (1000 by default), resetting the
+           # connection mid-measurement.
+           "--max-requests", "100000000"]
     if cpus:
         cmd = ["taskset", "-c", cpus] + cmd
     proc = subprocess.Popen(cmd, stdout=open(log, "wb"), stderr=subprocess.STDOUT)
