@@ -458,12 +458,15 @@ pub fn write_requests(
         .map(|k| k.name.as_str())
         .chain(std::iter::once(ts_col));
     for col in required {
+        let mut offset = 0;
         for b in &batches {
-            if let Some(a) = b.column_by_name(col) {
+            // Only a column that has nulls is scanned for the first one.
+            if let Some(a) = b.column_by_name(col).filter(|a| a.null_count() > 0) {
                 if let Some(row) = (0..a.len()).find(|&r| a.is_null(r)) {
-                    return Err(format!("column {col:?}: row {row} is null"));
+                    return Err(format!("column {col:?}: row {} is null", offset + row));
                 }
             }
+            offset += b.num_rows();
         }
     }
     let batches = batches
