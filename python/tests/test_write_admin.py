@@ -118,7 +118,22 @@ def test_registry_apply_and_stats(client):
     assert s["wal"]["last_sequence"] >= s["wal"]["synced_sequence"]
 
 
-def test_checkpoint_then_snapshot_upload_and_load(client, server, tmp_path):
+def test_checkpoint_then_snapshot_upload_and_load(tmp_path):
+    # A server of its own: loading a snapshot replaces the view's checkpointed data, which the
+    # other tests read from the shared server.
+    from conftest import Server
+
+    (tmp_path / "srv").mkdir()
+    own = Server(tmp_path / "srv")
+    try:
+        client = quiver.Client(own.address, timeout=10)
+        client.write("user_stats", pa.table(stats_rows([1000], NOW - 30)))
+        snapshot_round_trip(client, tmp_path)
+    finally:
+        own.stop()
+
+
+def snapshot_round_trip(client, tmp_path):
     c = client.checkpoint()
     assert c["checkpoint_sequence"] > 0
     assert "user_stats" in {f["view"] for f in c["snapshots"]}
